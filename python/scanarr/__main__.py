@@ -1,0 +1,5 @@
+import sys
+
+from scanarr.cli import main
+
+sys.exit(main())
