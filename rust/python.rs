@@ -1,0 +1,544 @@
+//! The pyo3 glue: `scanarr._native`. Everything here converts; the work happens in the core
+//! modules. Blocking calls run with the interpreter detached so other Python threads (trio) go on.
+
+use std::time::Duration;
+
+use pyo3::exceptions::{PyIndexError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
+
+use crate::filter::Filter;
+use crate::fingerprint::{self, Mode, Spec};
+use crate::jsonenc::{self, FileFields};
+use crate::stats::WalkStats;
+use crate::walk::{self, Next, Walk, WalkOptions};
+
+/// A path for Python: `str` when it is UTF-8, `bytes` otherwise.
+fn path_to_py<'py>(py: Python<'py>, path: &[u8]) -> Bound<'py, PyAny> {
+    match std::str::from_utf8(path) {
+        Ok(text) => PyString::new(py, text).into_any(),
+        Err(_) => PyBytes::new(py, path).into_any(),
+    }
+}
+
+/// A path from Python: `bytes` as is, `str` encoded like `os.fsencode` (surrogateescape).
+fn path_from_py(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
+    if let Ok(bytes) = obj.cast::<PyBytes>() {
+        return Ok(bytes.as_bytes().to_vec());
+    }
+    if obj.is_instance_of::<PyString>() {
+        let os: std::ffi::OsString = obj.extract()?;
+        return Ok(os.into_encoded_bytes());
+    }
+    Err(PyTypeError::new_err(format!(
+        "a path must be str or bytes, not {}",
+        obj.get_type().name()?
+    )))
+}
+
+fn paths_from_py(items: Vec<Bound<'_, PyAny>>) -> PyResult<Vec<Vec<u8>>> {
+    items.iter().map(path_from_py).collect()
+}
+
+fn fingerprint_mode(mode: &str) -> PyResult<Mode> {
+    Mode::parse(mode).ok_or_else(|| {
+        PyValueError::new_err(format!(
+            "fingerprint mode must be 'full' or 'sampled', not {mode:?}"
+        ))
+    })
+}
+
+fn check_positive(name: &str, value: u64) -> PyResult<()> {
+    if value == 0 {
+        return Err(PyValueError::new_err(format!("{name} must be at least 1")));
+    }
+    Ok(())
+}
+
+/// One media file, as `lstat` saw it.
+#[pyclass(frozen, module = "scanarr._native", name = "FileRecord")]
+pub struct FileRecord {
+    root_index: u32,
+    relative_path: Box<[u8]>,
+    /// Where the file name starts in `relative_path`.
+    name_start: usize,
+    inode: u64,
+    device_id: u64,
+    hardlink_count: u64,
+    size_bytes: u64,
+    mtime_ns: i128,
+    fingerprint: Option<u128>,
+    fingerprint_error: Option<String>,
+}
+
+#[pymethods]
+impl FileRecord {
+    #[getter]
+    fn root_index(&self) -> u32 {
+        self.root_index
+    }
+    #[getter]
+    fn relative_path<'py>(&self, py: Python<'py>) -> Bound<'py, PyAny> {
+        path_to_py(py, &self.relative_path)
+    }
+    #[getter]
+    fn filename<'py>(&self, py: Python<'py>) -> Bound<'py, PyAny> {
+        path_to_py(py, &self.relative_path[self.name_start..])
+    }
+    #[getter]
+    fn inode(&self) -> u64 {
+        self.inode
+    }
+    #[getter]
+    fn device_id(&self) -> u64 {
+        self.device_id
+    }
+    #[getter]
+    fn hardlink_count(&self) -> u64 {
+        self.hardlink_count
+    }
+    #[getter]
+    fn size_bytes(&self) -> u64 {
+        self.size_bytes
+    }
+    #[getter]
+    fn mtime_ns(&self) -> i128 {
+        self.mtime_ns
+    }
+    #[getter]
+    fn fingerprint(&self) -> Option<String> {
+        self.fingerprint.map(jsonenc::fingerprint_text)
+    }
+    #[getter]
+    fn fingerprint_error(&self) -> Option<&str> {
+        self.fingerprint_error.as_deref()
+    }
+    fn __repr__(&self) -> String {
+        format!(
+            "FileRecord(root_index={}, relative_path={:?}, inode={}, device_id={}, size_bytes={}, \
+             hardlink_count={}, mtime_ns={})",
+            self.root_index,
+            String::from_utf8_lossy(&self.relative_path),
+            self.inode,
+            self.device_id,
+            self.size_bytes,
+            self.hardlink_count,
+            self.mtime_ns
+        )
+    }
+}
+
+/// A failure met during the walk.
+#[pyclass(frozen, module = "scanarr._native", name = "WalkError")]
+pub struct WalkError {
+    error: walk::WalkError,
+}
+
+#[pymethods]
+impl WalkError {
+    #[getter]
+    fn root_index(&self) -> u32 {
+        self.error.root_index
+    }
+    #[getter]
+    fn path<'py>(&self, py: Python<'py>) -> Bound<'py, PyAny> {
+        path_to_py(py, &self.error.path)
+    }
+    #[getter]
+    fn errno(&self) -> i32 {
+        self.error.errno
+    }
+    #[getter]
+    fn kind(&self) -> &'static str {
+        self.error.kind.as_str()
+    }
+    #[getter]
+    fn message(&self) -> &str {
+        &self.error.message
+    }
+    fn __repr__(&self) -> String {
+        format!(
+            "WalkError(kind={:?}, root_index={}, path={:?}, errno={}, message={:?})",
+            self.error.kind.as_str(),
+            self.error.root_index,
+            String::from_utf8_lossy(&self.error.path),
+            self.error.errno,
+            self.error.message
+        )
+    }
+}
+
+/// Up to `batch_size` files and the errors met since the previous batch.
+#[pyclass(frozen, module = "scanarr._native", name = "Batch")]
+pub struct Batch {
+    batch: walk::Batch,
+    files: PyOnceLock<Py<PyList>>,
+    errors: PyOnceLock<Py<PyList>>,
+}
+
+impl Batch {
+    fn new(batch: walk::Batch) -> Batch {
+        Batch {
+            batch,
+            files: PyOnceLock::new(),
+            errors: PyOnceLock::new(),
+        }
+    }
+}
+
+#[pymethods]
+impl Batch {
+    /// Built on first access: a caller that only wants JSON never pays for these objects.
+    #[getter]
+    fn files(&self, py: Python<'_>) -> PyResult<Py<PyList>> {
+        let list = self.files.get_or_try_init(py, || {
+            let records = self.batch.files.iter().map(|file| {
+                let path = self.batch.relative_path(file);
+                FileRecord {
+                    root_index: file.root_index,
+                    relative_path: path.into(),
+                    name_start: path.len() - self.batch.filename(file).len(),
+                    inode: file.inode,
+                    device_id: file.device_id,
+                    hardlink_count: file.hardlink_count,
+                    size_bytes: file.size_bytes,
+                    mtime_ns: file.mtime_ns(),
+                    fingerprint: file.fingerprint,
+                    fingerprint_error: file.fingerprint_error.clone(),
+                }
+            });
+            let objects = records
+                .map(|r| Bound::new(py, r))
+                .collect::<PyResult<Vec<_>>>()?;
+            PyResult::Ok(PyList::new(py, objects)?.unbind())
+        })?;
+        Ok(list.clone_ref(py))
+    }
+
+    #[getter]
+    fn errors(&self, py: Python<'_>) -> PyResult<Py<PyList>> {
+        let list = self.errors.get_or_try_init(py, || {
+            let objects = self
+                .batch
+                .errors
+                .iter()
+                .map(|e| Bound::new(py, WalkError { error: e.clone() }))
+                .collect::<PyResult<Vec<_>>>()?;
+            PyResult::Ok(PyList::new(py, objects)?.unbind())
+        })?;
+        Ok(list.clone_ref(py))
+    }
+
+    #[getter]
+    fn dirs_walked(&self) -> u64 {
+        self.batch.dirs_walked
+    }
+
+    fn __len__(&self) -> usize {
+        self.batch.len()
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Batch(files={}, errors={}, dirs_walked={})",
+            self.batch.files.len(),
+            self.batch.errors.len(),
+            self.batch.dirs_walked
+        )
+    }
+
+    /// Encodes every file as `heads[root_index] + BODY + tail`; see the stub for BODY.
+    fn json_records<'py>(
+        &self,
+        py: Python<'py>,
+        heads: Vec<String>,
+        tail: &str,
+    ) -> PyResult<(Bound<'py, PyList>, Vec<usize>)> {
+        if let Some(head) = heads
+            .iter()
+            .find(|h| !(h.ends_with('{') || h.ends_with(',')))
+        {
+            return Err(PyValueError::new_err(format!(
+                "each head must end with '{{' or ',': {head:?}"
+            )));
+        }
+        let mut texts = Vec::with_capacity(self.batch.files.len());
+        let mut not_utf8 = Vec::new();
+        let mut text = String::with_capacity(512);
+        for (index, file) in self.batch.files.iter().enumerate() {
+            let Ok(relative_path) = std::str::from_utf8(self.batch.relative_path(file)) else {
+                not_utf8.push(index);
+                continue;
+            };
+            let head = heads.get(file.root_index as usize).ok_or_else(|| {
+                PyIndexError::new_err(format!(
+                    "no head for root_index {} ({} heads given)",
+                    file.root_index,
+                    heads.len()
+                ))
+            })?;
+            let filename = &relative_path[relative_path.len() - self.batch.filename(file).len()..];
+            text.clear();
+            text.push_str(head);
+            jsonenc::write_file_fields(
+                &mut text,
+                &FileFields {
+                    relative_path,
+                    filename,
+                    inode: file.inode,
+                    device_id: file.device_id,
+                    size_bytes: file.size_bytes,
+                    hardlink_count: file.hardlink_count,
+                    mtime_sec: file.mtime_sec,
+                    mtime_nsec: file.mtime_nsec,
+                    fingerprint: file.fingerprint,
+                },
+            );
+            text.push_str(tail);
+            texts.push(PyString::new(py, &text));
+        }
+        Ok((PyList::new(py, texts)?, not_utf8))
+    }
+}
+
+/// Totals of a walk so far.
+#[pyclass(frozen, module = "scanarr._native", name = "WalkStats")]
+pub struct PyWalkStats {
+    #[pyo3(get)]
+    files: u64,
+    #[pyo3(get)]
+    dirs: u64,
+    #[pyo3(get)]
+    bytes_total: u64,
+    #[pyo3(get)]
+    distinct_inodes: u64,
+    #[pyo3(get)]
+    multi_link_files: u64,
+    #[pyo3(get)]
+    errors: u64,
+    #[pyo3(get)]
+    skipped_mounts: u64,
+}
+
+impl From<WalkStats> for PyWalkStats {
+    fn from(s: WalkStats) -> Self {
+        PyWalkStats {
+            files: s.files,
+            dirs: s.dirs,
+            bytes_total: s.bytes_total,
+            distinct_inodes: s.distinct_inodes,
+            multi_link_files: s.multi_link_files,
+            errors: s.errors,
+            skipped_mounts: s.skipped_mounts,
+        }
+    }
+}
+
+#[pymethods]
+impl PyWalkStats {
+    fn __repr__(&self) -> String {
+        format!(
+            "WalkStats(files={}, dirs={}, bytes_total={}, distinct_inodes={}, \
+             multi_link_files={}, errors={}, skipped_mounts={})",
+            self.files,
+            self.dirs,
+            self.bytes_total,
+            self.distinct_inodes,
+            self.multi_link_files,
+            self.errors,
+            self.skipped_mounts
+        )
+    }
+}
+
+fn default_extensions() -> Option<Vec<String>> {
+    Some(
+        crate::DEFAULT_EXTENSIONS
+            .iter()
+            .map(|e| (*e).to_owned())
+            .collect(),
+    )
+}
+
+/// Longest wait `next_batch` accepts in one call (a longer timeout is clamped).
+const MAX_WAIT: Duration = Duration::from_secs(86_400);
+
+/// A parallel walk over `roots`, started on construction, consumed with `next_batch`.
+#[pyclass(frozen, module = "scanarr._native", name = "Walker")]
+pub struct Walker {
+    walk: Walk,
+    given_roots: Vec<Vec<u8>>,
+}
+
+#[pymethods]
+impl Walker {
+    #[new]
+    #[pyo3(signature = (
+        roots,
+        *,
+        extensions = default_extensions(),
+        skip_hidden = true,
+        skip_temp = true,
+        skip_metadata = true,
+        skip_system_dirs = true,
+        exclude = Vec::new(),
+        same_device = true,
+        threads = 0,
+        batch_size = 1024,
+        max_pending_batches = 4,
+        fingerprint = None,
+        sample_size = crate::DEFAULT_SAMPLE_SIZE,
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        roots: Vec<Bound<'_, PyAny>>,
+        extensions: Option<Vec<String>>,
+        skip_hidden: bool,
+        skip_temp: bool,
+        skip_metadata: bool,
+        skip_system_dirs: bool,
+        exclude: Vec<Bound<'_, PyAny>>,
+        same_device: bool,
+        threads: usize,
+        batch_size: usize,
+        max_pending_batches: usize,
+        fingerprint: Option<&str>,
+        sample_size: u64,
+    ) -> PyResult<Walker> {
+        check_positive("batch_size", batch_size as u64)?;
+        check_positive("max_pending_batches", max_pending_batches as u64)?;
+        check_positive("sample_size", sample_size)?;
+        let fingerprint = fingerprint
+            .map(|mode| fingerprint_mode(mode).map(|mode| Spec { mode, sample_size }))
+            .transpose()?;
+        let mut filter = Filter::new(extensions);
+        filter.skip_hidden = skip_hidden;
+        filter.skip_temp = skip_temp;
+        filter.skip_metadata = skip_metadata;
+        filter.skip_system_dirs = skip_system_dirs;
+        let given_roots = paths_from_py(roots)?;
+        let options = WalkOptions {
+            filter,
+            exclude: paths_from_py(exclude)?,
+            same_device,
+            threads,
+            batch_size,
+            max_pending_batches,
+            fingerprint,
+        };
+        let start_roots = given_roots.clone();
+        let walk = py.detach(move || Walk::start(start_roots, options))?;
+        Ok(Walker { walk, given_roots })
+    }
+
+    /// The roots as given.
+    #[getter]
+    fn roots<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        PyList::new(py, self.given_roots.iter().map(|r| path_to_py(py, r)))
+    }
+
+    /// Waits up to `timeout` seconds for the next batch: an empty batch on timeout, None once the
+    /// walk is over and everything was delivered.
+    #[pyo3(signature = (timeout = 0.1))]
+    fn next_batch(&self, py: Python<'_>, timeout: f64) -> PyResult<Option<Batch>> {
+        if timeout.is_nan() {
+            return Err(PyValueError::new_err("timeout must be a number"));
+        }
+        let timeout = Duration::try_from_secs_f64(timeout.max(0.0)).unwrap_or(MAX_WAIT);
+        let timeout = timeout.min(MAX_WAIT);
+        let next = py.detach(|| self.walk.next_batch(timeout));
+        Ok(match next {
+            Next::Batch(batch) => Some(Batch::new(batch)),
+            Next::Timeout => Some(Batch::new(walk::Batch::default())),
+            Next::Over => None,
+        })
+    }
+
+    fn cancel(&self) {
+        self.walk.cancel();
+    }
+
+    #[getter]
+    fn finished(&self) -> bool {
+        self.walk.is_finished()
+    }
+
+    #[getter]
+    fn cancelled(&self) -> bool {
+        self.walk.is_cancelled()
+    }
+
+    #[pyo3(signature = (root_index = None))]
+    fn stats(&self, root_index: Option<usize>) -> PyResult<PyWalkStats> {
+        match root_index {
+            None => Ok(self.walk.stats().into()),
+            Some(index) => self.walk.root_stats(index).map(Into::into).ok_or_else(|| {
+                PyIndexError::new_err(format!(
+                    "root_index {index} out of range ({} roots)",
+                    self.given_roots.len()
+                ))
+            }),
+        }
+    }
+
+    fn __repr__(&self) -> String {
+        let roots: Vec<_> = self
+            .given_roots
+            .iter()
+            .map(|r| String::from_utf8_lossy(r).into_owned())
+            .collect();
+        format!("Walker(roots={roots:?})")
+    }
+}
+
+/// Fingerprints many files in parallel with the interpreter detached.
+#[pyfunction]
+#[pyo3(signature = (paths, mode, *, sample_size = crate::DEFAULT_SAMPLE_SIZE, threads = 0))]
+fn fingerprint_files(
+    py: Python<'_>,
+    paths: Vec<Bound<'_, PyAny>>,
+    mode: &str,
+    sample_size: u64,
+    threads: usize,
+) -> PyResult<Vec<(Option<String>, Option<String>)>> {
+    check_positive("sample_size", sample_size)?;
+    let spec = Spec {
+        mode: fingerprint_mode(mode)?,
+        sample_size,
+    };
+    let paths = paths_from_py(paths)?;
+    let threads = match threads {
+        0 => crate::DEFAULT_THREADS,
+        n => n,
+    };
+    let results = py.detach(move || fingerprint::fingerprint_many(&paths, spec, threads));
+    Ok(results
+        .into_iter()
+        .map(|r| match r {
+            Ok(digest) => (Some(jsonenc::fingerprint_text(digest)), None),
+            Err(e) => (None, Some(e.message)),
+        })
+        .collect())
+}
+
+#[pymodule]
+#[pyo3(name = "_native")]
+fn native_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    m.add("__version__", crate::VERSION)?;
+    m.add(
+        "DEFAULT_EXTENSIONS",
+        PyTuple::new(py, crate::DEFAULT_EXTENSIONS)?,
+    )?;
+    m.add("DEFAULT_SAMPLE_SIZE", crate::DEFAULT_SAMPLE_SIZE)?;
+    m.add("DEFAULT_THREADS", crate::DEFAULT_THREADS)?;
+    m.add_class::<FileRecord>()?;
+    m.add_class::<WalkError>()?;
+    m.add_class::<Batch>()?;
+    m.add_class::<PyWalkStats>()?;
+    m.add_class::<Walker>()?;
+    m.add_function(wrap_pyfunction!(fingerprint_files, m)?)?;
+    Ok(())
+}

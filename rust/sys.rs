@@ -1,0 +1,240 @@
+//! Thin wrappers over the fd-relative Linux syscalls the walk is built on: `openat`, `fstatat`,
+//! `fstat`, `getdents64`, `pread`. Errors are raw errno values; `message` renders them the way
+//! Rust's `io::Error` does ("Permission denied (os error 13)").
+
+use std::ffi::{CStr, CString};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+pub type Errno = i32;
+
+fn last_errno() -> Errno {
+    io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO)
+}
+
+/// strerror-style text for an errno value.
+pub fn message(errno: Errno) -> String {
+    io::Error::from_raw_os_error(errno).to_string()
+}
+
+/// The fields of `struct stat` the scan reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stat {
+    pub dev: u64,
+    pub ino: u64,
+    pub mode: u32,
+    pub nlink: u64,
+    pub size: u64,
+    pub mtime_sec: i64,
+    pub mtime_nsec: u32,
+}
+
+impl Stat {
+    fn from_raw(st: &libc::stat) -> Stat {
+        Stat {
+            dev: st.st_dev,
+            ino: st.st_ino,
+            mode: st.st_mode,
+            // st_nlink is u32 on some targets and u64 on others.
+            #[allow(clippy::unnecessary_cast)]
+            nlink: st.st_nlink as u64,
+            size: u64::try_from(st.st_size).unwrap_or(0),
+            mtime_sec: st.st_mtime,
+            mtime_nsec: u32::try_from(st.st_mtime_nsec).unwrap_or(0),
+        }
+    }
+
+    pub fn is_dir(&self) -> bool {
+        self.mode & libc::S_IFMT == libc::S_IFDIR
+    }
+
+    pub fn is_regular(&self) -> bool {
+        self.mode & libc::S_IFMT == libc::S_IFREG
+    }
+}
+
+/// A path as a C string; a NUL byte inside it cannot name a file.
+pub fn c_path(path: &[u8]) -> Result<CString, Errno> {
+    CString::new(path).map_err(|_| libc::EINVAL)
+}
+
+fn retry_fd(mut call: impl FnMut() -> libc::c_int) -> Result<OwnedFd, Errno> {
+    loop {
+        let fd = call();
+        if fd >= 0 {
+            // SAFETY: the syscall just returned this descriptor to us and nothing else owns it.
+            return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
+        }
+        let errno = last_errno();
+        if errno != libc::EINTR {
+            return Err(errno);
+        }
+    }
+}
+
+/// Opens a volume root. Symlinks inside the root's own path are followed (the operator named it);
+/// nothing below it is.
+pub fn open_root(path: &CStr) -> Result<OwnedFd, Errno> {
+    let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC;
+    // SAFETY: `path` is NUL-terminated.
+    retry_fd(|| unsafe { libc::open(path.as_ptr(), flags) })
+}
+
+/// Opens the subdirectory `name` of `dir`, refusing a symlink (a directory swapped for a link
+/// between readdir and open must not lead the walk elsewhere).
+pub fn open_dir_at(dir: RawFd, name: &CStr) -> Result<OwnedFd, Errno> {
+    let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    // SAFETY: `name` is NUL-terminated; `dir` is an open descriptor owned by the caller.
+    retry_fd(|| unsafe { libc::openat(dir, name.as_ptr(), flags) })
+}
+
+/// Opens a file for reading without following a final symlink and without blocking on a FIFO.
+/// `O_NOATIME` spares a metadata write per hashed file where the caller owns it.
+pub fn open_file_at(dir: RawFd, name: &CStr) -> Result<OwnedFd, Errno> {
+    let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK;
+    // SAFETY: as in `open_dir_at`.
+    match retry_fd(|| unsafe { libc::openat(dir, name.as_ptr(), flags | libc::O_NOATIME) }) {
+        Err(libc::EPERM) => retry_fd(|| unsafe { libc::openat(dir, name.as_ptr(), flags) }),
+        other => other,
+    }
+}
+
+/// `fstatat(dir, name, AT_SYMLINK_NOFOLLOW)`: the `lstat` of an entry, resolved from its directory.
+pub fn lstat_at(dir: RawFd, name: &CStr) -> Result<Stat, Errno> {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    loop {
+        // SAFETY: `st` is a valid out-pointer; `name` is NUL-terminated.
+        let rc = unsafe {
+            libc::fstatat(
+                dir,
+                name.as_ptr(),
+                st.as_mut_ptr(),
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        };
+        if rc == 0 {
+            // SAFETY: fstatat filled the buffer.
+            return Ok(Stat::from_raw(unsafe { st.assume_init_ref() }));
+        }
+        let errno = last_errno();
+        if errno != libc::EINTR {
+            return Err(errno);
+        }
+    }
+}
+
+pub fn fstat(fd: &OwnedFd) -> Result<Stat, Errno> {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `st` is a valid out-pointer; `fd` is open.
+    let rc = unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) };
+    if rc == 0 {
+        // SAFETY: fstat filled the buffer.
+        Ok(Stat::from_raw(unsafe { st.assume_init_ref() }))
+    } else {
+        Err(last_errno())
+    }
+}
+
+/// `pread` that retries on EINTR; returns 0 at end of file.
+pub fn pread(fd: &OwnedFd, buf: &mut [u8], offset: u64) -> Result<usize, Errno> {
+    let offset = libc::off_t::try_from(offset).map_err(|_| libc::EINVAL)?;
+    loop {
+        // SAFETY: `buf` is valid for `buf.len()` bytes of writes.
+        let n = unsafe { libc::pread(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), offset) };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let errno = last_errno();
+        if errno != libc::EINTR {
+            return Err(errno);
+        }
+    }
+}
+
+/// Tells the kernel the file will be read front to back (bigger read-ahead on a NAS).
+pub fn advise_sequential(fd: &OwnedFd) {
+    // SAFETY: advisory only; a failure changes nothing but speed.
+    unsafe {
+        libc::posix_fadvise(fd.as_raw_fd(), 0, 0, libc::POSIX_FADV_SEQUENTIAL);
+    }
+}
+
+pub const DT_UNKNOWN: u8 = libc::DT_UNKNOWN;
+pub const DT_DIR: u8 = libc::DT_DIR;
+pub const DT_REG: u8 = libc::DT_REG;
+
+/// Fills `buf` with `linux_dirent64` records of the open directory `dir`; 0 means the end.
+pub fn getdents(dir: &OwnedFd, buf: &mut [u8]) -> Result<usize, Errno> {
+    loop {
+        // SAFETY: `buf` is valid for `buf.len()` bytes of writes; the kernel writes whole records.
+        let n = unsafe {
+            libc::syscall(
+                libc::SYS_getdents64,
+                dir.as_raw_fd(),
+                buf.as_mut_ptr(),
+                buf.len(),
+            )
+        };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let errno = last_errno();
+        if errno != libc::EINTR {
+            return Err(errno);
+        }
+    }
+}
+
+/// One entry of a `getdents64` buffer.
+pub struct DirEntry<'a> {
+    pub d_type: u8,
+    /// The name with its NUL terminator, as the kernel wrote it.
+    pub name: &'a CStr,
+}
+
+/// Iterates the records `getdents` wrote into a buffer.
+pub struct DirEntries<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> DirEntries<'a> {
+    pub fn new(buf: &'a [u8]) -> Self {
+        DirEntries { buf, pos: 0 }
+    }
+}
+
+// Layout of `struct linux_dirent64`: d_ino u64, d_off i64, d_reclen u16, d_type u8, d_name[].
+const RECLEN_OFFSET: usize = 16;
+const TYPE_OFFSET: usize = 18;
+const NAME_OFFSET: usize = 19;
+
+impl<'a> Iterator for DirEntries<'a> {
+    type Item = DirEntry<'a>;
+
+    fn next(&mut self) -> Option<DirEntry<'a>> {
+        let rest = self.buf.get(self.pos..)?;
+        if rest.len() < NAME_OFFSET + 1 {
+            return None;
+        }
+        let reclen = u16::from_ne_bytes([rest[RECLEN_OFFSET], rest[RECLEN_OFFSET + 1]]) as usize;
+        if reclen < NAME_OFFSET + 1 || reclen > rest.len() {
+            return None;
+        }
+        let record = &rest[..reclen];
+        self.pos += reclen;
+        let name = CStr::from_bytes_until_nul(&record[NAME_OFFSET..]).ok()?;
+        Some(DirEntry {
+            d_type: record[TYPE_OFFSET],
+            name,
+        })
+    }
+}
+
+/// Effective user id (tests skip permission checks as root).
+pub fn euid() -> u32 {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() }
+}
