@@ -14,6 +14,7 @@ from collections.abc import Sequence
 # Sub-command modules, in the order `scanarr --help` lists them.
 SUBCOMMAND_MODULES: tuple[str, ...] = (
     "scanarr.cli.scan",
+    "scanarr.cli.links",
 )
 
 
