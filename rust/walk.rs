@@ -128,7 +128,7 @@ impl Batch {
 }
 
 /// How to walk.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct WalkOptions {
     pub filter: Filter,
     /// Directories not to enter (nested volume roots), absolute or relative to the working dir.
@@ -143,6 +143,17 @@ pub struct WalkOptions {
     pub max_pending_batches: usize,
     /// Fingerprint every reported file on the walker threads.
     pub fingerprint: Option<Spec>,
+}
+
+/// Called by tests after a directory listing was read, with the directory's relative path.
+#[cfg(test)]
+type ListingHook = Arc<dyn Fn(&[u8]) + Send + Sync>;
+
+/// Points where tests change the tree at the worst moment; empty outside tests.
+#[derive(Clone, Default)]
+struct Hooks {
+    #[cfg(test)]
+    after_listing: Option<ListingHook>,
 }
 
 impl Default for WalkOptions {
@@ -212,6 +223,8 @@ struct Shared {
     cancelled: AtomicBool,
     live_workers: AtomicUsize,
     stats: StatsTable,
+    #[cfg_attr(not(test), allow(dead_code))]
+    hooks: Hooks,
 }
 
 impl Shared {
@@ -256,6 +269,10 @@ fn current_dir_bytes() -> io::Result<Vec<u8>> {
 impl Walk {
     /// Starts the walker threads over `roots`.
     pub fn start(roots: Vec<Vec<u8>>, options: WalkOptions) -> io::Result<Walk> {
+        Walk::start_hooked(roots, options, Hooks::default())
+    }
+
+    fn start_hooked(roots: Vec<Vec<u8>>, options: WalkOptions, hooks: Hooks) -> io::Result<Walk> {
         let needs_cwd = roots
             .iter()
             .chain(&options.exclude)
@@ -301,6 +318,7 @@ impl Walk {
             live_workers: AtomicUsize::new(threads),
             stats: StatsTable::new(roots.len()),
             roots,
+            hooks,
         });
         let (tx, batches) = bounded(options.max_pending_batches.max(1));
         let (cancel_signal, cancelled_rx) = bounded::<()>(0);
@@ -359,6 +377,11 @@ impl Walk {
 
     pub fn is_cancelled(&self) -> bool {
         self.shared.cancelled.load(Ordering::SeqCst)
+    }
+
+    /// Walker threads that have not exited yet.
+    pub fn threads_running(&self) -> usize {
+        self.shared.live_workers.load(Ordering::SeqCst)
     }
 
     /// True once `next_batch` has nothing more to give: the walk ended (or was cancelled) and
@@ -563,24 +586,24 @@ impl Worker {
                     break;
                 }
             };
+            #[cfg(test)]
+            if let Some(hook) = &self.shared.hooks.after_listing {
+                hook(dir.rel());
+            }
             for entry in sys::DirEntries::new(&buf[..len]) {
                 let name = entry.name.to_bytes();
                 if name == b"." || name == b".." {
                     continue;
                 }
                 match entry.d_type {
-                    sys::DT_DIR => {
-                        if self.shared.filter.accepts_dir(name) {
-                            self.queue_subdir(&dir, name);
-                        }
+                    sys::DT_DIR if self.shared.filter.accepts_dir(name) => {
+                        self.queue_subdir(&dir, name);
                     }
-                    sys::DT_REG => {
-                        if self.shared.filter.accepts_file(name) {
-                            if self.shared.is_cancelled() {
-                                break 'listing;
-                            }
-                            self.report(&dir, entry.name, None);
+                    sys::DT_REG if self.shared.filter.accepts_file(name) => {
+                        if self.shared.is_cancelled() {
+                            break 'listing;
                         }
+                        self.report(&dir, entry.name, None);
                     }
                     sys::DT_UNKNOWN => {
                         // Some file systems do not say the type: stat whatever might matter.
@@ -604,7 +627,8 @@ impl Worker {
                             }
                         }
                     }
-                    // Symlinks, FIFOs, sockets, devices: never reported, never followed.
+                    // Filtered out by name, or a symlink, FIFO, socket or device: never reported,
+                    // never followed.
                     _ => {}
                 }
             }
@@ -748,3 +772,7 @@ fn child_rel(parent: &[u8], name: &[u8]) -> Vec<u8> {
     rel.extend_from_slice(name);
     rel
 }
+
+#[cfg(test)]
+#[path = "walk_tests.rs"]
+mod tests;
