@@ -1,0 +1,136 @@
+"""The outbound path of live events (§5, §6, §9): what the live watcher hands to the agent.
+
+The live watcher (inotify) produces `FileCreated`, `FileModified`, `FileDeleted` and
+`FileRenamed` models and calls ``await agent.live.submit(event)``; it asks for a rescan with
+``agent.live.request_rescan(volume_id, reason)`` (inotify overflow, watch limit reached...).
+
+`submit` sends the event on the current session and waits for the write, so a slow API slows
+the producer instead of growing a queue. While the event's volume is being scanned it ALSO
+sends the file as ``scan.file`` with the running scan_id (§5): without that, a file created in
+a directory the walk has already passed would be missing from the scan and wiped by the API.
+
+While disconnected, events go to the `OfflineStore` when one is installed (§9's bounded on-disk
+queue; replay is that store's business, via `replay`); without one, or when the store reports it
+overflowed, the volume is rescanned once connected instead — a rescan is the truth, so nothing
+is lost either way.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+from typing import Protocol
+
+import trio
+
+from scanarr.protocol import (
+    FileCreated,
+    FileDeleted,
+    FileModified,
+    FileRenamed,
+    ScanFile,
+)
+
+from .scans import ScanService
+from .session import Link, Session, SessionLost
+from .volumes import VolumeSet
+
+log = logging.getLogger(__name__)
+
+LiveEvent = FileCreated | FileModified | FileDeleted | FileRenamed
+
+
+class OfflineStore(Protocol):
+    """Keeps live events while the watcher is disconnected (§9)."""
+
+    def put(self, event: LiveEvent) -> bool:
+        """Keep `event`; False when full (the caller then rescans the volume instead)."""
+        ...
+
+    async def replay(self, session: Session) -> None:
+        """Send what was kept, in order, after the next config. Raises SessionLost."""
+        ...
+
+
+def _mod_time(mtime_ns: int) -> str:
+    seconds, nanoseconds = divmod(mtime_ns, 1_000_000_000)
+    moment = datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc)
+    text = moment.strftime("%Y-%m-%dT%H:%M:%S")
+    if nanoseconds:
+        text += "." + f"{nanoseconds:09d}".rstrip("0")
+    return text + "Z"
+
+
+class LiveEvents:
+    def __init__(self, link: Link, volumes: VolumeSet, scans: ScanService) -> None:
+        self._link = link
+        self._volumes = volumes
+        self._scans = scans
+        self.offline_store: OfflineStore | None = None
+        self.events_sent = 0
+
+    def request_rescan(self, volume_id: str, reason: str) -> None:
+        """Queue a rescan of `volume_id` (coalesced with one waiting)."""
+        log.warning("rescanning volume %s: %s", volume_id, reason)
+        self._scans.request(volume_id, reason=reason)
+
+    async def submit(self, event: LiveEvent) -> None:
+        """Send a live event now (see the module docstring). Never raises for a lost session."""
+        session = self._link.current
+        if session is None or not session.alive:
+            self._keep_offline(event)
+            return
+        try:
+            await session.send(event)
+            self.events_sent += 1
+            await self._mirror_into_scan(event)
+        except SessionLost:
+            self._keep_offline(event)
+
+    def _keep_offline(self, event: LiveEvent) -> None:
+        store = self.offline_store
+        if store is not None and store.put(event):
+            return
+        self.request_rescan(
+            event.volume_id,
+            "live events while disconnected"
+            if store is None
+            else "the offline event queue overflowed",
+        )
+
+    async def _mirror_into_scan(self, event: LiveEvent) -> None:
+        if isinstance(event, FileDeleted):
+            return
+        running = self._scans.live_scan(event.volume_id)
+        if running is None:
+            return
+        scan_id, session = running
+        volume = self._volumes.get(event.volume_id)
+        if volume is None:
+            return
+        relative_path = (
+            event.new_relative_path if isinstance(event, FileRenamed) else event.relative_path
+        )
+        path = os.path.join(volume.path, relative_path)
+        try:
+            status = await trio.to_thread.run_sync(os.lstat, path)
+        except FileNotFoundError:
+            return  # gone again: nothing to keep
+        except OSError as error:
+            log.warning("cannot stat %s for scan %s: %s", path, scan_id, error.strerror)
+            return
+        await session.send(
+            ScanFile(
+                scan_id=scan_id,
+                volume_id=volume.id,
+                volume_path=volume.path,
+                relative_path=relative_path,
+                filename=event.filename,
+                inode=status.st_ino,
+                device_id=status.st_dev,
+                size_bytes=status.st_size,
+                hardlink_count=status.st_nlink,
+                mod_time=_mod_time(status.st_mtime_ns),
+            )
+        )

@@ -1,0 +1,321 @@
+"""One scan of one volume over one session: native walk → ``scan.file`` frames → socket (§4, §5).
+
+The hot path never builds a Python object per file: the native `Batch.json_records` renders
+each file's JSON between a per-batch head (type, timestamp, scan_id, volume_id, volume_path) and
+a tail, `FrameWriter` frames a whole batch and the session writes it in one ``send_all``. While
+the socket is full (a slow API) the write blocks, this task stops pulling batches, the walker's
+bounded queue fills and its threads wait: memory stays flat and nothing is dropped.
+
+``scan.completed`` is sent only after a complete walk. A root that is missing, not a directory,
+unreadable, or on another device than recorded gives ``scan.failed`` (`ScanOutcome.unavailable`);
+so does an unreadable directory or an un-stat-able file inside the volume (its files would be
+wiped by the API), naming the first such path. A file or directory that vanished during the walk
+(ENOENT/ENOTDIR) is not a failure: it is gone, and the API may forget it.
+
+Raises `SessionLost` when the connection drops; the caller restarts the scan, from the beginning,
+with the same scan_id, on the next session.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import json
+import logging
+import os
+import stat
+from collections.abc import Callable, Sequence
+
+import attrs
+import trio
+
+from scanarr.protocol import ScanCompleted, ScanFailed, ScanProgress, ScanStarted, utc_timestamp
+
+from .session import Session
+
+log = logging.getLogger(__name__)
+
+PROGRESS_EVERY_FILES = 100  # §4: a scan.progress every 100 files...
+BATCH_WAIT = 0.25  # seconds next_batch may block; bounds cancellation latency
+_VANISHED = {errno.ENOENT, errno.ENOTDIR}
+
+
+@attrs.frozen
+class ScanRequest:
+    """What to scan, resolved from the config in force when the scan starts."""
+
+    scan_id: str
+    volume_id: str
+    volume_path: str
+    extensions: Sequence[str]
+    exclude: Sequence[str]  # nested volume roots
+    recorded_device: int | None  # st_dev of the root at the last completed scan
+
+
+@attrs.frozen
+class ScanOutcome:
+    completed: ScanCompleted | None = None
+    failed: ScanFailed | None = None
+    unavailable: bool = False  # the root itself is the problem (missing, unmounted...)
+    root_device: int | None = None
+
+
+class _Failure(Exception):
+    def __init__(self, reason: str, *, unavailable: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.unavailable = unavailable
+
+
+def _text(path: str | bytes) -> str:
+    """A path for a human-readable reason; non-UTF-8 bytes shown as escapes."""
+    return path.decode("utf-8", "backslashreplace") if isinstance(path, bytes) else path
+
+
+def _check_root(path: str, recorded_device: int | None) -> os.stat_result:
+    """The root's stat, or _Failure. Follows a symlinked root: the volume is what it points to."""
+    try:
+        status = os.stat(path)
+    except FileNotFoundError:
+        raise _Failure(f"volume root does not exist: {path}", unavailable=True) from None
+    except OSError as error:
+        raise _Failure(
+            f"volume root cannot be read: {path}: {error.strerror}", unavailable=True
+        ) from None
+    if not stat.S_ISDIR(status.st_mode):
+        raise _Failure(f"volume root is not a directory: {path}", unavailable=True)
+    if recorded_device is not None and status.st_dev != recorded_device:
+        raise _Failure(
+            f"volume root {path} is on device {status.st_dev}, not {recorded_device} as at the "
+            "last scan (not mounted?)",
+            unavailable=True,
+        )
+    return status
+
+
+def _head(timestamp: str, prefix: str) -> str:
+    return '{"type":"scan.file","timestamp":"' + timestamp + '","data":' + prefix
+
+
+class _ProgressText:
+    """scan.progress frames rendered without json.dumps (ids are pre-escaped once)."""
+
+    def __init__(self, scan_id: str, volume_id: str) -> None:
+        self._middle = (
+            '","data":{"scan_id":'
+            + json.dumps(scan_id)
+            + ',"volume_id":'
+            + json.dumps(volume_id)
+            + ',"files_scanned":'
+        )
+
+    def __call__(self, timestamp: str, dirs: int, files: int) -> str:
+        return (
+            '{"type":"scan.progress","timestamp":"'
+            + timestamp
+            + self._middle
+            + str(files)
+            + ',"dirs_scanned":'
+            + str(dirs)
+            + "}}"
+        )
+
+
+def _with_progress(
+    records: list[str], files_before: int, progress: Callable[[int], str]
+) -> list[str]:
+    """`records` with a progress frame after every multiple of PROGRESS_EVERY_FILES files."""
+    files_after = files_before + len(records)
+    next_mark = (files_before // PROGRESS_EVERY_FILES + 1) * PROGRESS_EVERY_FILES
+    if next_mark > files_after:
+        return records
+    texts: list[str] = []
+    start = 0
+    while next_mark <= files_after:
+        cut = next_mark - files_before
+        texts.extend(records[start:cut])
+        texts.append(progress(next_mark))
+        start = cut
+        next_mark += PROGRESS_EVERY_FILES
+    texts.extend(records[start:])
+    return texts
+
+
+async def scan_volume(
+    session: Session,
+    request: ScanRequest,
+    *,
+    progress_interval: float,
+    on_started: Callable[[], None] = lambda: None,
+) -> ScanOutcome:
+    """Walk `request`'s volume and stream the scan on `session`. Raises SessionLost."""
+    from scanarr import _native
+
+    started = trio.current_time()
+    try:
+        root_status = await trio.to_thread.run_sync(
+            _check_root, request.volume_path, request.recorded_device
+        )
+    except _Failure as failure:
+        return await _fail(session, request, failure)
+
+    await session.send(
+        ScanStarted(
+            scan_id=request.scan_id,
+            volume_id=request.volume_id,
+            volume_path=request.volume_path,
+        )
+    )
+    on_started()
+    log.info(
+        "scan %s of volume %s (%s) started", request.scan_id, request.volume_id, request.volume_path
+    )
+
+    prefix = (
+        '{"scan_id":'
+        + json.dumps(request.scan_id)
+        + ',"volume_id":'
+        + json.dumps(request.volume_id)
+        + ',"volume_path":'
+        + json.dumps(request.volume_path)
+        + ","
+    )
+    progress_text = _ProgressText(request.scan_id, request.volume_id)
+    writer = session.writer
+    walker = _native.Walker(
+        [request.volume_path],
+        extensions=list(request.extensions),
+        exclude=list(request.exclude),
+    )
+    files_sent = 0
+    dirs_walked = 0
+    skipped_names = 0
+    last_progress = trio.current_time()
+    try:
+        while True:
+            batch = await trio.to_thread.run_sync(walker.next_batch, BATCH_WAIT)
+            if batch is None:
+                break
+            if batch.errors:
+                walk_failure = _first_failure(batch.errors)
+                if walk_failure is not None:
+                    walker.cancel()
+                    return await _fail(session, request, walk_failure)
+            dirs_walked += batch.dirs_walked
+            timestamp = utc_timestamp()
+            if len(batch):
+                records, not_utf8 = batch.json_records([_head(timestamp, prefix)], "}}")
+                if not_utf8:
+                    if not skipped_names:
+                        first = batch.files[not_utf8[0]].relative_path
+                        log.warning(
+                            "scan %s of volume %s: skipping files whose name is not valid "
+                            "UTF-8 (it cannot be sent as JSON text), first: %s",
+                            request.scan_id,
+                            request.volume_id,
+                            _text(first),
+                        )
+                    skipped_names += len(not_utf8)
+                texts = _with_progress(
+                    records, files_sent, functools.partial(progress_text, timestamp, dirs_walked)
+                )
+                if texts:
+                    if len(texts) != len(records):
+                        last_progress = trio.current_time()
+                    await session.send_encoded(writer.encode(texts))
+                files_sent += len(records)
+            if trio.current_time() - last_progress >= progress_interval:
+                await session.send(
+                    ScanProgress(
+                        scan_id=request.scan_id,
+                        volume_id=request.volume_id,
+                        files_scanned=files_sent,
+                        dirs_scanned=dirs_walked,
+                    )
+                )
+                last_progress = trio.current_time()
+        totals = walker.stats(0)
+    finally:
+        walker.cancel()
+
+    try:
+        end_status = await trio.to_thread.run_sync(
+            _check_root, request.volume_path, root_status.st_dev
+        )
+        disk = await trio.to_thread.run_sync(os.statvfs, request.volume_path)
+    except _Failure as failure:
+        return await _fail(session, request, failure)
+    except OSError as error:
+        return await _fail(
+            session,
+            request,
+            _Failure(
+                f"volume root cannot be read: {request.volume_path}: {error.strerror}",
+                unavailable=True,
+            ),
+        )
+    if skipped_names:
+        log.warning(
+            "scan %s of volume %s: %d file(s) skipped because their name is not valid UTF-8",
+            request.scan_id,
+            request.volume_id,
+            skipped_names,
+        )
+    if totals.skipped_mounts:
+        log.info(
+            "scan %s of volume %s: %d directories on other filesystems not entered "
+            "(configure them as volumes of their own to scan them)",
+            request.scan_id,
+            request.volume_id,
+            totals.skipped_mounts,
+        )
+    completed = ScanCompleted(
+        scan_id=request.scan_id,
+        volume_id=request.volume_id,
+        total_files=files_sent,
+        total_dirs=totals.dirs,
+        total_size_bytes=totals.bytes_total,
+        duration_ms=int((trio.current_time() - started) * 1000),
+        disk_total_bytes=disk.f_blocks * disk.f_frsize,
+        disk_free_bytes=disk.f_bavail * disk.f_frsize,
+    )
+    await session.send(completed)
+    log.info(
+        "scan %s of volume %s completed: %d files, %d directories in %d ms",
+        request.scan_id,
+        request.volume_id,
+        completed.total_files,
+        completed.total_dirs,
+        completed.duration_ms,
+    )
+    return ScanOutcome(completed=completed, root_device=end_status.st_dev)
+
+
+def _first_failure(errors: Sequence[object]) -> _Failure | None:
+    for error in errors:
+        kind = getattr(error, "kind", "")
+        code = getattr(error, "errno", 0)
+        path = _text(getattr(error, "path", ""))
+        message = getattr(error, "message", "")
+        if kind == "root":
+            return _Failure(f"volume root cannot be read: {path}: {message}", unavailable=True)
+        if kind == "read_dir":
+            if code in _VANISHED:
+                log.debug("directory vanished during the walk: %s", path)
+                continue
+            return _Failure(f"unreadable directory: {path}: {message}")
+        if kind == "stat":
+            if code in _VANISHED:
+                log.debug("file vanished during the walk: %s", path)
+                continue
+            return _Failure(f"cannot stat file: {path}: {message}")
+        # A fingerprint error leaves the file listed; the agent does not fingerprint anyway.
+        log.debug("walk error %s on %s: %s", kind, path, message)
+    return None
+
+
+async def _fail(session: Session, request: ScanRequest, failure: _Failure) -> ScanOutcome:
+    failed = ScanFailed(scan_id=request.scan_id, volume_id=request.volume_id, reason=failure.reason)
+    log.error("scan %s of volume %s failed: %s", request.scan_id, request.volume_id, failure.reason)
+    await session.send(failed)
+    return ScanOutcome(failed=failed, unavailable=failure.unavailable)

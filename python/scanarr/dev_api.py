@@ -1,0 +1,370 @@
+"""A small implementation of the API side of the watcher protocol, for local trials and tests.
+
+`DevApiServer` is a trio WebSocket server (trio-websocket) that speaks PROTOCOL.md §2–3 to one
+watcher at a time: it checks the token (``Authorization: Bearer`` header or the hello's
+``token``), answers ``watcher.auth``, sends a ``watcher.config`` built from its volumes, and then
+records every message the watcher sends. Tests drive it directly::
+
+    server = DevApiServer(token="secret", config=WatcherConfig(watch_paths=[...]))
+    await nursery.start(server.serve)          # 127.0.0.1, port 0 → server.url
+    scan = await server.wait_for_type("scan.completed", volume_id="movies")
+    await server.send(CommandScan(volume_id="movies", scan_id="s1"))
+
+Knobs for misbehaving-API scenarios: `reject_reason` (reject every token with that reason),
+`hold_after_reject` (do not close after rejecting), `read_delay` / `pause_reading()` (a slow
+API), `drop_connection()` (the TCP connection dies without a close frame), `silent`
+(never answer the hello).
+
+`scanarr dev-api` (scanarr.cli.dev_api) wraps it for humans: it prints what it receives and reads
+commands such as ``scan VOLUME_ID`` from standard input.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import struct
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import attrs
+import trio
+from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
+
+from scanarr.protocol import (
+    Message,
+    WatcherAuth,
+    WatcherConfig,
+    encode,
+    utc_timestamp,
+)
+
+log = logging.getLogger(__name__)
+
+
+@attrs.frozen
+class ReceivedMessage:
+    """One frame the server received, as sent (``raw``) and parsed (``type``/``data``)."""
+
+    type: str
+    timestamp: str | None
+    data: dict[str, Any]
+    raw: str
+    connection: int  # which connection (1, 2, ...) it arrived on
+
+
+@attrs.frozen
+class ConnectionRecord:
+    """What the server saw of one watcher connection's opening."""
+
+    number: int
+    authorization: str | None  # the Authorization header, as sent
+    hello: dict[str, Any] | None = None
+    authenticated: bool = False
+
+
+class DevApiServer:
+    """The API side of the protocol, on one trio-websocket server. See the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        token: str | None,
+        config: WatcherConfig | None = None,
+        watcher_id: str = "dev-watcher",
+        watcher_name: str = "Development watcher",
+        record_path: str | None = None,
+        on_message: Callable[[ReceivedMessage], None] | None = None,
+        on_event: Callable[[str], None] | None = None,
+    ) -> None:
+        self.token = token  # None accepts any token
+        self.config = config or WatcherConfig()
+        self.watcher_id = watcher_id
+        self.watcher_name = watcher_name
+        self.record_path = record_path
+        self.on_message = on_message
+        self.on_event = on_event
+        self.reject_reason: str | None = None  # reject every connection with this reason
+        self.hold_after_reject = False  # keep the socket open after a rejection
+        self.silent = False  # never answer the hello (tests the watcher's hello timeout)
+        self.read_delay = 0.0  # seconds slept after each received message
+        self.messages: list[ReceivedMessage] = []
+        self.connections: list[ConnectionRecord] = []
+        self.close_codes: list[int | None] = []  # close code seen at the end of each connection
+        self.port = 0
+        self.host = "127.0.0.1"
+        self._current: WebSocketConnection | None = None
+        self._reading = trio.Event()
+        self._reading.set()
+        self._changed = trio.Event()
+        self._cancel_scope: trio.CancelScope | None = None
+
+    # --- serving ------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        return f"ws://{self.host}:{self.port}/ws/watcher"
+
+    async def serve(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        task_status: trio.TaskStatus[DevApiServer] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Listen on host:port (0 = any free port) until cancelled; `started` gives self."""
+        with trio.CancelScope() as scope:
+            self._cancel_scope = scope
+            async with trio.open_nursery() as nursery:
+                server = await nursery.start(serve_websocket, self._handle, host, port, None)
+                self.host = host
+                self.port = server.port
+                self._notify(f"listening on {self.url}")
+                task_status.started(self)
+
+    def stop(self) -> None:
+        if self._cancel_scope is not None:
+            self._cancel_scope.cancel()
+
+    async def _handle(self, request: WebSocketRequest) -> None:
+        number = len(self.connections) + 1
+        authorization = None
+        for name, value in request.headers:
+            if name.lower() == b"authorization":
+                authorization = value.decode("latin-1")
+        record = ConnectionRecord(number=number, authorization=authorization)
+        self.connections.append(record)
+        websocket = await request.accept()
+        self._changed_now()
+        try:
+            await self._converse(websocket, record)
+        except ConnectionClosed:
+            pass
+        finally:
+            if self._current is websocket:
+                self._current = None
+            reason = websocket.closed
+            self.close_codes.append(None if reason is None else reason.code)
+            self._notify(f"connection {number} closed ({reason})")
+            self._changed_now()
+
+    async def _converse(self, websocket: WebSocketConnection, record: ConnectionRecord) -> None:
+        first = await websocket.get_message()
+        hello = self._record(first, record.number)
+        index = self.connections.index(record)
+        record = attrs.evolve(record, hello=hello.data if hello else None)
+        self.connections[index] = record
+        if self.silent:
+            await trio.sleep_forever()
+        if hello is None or hello.type != "watcher.hello":
+            await self._send_on(websocket, WatcherAuth(status="rejected", reason="expected_hello"))
+            await websocket.aclose(1008, "expected watcher.hello")
+            return
+        reason = self.reject_reason or self._check_token(record)
+        if reason is not None:
+            self._notify(f"connection {record.number}: rejected ({reason})")
+            await self._send_on(websocket, WatcherAuth(status="rejected", reason=reason))
+            if self.hold_after_reject:
+                # Keep reading until the watcher gives up and closes the socket itself.
+                while True:
+                    self._record(await websocket.get_message(), record.number)
+            await websocket.aclose(1008, reason)
+            return
+        self.connections[index] = attrs.evolve(record, authenticated=True)
+        await self._send_on(
+            websocket,
+            WatcherAuth(
+                status="authenticated",
+                watcher_id=self.watcher_id,
+                watcher_name=self.watcher_name,
+            ),
+        )
+        await self._send_on(websocket, self.config)
+        self._current = websocket
+        self._notify(f"connection {record.number}: authenticated, config sent")
+        self._changed_now()
+        while True:
+            await self._reading.wait()
+            self._record(await websocket.get_message(), record.number)
+            if self.read_delay:
+                await trio.sleep(self.read_delay)
+
+    def _check_token(self, record: ConnectionRecord) -> str | None:
+        if self.token is None:
+            return None
+        header_ok = record.authorization == f"Bearer {self.token}"
+        hello_ok = record.hello is not None and record.hello.get("token") == self.token
+        return None if header_ok or hello_ok else "invalid_token"
+
+    def _record(self, text: str | bytes, connection: int) -> ReceivedMessage | None:
+        raw = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
+        try:
+            envelope = json.loads(raw)
+        except ValueError:
+            self._notify(f"<- (not JSON) {raw[:200]!r}")
+            return None
+        if not isinstance(envelope, dict):
+            return None
+        data = envelope.get("data")
+        message = ReceivedMessage(
+            type=str(envelope.get("type")),
+            timestamp=envelope.get("timestamp"),
+            data=data if isinstance(data, dict) else {},
+            raw=raw,
+            connection=connection,
+        )
+        self.messages.append(message)
+        if self.record_path is not None:
+            with open(self.record_path, "a", encoding="utf-8") as file:
+                file.write(raw + "\n")
+        if self.on_message is not None:
+            self.on_message(message)
+        self._changed_now()
+        return message
+
+    def _notify(self, text: str) -> None:
+        log.debug("dev-api: %s", text)
+        if self.on_event is not None:
+            self.on_event(text)
+
+    def _changed_now(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    # --- driving the watcher -------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        """True while an authenticated watcher is connected."""
+        return self._current is not None
+
+    async def wait_connected(self, count: int = 1) -> None:
+        """Wait until `count` connections have been authenticated in total and one is live."""
+        while not (
+            self._current is not None
+            and sum(1 for record in self.connections if record.authenticated) >= count
+        ):
+            await self._changed.wait()
+
+    async def wait_connections(self, count: int) -> None:
+        """Wait until `count` connections (accepted or not) have been opened."""
+        while len(self.connections) < count:
+            await self._changed.wait()
+
+    async def wait_closed(self, count: int = 1) -> None:
+        """Wait until `count` connections have ended."""
+        while len(self.close_codes) < count:
+            await self._changed.wait()
+
+    async def send(self, message: Message | dict[str, Any] | str) -> None:
+        """Send a message (model, ``{"type", "data"}`` dict or raw text) to the watcher."""
+        websocket = self._current
+        if websocket is None:
+            raise RuntimeError("no authenticated watcher is connected")
+        await self._send_on(websocket, message)
+
+    async def send_config(self, config: WatcherConfig | None = None) -> None:
+        """Replace the config (when given) and push it to the connected watcher."""
+        if config is not None:
+            self.config = config
+        await self.send(self.config)
+
+    async def _send_on(
+        self, websocket: WebSocketConnection, message: Message | dict[str, Any] | str
+    ) -> None:
+        if isinstance(message, Message):
+            text = encode(message)
+        elif isinstance(message, dict):
+            envelope = {"timestamp": utc_timestamp(), "data": {}, **message}
+            text = json.dumps(envelope, ensure_ascii=False)
+        else:
+            text = message
+        self._notify(f"-> {text if len(text) < 500 else text[:500] + '…'}")
+        await websocket.send_message(text)
+
+    async def drop_connection(self) -> None:
+        """Kill the TCP connection of the current watcher without a WebSocket close frame."""
+        websocket = self._current
+        if websocket is None:
+            raise RuntimeError("no authenticated watcher is connected")
+        self._current = None
+        # The stream is trio-websocket's private attribute; aborting it is exactly "the network
+        # died": the watcher sees EOF or a reset, not a close handshake.
+        stream: Any = websocket._stream
+        raw_socket = getattr(stream, "socket", None)
+        if raw_socket is not None:
+            # SO_LINGER 0 makes close() send a reset, as a crashed API would.
+            raw_socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        await stream.aclose()
+
+    async def close_connection(self, code: int = 1000, reason: str | None = None) -> None:
+        websocket = self._current
+        if websocket is not None:
+            await websocket.aclose(code, reason)
+
+    def pause_reading(self) -> None:
+        """Stop reading the watcher's messages (its sends block once the socket buffers fill)."""
+        self._reading = trio.Event()
+
+    def resume_reading(self) -> None:
+        self._reading.set()
+
+    # --- inspecting what was received ----------------------------------------------------
+
+    def of_type(self, message_type: str, **data_fields: Any) -> list[ReceivedMessage]:
+        return [
+            message
+            for message in self.messages
+            if message.type == message_type and _fields_match(message.data, data_fields)
+        ]
+
+    async def wait_for(
+        self, predicate: Callable[[ReceivedMessage], bool], *, count: int = 1
+    ) -> list[ReceivedMessage]:
+        """Wait until `count` received messages satisfy `predicate`; return all that do."""
+        while True:
+            matching = [message for message in self.messages if predicate(message)]
+            if len(matching) >= count:
+                return matching
+            await self._changed.wait()
+
+    async def wait_for_type(
+        self, message_type: str, *, count: int = 1, **data_fields: Any
+    ) -> ReceivedMessage:
+        """Wait for the `count`-th message of `message_type` whose data has `data_fields`."""
+        matching = await self.wait_for(
+            lambda message: (
+                message.type == message_type and _fields_match(message.data, data_fields)
+            ),
+            count=count,
+        )
+        return matching[count - 1]
+
+    async def wait_for_any(self, message_types: Iterable[str], **data_fields: Any) -> str:
+        """Wait for the first message of any of `message_types`; return its type."""
+        wanted = set(message_types)
+        found = await self.wait_for(
+            lambda message: message.type in wanted and _fields_match(message.data, data_fields)
+        )
+        return found[0].type
+
+
+def _fields_match(data: dict[str, Any], fields: dict[str, Any]) -> bool:
+    return all(data.get(key) == value for key, value in fields.items())
+
+
+def parse_volume_option(text: str) -> tuple[str, str]:
+    """``ID=PATH`` → (id, path). Raises ValueError."""
+    volume_id, separator, path = text.partition("=")
+    if not separator or not volume_id or not path:
+        raise ValueError(f"expected ID=PATH, got {text!r}")
+    return volume_id, path
+
+
+__all__ = [
+    "ConnectionRecord",
+    "DevApiServer",
+    "ReceivedMessage",
+    "parse_volume_option",
+]

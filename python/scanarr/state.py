@@ -1,0 +1,108 @@
+"""The watcher's persisted state (PROTOCOL.md §8).
+
+``{last_config, last_scan_timestamps: {volume_id: RFC3339}, volume_devices: {volume_id: st_dev}}``
+as JSON at ``SCANARR_STATE_FILE``. Written atomically (temporary file beside it, ``fsync``,
+``rename``, ``fsync`` of the directory) with mode 0600, because the config names every volume on
+the host. A missing or unreadable file is not fatal: the watcher starts empty and says so.
+
+Both functions block on disk I/O; the agent calls them through ``trio.to_thread.run_sync``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import tempfile
+from typing import Any
+
+import attrs
+
+from scanarr.protocol import MalformedMessage, WatcherConfig, converter
+
+log = logging.getLogger(__name__)
+
+
+@attrs.define
+class WatcherState:
+    last_config: WatcherConfig | None = None
+    last_scan_timestamps: dict[str, str] = attrs.field(factory=dict)
+    volume_devices: dict[str, int] = attrs.field(factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "last_config": (
+                None if self.last_config is None else converter.unstructure(self.last_config)
+            ),
+            "last_scan_timestamps": dict(self.last_scan_timestamps),
+            "volume_devices": dict(self.volume_devices),
+        }
+
+
+def _state_from_json(document: Any) -> WatcherState:
+    if not isinstance(document, dict):
+        raise ValueError("not a JSON object")
+    config_data = document.get("last_config")
+    last_config = None
+    if config_data is not None:
+        try:
+            last_config = converter.structure(config_data, WatcherConfig)
+        except Exception as error:
+            raise ValueError(f"last_config is not a valid watcher.config: {error}") from None
+    timestamps = document.get("last_scan_timestamps")
+    devices = document.get("volume_devices")
+    timestamps = {} if timestamps is None else timestamps
+    devices = {} if devices is None else devices
+    if not isinstance(timestamps, dict) or not all(
+        isinstance(key, str) and isinstance(value, str) for key, value in timestamps.items()
+    ):
+        raise ValueError("last_scan_timestamps is not an object of strings")
+    if not isinstance(devices, dict) or not all(
+        isinstance(key, str) and type(value) is int for key, value in devices.items()
+    ):
+        raise ValueError("volume_devices is not an object of integers")
+    return WatcherState(last_config, dict(timestamps), dict(devices))
+
+
+def load_state(path: str) -> WatcherState:
+    """The state at `path`, or an empty state (with a warning) when it is missing or corrupt."""
+    try:
+        with open(path, "rb") as file:
+            raw = file.read()
+    except FileNotFoundError:
+        log.warning("state file %s does not exist yet; starting with an empty state", path)
+        return WatcherState()
+    except OSError as error:
+        log.warning("cannot read state file %s (%s); starting with an empty state", path, error)
+        return WatcherState()
+    try:
+        return _state_from_json(json.loads(raw))
+    except (ValueError, UnicodeDecodeError, MalformedMessage) as error:
+        log.warning("state file %s is corrupt (%s); starting with an empty state", path, error)
+        return WatcherState()
+
+
+def save_state(path: str, state: WatcherState) -> None:
+    """Replace the file at `path` with `state`, atomically, mode 0600. Raises OSError."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    text = json.dumps(state.to_json(), ensure_ascii=False, indent=2, sort_keys=True) + "\n"
+    # mkstemp creates the file with mode 0600 and O_EXCL, beside the target so rename is atomic.
+    descriptor, temporary = tempfile.mkstemp(dir=directory, prefix=".watcher-state.", suffix=".tmp")
+    try:
+        with os.fdopen(descriptor, "wb") as file:
+            file.write(text.encode("utf-8"))
+            file.flush()
+            os.fsync(file.fileno())
+        os.chmod(temporary, 0o600)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+    directory_descriptor = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(directory_descriptor)
+    finally:
+        os.close(directory_descriptor)

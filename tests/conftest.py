@@ -1,0 +1,158 @@
+"""Shared fixtures: a real API stand-in on 127.0.0.1, volumes made of real files, the agent.
+
+- `dev_api`: a `scanarr.dev_api.DevApiServer` listening on 127.0.0.1, port 0, expecting
+  `TOKEN`, with an empty config (set ``dev_api.config`` before the watcher connects);
+- `make_volume`: ``make_volume("movies", {"A/a.mkv": b"...", ...})`` → a directory under
+  tmp_path with those files (content bytes, or an int for a file of that many bytes);
+- `start_watcher`: ``await start_watcher(**settings_overrides)`` → a running in-process
+  `WatcherAgent` connected to `dev_api`, with test-sized timings; `watcher_settings` builds the
+  same settings for a subprocess or a custom agent.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from scanarr.config import Settings, parse_api_url
+from scanarr.dev_api import DevApiServer
+
+TOKEN = "test-token-3f1d9c"
+
+# Timings short enough that no test waits for a production-sized period.
+TEST_TIMINGS: dict[str, float] = {
+    "reconnect_delay": 0.05,
+    "reconnect_max_delay": 0.2,
+    "rejected_max_delay": 0.2,
+    "ping_interval": 5.0,
+    "hello_timeout": 5.0,
+    "status_interval": 30.0,
+    "progress_interval": 5.0,
+    "shutdown_timeout": 3.0,
+}
+
+
+def watcher_settings(url: str, state_file: Path | str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "api_url": parse_api_url(url),
+        "auth_token": TOKEN,
+        "state_file": str(state_file),
+        "log_level": "debug",
+        **TEST_TIMINGS,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+def settings_environment(settings: Settings) -> dict[str, str]:
+    """The SCANARR_* variables that give a `scanarr watch` subprocess these settings."""
+    from scanarr.config import DURATION_VARIABLES
+
+    environment = {
+        "SCANARR_API_URL": settings.api_url.url,
+        "SCANARR_AUTH_TOKEN": settings.auth_token,
+        "SCANARR_STATE_FILE": settings.state_file,
+        "SCANARR_LOG_LEVEL": settings.log_level,
+    }
+    for attribute, variable, _default in DURATION_VARIABLES:
+        environment[variable] = f"{int(getattr(settings, attribute) * 1000)}ms"
+    return environment
+
+
+@pytest.fixture
+async def dev_api(nursery: trio.Nursery) -> DevApiServer:
+    server = DevApiServer(token=TOKEN)
+    await nursery.start(server.serve)
+    return server
+
+
+VolumeFactory = Callable[..., Path]
+
+
+@pytest.fixture
+def make_volume(tmp_path: Path) -> VolumeFactory:
+    def make(name: str = "volume", files: Mapping[str, bytes | int] | None = None) -> Path:
+        root = tmp_path / name
+        root.mkdir(parents=True, exist_ok=True)
+        for relative_path, content in (files or {}).items():
+            path = root / relative_path
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(bytes(content) if isinstance(content, int) else content)
+        return root
+
+    return make
+
+
+@pytest.fixture
+def state_file(tmp_path: Path) -> Path:
+    return tmp_path / "state" / "watcher-state.json"
+
+
+@pytest.fixture
+def start_watcher(
+    nursery: trio.Nursery, dev_api: DevApiServer, state_file: Path
+) -> Callable[..., Awaitable[Any]]:
+    async def start(*, wait_connected: bool = True, **overrides: Any) -> Any:
+        from scanarr.agent import WatcherAgent
+
+        settings = watcher_settings(dev_api.url, state_file, **overrides)
+        agent = WatcherAgent(settings)
+        await nursery.start(agent.run)
+        if wait_connected:
+            with trio.fail_after(10):
+                await dev_api.wait_connected()
+        return agent
+
+    return start
+
+
+def lstat_ground_truth(
+    root: Path, extensions: tuple[str, ...] = ("mkv", "mp4", "avi", "m4v", "ts", "wmv")
+) -> dict[str, dict[str, Any]]:
+    """What a scan of `root` must report, computed with os.walk/os.lstat (no scanarr code).
+
+    Skips what PROTOCOL.md §6 filters out: hidden names, temporary and metadata files, system
+    directories, symlinks, names that are not UTF-8.
+    """
+    system_directories = {"@eaDir", "$RECYCLE.BIN", "System Volume Information"}
+    temporary = (".part", ".tmp", ".download", ".!qb")
+    expected: dict[str, dict[str, Any]] = {}
+    for directory, dirnames, filenames in os.walk(root):
+        dirnames[:] = [
+            name
+            for name in dirnames
+            if not name.startswith(".")
+            and name not in system_directories
+            and not name.startswith(".Trash-")
+            and not os.path.islink(os.path.join(directory, name))
+        ]
+        for name in filenames:
+            path = os.path.join(directory, name)
+            lower = name.lower()
+            if name.startswith(".") or lower.endswith(temporary):
+                continue
+            if lower.rsplit(".", 1)[-1] not in extensions or "." not in lower:
+                continue
+            try:
+                name.encode("utf-8")
+                relative = os.path.relpath(path, root)
+                relative.encode("utf-8")
+            except UnicodeEncodeError:
+                continue
+            status = os.lstat(path)
+            if not os.path.isfile(path) or os.path.islink(path):
+                continue
+            expected[relative] = {
+                "relative_path": relative,
+                "filename": name,
+                "inode": status.st_ino,
+                "device_id": status.st_dev,
+                "size_bytes": status.st_size,
+                "hardlink_count": status.st_nlink,
+                "mtime_ns": status.st_mtime_ns,
+            }
+    return expected

@@ -1,0 +1,134 @@
+"""Protocol models: every type round-trips, bad input is classified, never crashes."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from scanarr.protocol import (
+    MESSAGE_TYPES,
+    CommandFilesDelete,
+    CommandScan,
+    DeleteFile,
+    DeletePath,
+    MalformedMessage,
+    ScanFile,
+    UnknownMessageType,
+    WatcherConfig,
+    WatchPath,
+    decode,
+    encode,
+    utc_timestamp,
+)
+
+
+def test_every_type_is_in_the_table_under_its_wire_name() -> None:
+    for wire_type, cls in MESSAGE_TYPES.items():
+        assert wire_type == cls.TYPE
+    assert {"watcher.hello", "watcher.config", "scan.file", "command.scan.all"} <= set(
+        MESSAGE_TYPES
+    )
+
+
+def test_round_trip_of_a_nested_command() -> None:
+    command = CommandFilesDelete(
+        request_id="r1",
+        deletion_id="d1",
+        files=[
+            DeleteFile(
+                media_file_id="m1",
+                paths=[DeletePath(volume_path="/data", relative_path="a/b.mkv")],
+                inode=12,
+                device_id=34,
+            )
+        ],
+    )
+    text = encode(command)
+    envelope = json.loads(text)
+    assert envelope["type"] == "command.files.delete"
+    assert decode(text) == command
+
+
+def test_timestamps_are_rfc3339_utc_with_z() -> None:
+    envelope = json.loads(encode(CommandScan(volume_id="v", scan_id="s")))
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", envelope["timestamp"])
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", utc_timestamp())
+
+
+def test_config_defaults_and_unknown_fields() -> None:
+    config = decode(
+        json.dumps(
+            {
+                "type": "watcher.config",
+                "data": {
+                    "watch_paths": [{"id": "v1", "path": "/m", "name": "M", "color": "red"}],
+                    "future_option": 1,
+                },
+            }
+        )
+    )
+    assert config == WatcherConfig(watch_paths=[WatchPath(id="v1", path="/m", name="M")])
+    assert isinstance(config, WatcherConfig)
+    assert config.scan_extensions == ["mkv", "mp4", "avi", "m4v", "ts", "wmv"]
+    assert not config.scan_on_start and not config.disable_deletion
+
+
+def test_extensions_are_lower_case_without_dot() -> None:
+    config = WatcherConfig(scan_extensions=["MKV", ".Mp4"])
+    assert config.scan_extensions == ["mkv", "mp4"]
+
+
+def test_unknown_type() -> None:
+    with pytest.raises(UnknownMessageType) as caught:
+        decode('{"type": "command.reboot", "data": {}}')
+    assert caught.value.message_type == "command.reboot"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "not json",
+        "[1, 2]",
+        '{"data": {}}',
+        '{"type": 7}',
+        '{"type": "command.scan", "data": []}',
+        '{"type": "command.scan", "data": {"volume_id": "v"}}',
+        '{"type": "command.scan", "data": {"volume_id": 1, "scan_id": "s"}}',
+    ],
+)
+def test_malformed_frames(text: str) -> None:
+    with pytest.raises(MalformedMessage):
+        decode(text)
+
+
+def test_malformed_command_keeps_its_request_id() -> None:
+    with pytest.raises(MalformedMessage) as caught:
+        decode(
+            '{"type": "command.files.delete",'
+            ' "data": {"request_id": "r9", "deletion_id": "d", "files": "all"}}'
+        )
+    assert caught.value.request_id == "r9"
+    assert caught.value.message_type == "command.files.delete"
+
+
+def test_no_silent_coercion() -> None:
+    data = {
+        "scan_id": "s",
+        "volume_id": "v",
+        "volume_path": "/m",
+        "relative_path": "a.mkv",
+        "filename": "a.mkv",
+        "inode": "12",
+        "device_id": 1,
+        "size_bytes": 1,
+        "hardlink_count": 1,
+        "mod_time": "2024-01-01T00:00:00Z",
+    }
+    with pytest.raises(MalformedMessage):
+        decode(json.dumps({"type": "scan.file", "data": data}))
+    data["inode"] = True
+    with pytest.raises(MalformedMessage):
+        decode(json.dumps({"type": "scan.file", "data": data}))
+    data["inode"] = 12
+    assert isinstance(decode(json.dumps({"type": "scan.file", "data": data})), ScanFile)
