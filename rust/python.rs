@@ -390,6 +390,11 @@ impl Walker {
         fingerprint = None,
         sample_size = crate::DEFAULT_SAMPLE_SIZE,
     ))]
+    #[pyo3(
+        text_signature = "(roots, *, extensions=..., skip_hidden=True, skip_temp=True, \
+        skip_metadata=True, skip_system_dirs=True, exclude=(), same_device=True, threads=0, \
+        batch_size=1024, max_pending_batches=4, fingerprint=None, sample_size=...)"
+    )]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -534,6 +539,17 @@ fn native_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     )?;
     m.add("DEFAULT_SAMPLE_SIZE", crate::DEFAULT_SAMPLE_SIZE)?;
     m.add("DEFAULT_THREADS", crate::DEFAULT_THREADS)?;
+    // The stub's alias exists at run time too, so `from scanarr._native import FingerprintMode`
+    // works outside type checking.
+    let typing = py.import("typing")?;
+    let literal = typing.getattr("Literal")?;
+    let modes = [literal.get_item("full")?, literal.get_item("sampled")?];
+    m.add(
+        "FingerprintMode",
+        typing
+            .getattr("Union")?
+            .get_item(PyTuple::new(py, modes)?)?,
+    )?;
     m.add_class::<FileRecord>()?;
     m.add_class::<WalkError>()?;
     m.add_class::<Batch>()?;

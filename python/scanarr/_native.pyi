@@ -5,11 +5,28 @@ filters and streams them to Python in bounded batches that Python pulls. Every c
 long releases the GIL and returns within a bounded time, so callers may run it through
 ``trio.to_thread.run_sync`` and still cancel promptly.
 
-Paths cross the boundary as ``str`` when they are valid UTF-8 and as ``bytes`` otherwise.
+Paths cross the boundary as ``str`` when they are valid UTF-8 and as ``bytes`` otherwise
+(``str`` paths given to the engine are encoded like ``os.fsencode``).
+
+The classes are final and built only by the engine.
 """
 
 from collections.abc import Sequence
-from typing import Final, Literal
+from typing import Final, Literal, final
+
+__all__ = [
+    "DEFAULT_EXTENSIONS",
+    "DEFAULT_SAMPLE_SIZE",
+    "DEFAULT_THREADS",
+    "Batch",
+    "FileRecord",
+    "FingerprintMode",
+    "WalkError",
+    "WalkStats",
+    "Walker",
+    "__version__",
+    "fingerprint_files",
+]
 
 __version__: Final[str]
 
@@ -19,6 +36,7 @@ DEFAULT_THREADS: Final[int]  # walker threads when `threads=0`, chosen by measur
 
 FingerprintMode = Literal["full", "sampled"]
 
+@final
 class FileRecord:
     """One media file, as `lstat` saw it. Returned by `Batch.files`."""
 
@@ -30,19 +48,28 @@ class FileRecord:
     size_bytes: int
     mtime_ns: int  # st_mtime in nanoseconds since the epoch (may be negative)
     fingerprint: str | None  # "xxh3-128:<32 hex>" when the walker fingerprints, else None
-    fingerprint_error: str | None  # why the fingerprint could not be computed (file still listed)
+    # Why the fingerprint could not be computed: the file is still listed, and the batch also
+    # carries a WalkError of kind "fingerprint" for it.
+    fingerprint_error: str | None
     @property
     def filename(self) -> str | bytes: ...
 
+@final
 class WalkError:
     """A failure met during the walk. Errors are data: the walk goes on past them."""
 
     root_index: int
     path: str | bytes  # absolute path of what failed
     errno: int  # 0 when the error is not an OS error
+    # root: a root is missing, unreadable or not a directory (nothing of it was walked);
+    # read_dir: a directory below a root could not be opened or listed (ELOOP/ENOTDIR when it
+    #   was replaced by a symlink or a file after it was listed; it is not followed);
+    # stat: an entry could not be lstat'ed (ENOENT: it vanished after it was listed);
+    # fingerprint: a reported file could not be read.
     kind: Literal["root", "read_dir", "stat", "fingerprint"]
     message: str  # strerror-style text, e.g. "Permission denied (os error 13)"
 
+@final
 class Batch:
     """Up to `batch_size` files and the errors met since the previous batch."""
 
@@ -65,39 +92,53 @@ class Batch:
         are returned in the second list.
         """
 
+@final
 class WalkStats:
     """Totals of a walk so far (all roots together, or one root)."""
 
     files: int  # media files reported
     dirs: int  # directories walked, roots included, skipped ones not
-    bytes_total: int  # sum of size_bytes, each (device_id, inode) counted once
+    # Sum of size_bytes, each (device_id, inode) counted once; hard-linked files are matched
+    # across roots, so roots must not overlap (exclude nested ones).
+    bytes_total: int
     distinct_inodes: int
     multi_link_files: int  # files with hardlink_count > 1
     errors: int
     skipped_mounts: int  # directories on another device, not entered (same_device=True)
 
+@final
 class Walker:
-    """A parallel walk over `roots`, started on construction, consumed with `next_batch`."""
+    """A parallel walk over `roots`, started on construction, consumed with `next_batch`.
 
-    def __init__(
-        self,
+    A root given as a symlink is followed (the operator named it); nothing below it is. Relative
+    roots and `exclude` paths are resolved against the working directory. Invalid arguments raise
+    ValueError (batch_size, max_pending_batches, sample_size < 1; unknown fingerprint mode) or
+    TypeError (a path that is neither str nor bytes). Dropping the walker cancels its walk.
+    """
+
+    def __new__(
+        cls,
         roots: Sequence[str | bytes],
         *,
-        extensions: Sequence[str] | None = ...,  # None → every regular file; default DEFAULT_EXTENSIONS
-        skip_hidden: bool = True,  # names starting with "."
+        # Compared with the text after a name's last "." regardless of case; a leading "." in an
+        # extension is ignored. None → every regular file. Default: DEFAULT_EXTENSIONS.
+        extensions: Sequence[str] | None = ...,
+        skip_hidden: bool = True,  # files and directories whose name starts with "."
         skip_temp: bool = True,  # *.part *.tmp *.download *.!qB (any case)
         skip_metadata: bool = True,  # *.nfo *.jpg *.png *.srt *.sub *.idx (any case)
         skip_system_dirs: bool = True,  # @eaDir .Trash-* $RECYCLE.BIN "System Volume Information"
-        exclude: Sequence[str | bytes] = (),  # absolute paths of directories not to enter (nested roots)
+        # Absolute paths of directories not to enter (nested roots); neither walked nor counted.
+        exclude: Sequence[str | bytes] = (),
         same_device: bool = True,  # do not enter directories on another st_dev than their root
         threads: int = 0,  # 0 → DEFAULT_THREADS
         batch_size: int = 1024,
         max_pending_batches: int = 4,  # bound of the queue between walker threads and Python
         fingerprint: FingerprintMode | None = None,
         sample_size: int = ...,  # DEFAULT_SAMPLE_SIZE
-    ) -> None: ...
+    ) -> Walker: ...
     @property
-    def roots(self) -> list[str | bytes]: ...
+    def roots(self) -> list[str | bytes]:
+        """The roots as given (`root_index` indexes this list)."""
     def next_batch(self, timeout: float = 0.1) -> Batch | None:
         """Wait up to `timeout` seconds (GIL released) for the next batch.
 
@@ -105,12 +146,17 @@ class Walker:
         (finished or cancelled) and everything has been delivered.
         """
     def cancel(self) -> None:
-        """Ask the walker threads to stop; `next_batch` returns None within 100 ms after."""
+        """Ask the walker threads to stop; `next_batch` returns None at once after (batches not
+        yet delivered are dropped). Idempotent."""
     @property
-    def finished(self) -> bool: ...
+    def finished(self) -> bool:
+        """True when `next_batch` has nothing more to give: every walker thread has ended and
+        every batch was delivered, or the walk was cancelled."""
     @property
     def cancelled(self) -> bool: ...
-    def stats(self, root_index: int | None = None) -> WalkStats: ...
+    def stats(self, root_index: int | None = None) -> WalkStats:
+        """Totals so far, overall or of one root (IndexError when there is no such root). They
+        include every batch handed over; once `next_batch` returned None they are final."""
 
 def fingerprint_files(
     paths: Sequence[str | bytes],
@@ -121,8 +167,10 @@ def fingerprint_files(
 ) -> list[tuple[str | None, str | None]]:
     """Fingerprint many files in parallel with the GIL released.
 
-    Returns, in input order, (``"xxh3-128:<hex>"``, None) or (None, error message). `full` hashes
+    Returns, in input order, (``"xxh3-128:<hex>"``, None) or (None, error message). A final
+    symlink is not followed (error) and a non-regular file is refused. `full` hashes
     the whole content (equal to ``xxhash.xxh3_128_hexdigest(content)``); `sampled` hashes the
     8-byte little-endian size followed by the first `sample_size` bytes and the last `sample_size`
-    bytes (the whole content when the file is at most 2 × `sample_size`).
+    bytes (the whole content when the file is at most 2 × `sample_size`); the size is the one
+    `fstat` gives for the opened file. There is no cancel: hand it a bounded list of files.
     """
