@@ -7,10 +7,11 @@ descriptor. Its guarantees:
 1. **Lexically inside.** `split_relative_path` accepts only a relative POSIX path of plain names:
    no leading ``/``, no ``.`` or ``..``, no empty component (``a//b``, trailing ``/``), no NUL, no
    name over 255 bytes, no path over 4,095 bytes, nothing that cannot be encoded for the OS.
-2. **Physically inside.** `VolumeRoot` opens the configured root once and checks its ``st_dev``
-   against the device recorded for the volume (an unmounted mount point is an empty directory on
-   another device: it is refused as unavailable). `open_parent` then walks from that descriptor one
-   directory at a time. With ``openat2`` (Linux ≥ 5.6) each step carries
+2. **Physically inside.** `VolumeRoot` opens the configured root once (its path is the operator's
+   and is opened as written) and checks its ``st_dev`` against the device recorded for the volume
+   (an unmounted mount point is an empty directory on another device: refused as unavailable).
+   `ParentDirectories` then walks from that descriptor one directory at a time. With
+   ``openat2`` (Linux ≥ 5.6) each step carries
    ``RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_XDEV``, so the kernel refuses a symlink
    (``ELOOP``) or a mount point (``EXDEV``). Where ``openat2`` is missing or blocked (``ENOSYS`` or
    ``EPERM`` from a seccomp filter) each step is ``openat(O_PATH | O_NOFOLLOW)`` and ``fstat`` of
@@ -58,9 +59,9 @@ _RESOLVE_NO_MAGICLINKS = 0x02
 _RESOLVE_NO_SYMLINKS = 0x04
 _RESOLVE_BENEATH = 0x08
 # openat2 has number 437 on every architecture using the common syscall table (since Linux 5.6).
-_SYS_OPENAT2 = {"x86_64": 437, "aarch64": 437, "armv7l": 437, "armv6l": 437, "i686": 437}.get(
-    platform.machine()
-)
+# Elsewhere (alpha, mips, ia64 number it differently) the fallback walk is used.
+_OPENAT2_MACHINES = {"x86_64", "aarch64", "armv7l", "armv6l", "i686", "i386", "riscv64", "ppc64le"}
+_SYS_OPENAT2 = 437 if platform.machine() in _OPENAT2_MACHINES else None
 
 
 class UnsafePath(ValueError):
