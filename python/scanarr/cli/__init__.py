@@ -15,6 +15,7 @@ from collections.abc import Sequence
 SUBCOMMAND_MODULES: tuple[str, ...] = (
     "scanarr.cli.scan",
     "scanarr.cli.links",
+    "scanarr.cli.dupes",
     "scanarr.cli.watch",
     "scanarr.cli.dev_api",
 )
