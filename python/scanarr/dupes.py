@@ -1,0 +1,483 @@
+"""Identical files that are separate inodes (copies, not hardlinks), and replacing them with
+hardlinks.
+
+Finding reads as little as it can: inodes are grouped by size (an inode whose size no other inode
+has is never opened; names of one inode are one candidate, not duplicates), then by a `sampled`
+fingerprint (size, head and tail) for sizes above two samples, then by the full xxh3-128 of the
+content, which alone decides. Hashing runs in the native engine, in parallel, without the GIL.
+
+Relinking (`relink`) keeps one copy per device and makes every name of the other copies on that
+device a hardlink of it, through `scanarr.safefs` (fd-relative, no symlink followed, no other
+filesystem entered, link to a temporary name then rename over the target). Before replacing a
+name it checks that both files are still what the scan saw (inode, size, mtime) and that the full
+hash of both still equals the group's; a name that changed is skipped, never replaced.
+"""
+
+from __future__ import annotations
+
+import os
+from array import array
+from collections.abc import Callable, Iterator
+from typing import Literal
+
+import attrs
+
+from scanarr import _native, safefs
+from scanarr.links import FileTable, LinkIndex
+
+__all__ = [
+    "DEFAULT_SAMPLE_SIZE",
+    "Copy",
+    "DuplicateGroup",
+    "DuplicateReport",
+    "FingerprintFailure",
+    "RelinkOutcome",
+    "RelinkSummary",
+    "find_duplicates",
+    "relink",
+]
+
+# Head and tail read by the `sampled` stage. Files that differ usually differ in their first
+# bytes; a small sample keeps the stage to one short read at each end.
+DEFAULT_SAMPLE_SIZE = 64 * 1024
+# Paths per native call, and bytes a call may read: bounds memory, keeps Ctrl-C responsive, and
+# lets progress be shown between calls.
+BATCH_FILES = 4096
+BATCH_BYTES = 8 << 30
+
+Stage = Literal["sampled", "full"]
+Progress = Callable[[Stage, int, int], None]  # stage, inodes done, inodes in the stage
+
+
+@attrs.frozen(slots=True)
+class Copy:
+    """One inode of a duplicate group and the names it was seen under."""
+
+    device_id: int
+    inode: int
+    hardlink_count: int
+    mtime_ns: int
+    paths: tuple[tuple[int, bytes], ...]  # (root_index, relative_path), sorted
+
+    @property
+    def links_outside(self) -> int:
+        """Names not seen under the scanned roots (they keep the inode alive after a relink)."""
+        return max(self.hardlink_count - len(self.paths), 0)
+
+
+@attrs.frozen(slots=True)
+class DuplicateGroup:
+    """Inodes with identical content (equal size and full xxh3-128)."""
+
+    size_bytes: int
+    fingerprint: str  # "xxh3-128:<hex>" of the full content
+    copies: tuple[Copy, ...]  # by device, the kept copy of each device first
+
+    @property
+    def devices(self) -> tuple[int, ...]:
+        return tuple(sorted({copy.device_id for copy in self.copies}))
+
+    @property
+    def same_device(self) -> bool:
+        """Whether every copy is on one device, so all could be hardlinked together."""
+        return len(self.devices) == 1
+
+    @property
+    def duplicate_bytes(self) -> int:
+        """Bytes held by the copies beyond the first, whatever their devices."""
+        return self.size_bytes * (len(self.copies) - 1)
+
+    def relink_plan(self) -> list[tuple[Copy, tuple[Copy, ...]]]:
+        """Per device with two copies or more: (kept copy, copies to replace with links to it)."""
+        plan = []
+        for device in self.devices:
+            copies = [copy for copy in self.copies if copy.device_id == device]
+            if len(copies) > 1:
+                plan.append((copies[0], tuple(copies[1:])))
+        return plan
+
+    @property
+    def reclaimable_bytes(self) -> int:
+        """Bytes a relink frees: each replaced copy on the kept copy's device whose every name
+        was seen (a name outside the scanned roots keeps its inode and its bytes)."""
+        return sum(
+            self.size_bytes
+            for _, replaced in self.relink_plan()
+            for copy in replaced
+            if not copy.links_outside
+        )
+
+
+def _keep_first(copies: list[Copy]) -> list[Copy]:
+    """Copies ordered by device; on each device the one to keep first: the most names (fewest to
+    replace; names outside the roots cannot be freed anyway), then the first path."""
+    return sorted(copies, key=lambda c: (c.device_id, -c.hardlink_count, c.paths[0]))
+
+
+@attrs.frozen(slots=True)
+class FingerprintFailure:
+    path: bytes
+    message: str
+
+
+@attrs.frozen(slots=True)
+class DuplicateReport:
+    roots: tuple[str, ...]
+    groups: tuple[DuplicateGroup, ...]  # most reclaimable bytes first
+    failures: tuple[FingerprintFailure, ...]  # files that could not be read (left out)
+    files: int  # names walked
+    inodes: int
+    size_candidates: int  # inodes sharing their size with another inode
+    sampled_inodes: int  # inodes read by the `sampled` stage
+    full_inodes: int  # inodes hashed in full
+
+    @property
+    def duplicate_bytes(self) -> int:
+        return sum(group.duplicate_bytes for group in self.groups)
+
+    @property
+    def reclaimable_bytes(self) -> int:
+        return sum(group.reclaimable_bytes for group in self.groups)
+
+    def path(self, root_index: int, relative_path: bytes) -> bytes:
+        return os.fsencode(self.roots[root_index]).rstrip(b"/") + b"/" + relative_path
+
+
+class _Hasher:
+    """Runs one fingerprint stage over inode groups of a `LinkIndex`, in bounded native calls."""
+
+    def __init__(
+        self, index: LinkIndex, sample_size: int, threads: int, progress: Progress | None
+    ) -> None:
+        self.index = index
+        self.sample_size = sample_size
+        self.threads = threads
+        self.progress = progress
+        self.failures: list[FingerprintFailure] = []
+
+    def path(self, group: int) -> bytes:
+        return self.index.table.path(self.index.order[self.index.starts[group]])
+
+    def batches(self, groups: list[int], mode: Stage) -> Iterator[list[int]]:
+        batch: list[int] = []
+        budget = 0
+        for group in groups:
+            size = self.index.size_of(group)
+            batch.append(group)
+            budget += min(size, 2 * self.sample_size) if mode == "sampled" else size
+            if len(batch) >= BATCH_FILES or budget >= BATCH_BYTES:
+                yield batch
+                batch, budget = [], 0
+        if batch:
+            yield batch
+
+    def fingerprints(self, groups: list[int], mode: Stage) -> dict[int, str]:
+        # Inode order approximates on-disk order, which spares a spinning disk some seeks.
+        ordered = sorted(groups)
+        result: dict[int, str] = {}
+        done = 0
+        for batch in self.batches(ordered, mode):
+            paths = [self.path(group) for group in batch]
+            answers = _native.fingerprint_files(
+                paths, mode, sample_size=self.sample_size, threads=self.threads
+            )
+            for group, path, (fingerprint, error) in zip(batch, paths, answers, strict=True):
+                if fingerprint is None:
+                    self.failures.append(FingerprintFailure(path, error or "unknown error"))
+                else:
+                    result[group] = fingerprint
+            done += len(batch)
+            if self.progress is not None:
+                self.progress(mode, done, len(ordered))
+        return result
+
+
+def _split(buckets: list[list[int]], fingerprints: dict[int, str]) -> list[tuple[str, list[int]]]:
+    """Each bucket split by fingerprint, keeping the parts with two inodes or more."""
+    parts: list[tuple[str, list[int]]] = []
+    for bucket in buckets:
+        by_fingerprint: dict[str, list[int]] = {}
+        for group in bucket:
+            fingerprint = fingerprints.get(group)
+            if fingerprint is not None:
+                by_fingerprint.setdefault(fingerprint, []).append(group)
+        parts.extend(item for item in by_fingerprint.items() if len(item[1]) > 1)
+    return parts
+
+
+def _size_buckets(index: LinkIndex, min_size: int) -> list[list[int]]:
+    """Inode groups whose size at least one other inode has, bucketed by size."""
+    sizes = array("Q", (index.size_of(group) for group in range(len(index))))
+    repeated: set[int] = set()
+    previous = -1
+    for size in sorted(sizes):
+        if size == previous and size >= min_size:
+            repeated.add(size)
+        previous = size
+    by_size: dict[int, list[int]] = {}
+    for group, size in enumerate(sizes):
+        if size in repeated:
+            by_size.setdefault(size, []).append(group)
+    return list(by_size.values())
+
+
+def find_duplicates(
+    table: FileTable,
+    *,
+    index: LinkIndex | None = None,
+    sample_size: int = DEFAULT_SAMPLE_SIZE,
+    threads: int = 0,
+    min_size: int = 1,
+    progress: Progress | None = None,
+) -> DuplicateReport:
+    """Groups of distinct inodes with identical content among `table`'s files.
+
+    Files smaller than `min_size` are left out (empty files by default: nothing to reclaim).
+    Files that cannot be read are left out and listed in `failures`.
+    """
+    if sample_size < 1:
+        raise ValueError("sample_size must be at least 1")
+    index = index if index is not None else LinkIndex(table)
+    hasher = _Hasher(index, sample_size, threads, progress)
+    buckets = _size_buckets(index, max(min_size, 0))
+    candidates = sum(len(bucket) for bucket in buckets)
+
+    # A file of at most two samples is read whole by `sampled`: hash it in full directly.
+    large = [b for b in buckets if index.size_of(b[0]) > 2 * sample_size]
+    small = [b for b in buckets if index.size_of(b[0]) <= 2 * sample_size]
+    sampled_groups = [group for bucket in large for group in bucket]
+    sampled = hasher.fingerprints(sampled_groups, "sampled")
+    to_hash = small + [members for _, members in _split(large, sampled)]
+    full_groups = [group for bucket in to_hash for group in bucket]
+    full = hasher.fingerprints(full_groups, "full")
+
+    groups = []
+    for fingerprint, members in _split(to_hash, full):
+        copies = []
+        for group in members:
+            inode_group = index.group(group)
+            first = index.order[index.starts[group]]
+            copies.append(
+                Copy(
+                    device_id=inode_group.device_id,
+                    inode=inode_group.inode,
+                    hardlink_count=inode_group.hardlink_count,
+                    mtime_ns=table.mtime_ns[first],
+                    paths=inode_group.paths,
+                )
+            )
+        groups.append(
+            DuplicateGroup(index.size_of(members[0]), fingerprint, tuple(_keep_first(copies)))
+        )
+    groups.sort(key=lambda g: (-g.reclaimable_bytes, -g.duplicate_bytes, g.copies[0].paths[0]))
+    return DuplicateReport(
+        roots=tuple(table.roots),
+        groups=tuple(groups),
+        failures=tuple(hasher.failures),
+        files=len(table),
+        inodes=len(index),
+        size_candidates=candidates,
+        sampled_inodes=len(sampled_groups),
+        full_inodes=len(full_groups),
+    )
+
+
+# --- relinking ------------------------------------------------------------------------------
+
+RelinkStatus = Literal["relinked", "would_relink", "skipped", "failed"]
+
+
+@attrs.frozen(slots=True)
+class RelinkOutcome:
+    """What happened to one name of a copy. `freed_bytes`: the copy's size when this name was
+    its last link (for a dry run: would be, as far as the scan knows)."""
+
+    path: bytes
+    kept_path: bytes
+    status: RelinkStatus
+    reason: str | None = None
+    freed_bytes: int = 0
+
+
+@attrs.frozen(slots=True)
+class RelinkSummary:
+    outcomes: tuple[RelinkOutcome, ...]
+    acted: bool  # False for a dry run
+
+    def count(self, status: RelinkStatus) -> int:
+        return sum(1 for outcome in self.outcomes if outcome.status == status)
+
+    @property
+    def freed_bytes(self) -> int:
+        return sum(outcome.freed_bytes for outcome in self.outcomes)
+
+
+class _Changed(Exception):
+    """A file is not what the scan saw any more; the name is skipped."""
+
+
+def _proc_path(dir_fd: int, name: str) -> bytes:
+    """A path the engine can open that names exactly `name` in the already-checked directory
+    `dir_fd` (the engine does not follow a final symlink, so a swapped name is refused)."""
+    return f"/proc/self/fd/{dir_fd}/".encode() + os.fsencode(name)
+
+
+def _identity(status: os.stat_result) -> tuple[int, int, int, int, int]:
+    # ctime moves on any write or metadata change, even one that restores mtime.
+    return (
+        status.st_dev,
+        status.st_ino,
+        status.st_size,
+        status.st_mtime_ns,
+        status.st_ctime_ns,
+    )
+
+
+class _OpenName:
+    """A name of a copy resolved under its root: its parent directory's fd and its final name."""
+
+    def __init__(self, root: safefs.VolumeRoot, relative_path: bytes) -> None:
+        names = safefs.split_relative_path(os.fsdecode(relative_path))
+        self.name = names[-1]
+        self.parents = safefs.ParentDirectories(root, names[:-1])
+
+    @property
+    def dir_fd(self) -> int:
+        return self.parents.fd
+
+    def close(self) -> None:
+        self.parents.close()
+
+
+class _Relinker:
+    def __init__(self, report: DuplicateReport, act: bool, threads: int) -> None:
+        self.report = report
+        self.act = act
+        self.threads = threads
+        self.roots: dict[int, safefs.VolumeRoot] = {}
+        self.outcomes: list[RelinkOutcome] = []
+
+    def root(self, root_index: int) -> safefs.VolumeRoot:
+        if root_index not in self.roots:
+            self.roots[root_index] = safefs.VolumeRoot(self.report.roots[root_index], None)
+        return self.roots[root_index]
+
+    def close(self) -> None:
+        for root in self.roots.values():
+            root.close()
+
+    def run(self) -> None:
+        for group in self.report.groups:
+            for kept, replaced in group.relink_plan():
+                for copy in replaced:
+                    self.replace_copy(group, kept, copy)
+
+    def replace_copy(self, group: DuplicateGroup, kept: Copy, copy: Copy) -> None:
+        kept_path = self.report.path(*kept.paths[0])
+        outcomes: list[RelinkOutcome] = []
+        for root_index, relative_path in copy.paths:
+            path = self.report.path(root_index, relative_path)
+            try:
+                freed = self.replace_name(group, kept, copy, root_index, relative_path)
+            except (_Changed, safefs.Refused, safefs.UnsafePath) as why:
+                outcomes.append(RelinkOutcome(path, kept_path, "skipped", str(why)))
+                continue
+            except OSError as error:
+                outcomes.append(RelinkOutcome(path, kept_path, "failed", _os_reason(error)))
+                continue
+            status: RelinkStatus = "relinked" if self.act else "would_relink"
+            outcomes.append(RelinkOutcome(path, kept_path, status, None, freed))
+        if (
+            not self.act
+            and not copy.links_outside
+            and all(outcome.status == "would_relink" for outcome in outcomes)
+        ):
+            # As far as the scan knows, replacing its last seen name frees the copy.
+            outcomes[-1] = attrs.evolve(outcomes[-1], freed_bytes=group.size_bytes)
+        self.outcomes.extend(outcomes)
+
+    def replace_name(
+        self,
+        group: DuplicateGroup,
+        kept: Copy,
+        copy: Copy,
+        root_index: int,
+        relative_path: bytes,
+    ) -> int:
+        """Check (and with `act`, replace) one name; returns the bytes freed."""
+        source = _OpenName(self.root(kept.paths[0][0]), kept.paths[0][1])
+        try:
+            target = _OpenName(self.root(root_index), relative_path)
+            try:
+                return self.replace_opened(group, kept, copy, source, target)
+            finally:
+                target.close()
+        finally:
+            source.close()
+
+    def replace_opened(
+        self, group: DuplicateGroup, kept: Copy, copy: Copy, source: _OpenName, target: _OpenName
+    ) -> int:
+        # Same device as the kept copy, or refused ("cross_device"): a link never crosses devices.
+        source_status = safefs.lstat_regular_file(source.dir_fd, source.name, kept.device_id)
+        target_status = safefs.lstat_regular_file(target.dir_fd, target.name, kept.device_id)
+        _check_as_scanned("kept file", source_status, kept, group.size_bytes)
+        _check_as_scanned("file", target_status, copy, group.size_bytes)
+        if not self.act:
+            return 0
+        self.verify_content(group, source, target, source_status, target_status)
+        last_link = target_status.st_nlink == 1
+        safefs.link_replace(source.dir_fd, source.name, target.dir_fd, target.name)
+        return group.size_bytes if last_link else 0
+
+    def verify_content(
+        self,
+        group: DuplicateGroup,
+        source: _OpenName,
+        target: _OpenName,
+        source_status: os.stat_result,
+        target_status: os.stat_result,
+    ) -> None:
+        """Full hash of both files equals the group's, and neither changed while being read."""
+        answers = _native.fingerprint_files(
+            [_proc_path(source.dir_fd, source.name), _proc_path(target.dir_fd, target.name)],
+            "full",
+            threads=min(self.threads or 2, 2),
+        )
+        for what, (fingerprint, error) in zip(("kept file", "file"), answers, strict=True):
+            if fingerprint is None:
+                raise OSError(0, f"cannot re-read {what}: {error}")
+            if fingerprint != group.fingerprint:
+                raise _Changed(f"{what} content changed since the scan")
+        for what, opened, before in (
+            ("kept file", source, source_status),
+            ("file", target, target_status),
+        ):
+            after = os.stat(opened.name, dir_fd=opened.dir_fd, follow_symlinks=False)
+            if _identity(after) != _identity(before):
+                raise _Changed(f"{what} changed while it was verified")
+
+
+def _os_reason(error: OSError) -> str:
+    return error.strerror or str(error)
+
+
+def _check_as_scanned(what: str, status: os.stat_result, copy: Copy, size: int) -> None:
+    if status.st_ino != copy.inode:
+        raise _Changed(f"{what} was replaced since the scan (inode {status.st_ino})")
+    if status.st_size != size or status.st_mtime_ns != copy.mtime_ns:
+        raise _Changed(f"{what} changed since the scan (size or mtime)")
+
+
+def relink(report: DuplicateReport, *, act: bool, threads: int = 0) -> RelinkSummary:
+    """Replace every copy's names with hardlinks to the kept copy of its device.
+
+    Without `act`, only checks each name against the scan and says what would be done; nothing is
+    changed on disk.
+    """
+    relinker = _Relinker(report, act, threads)
+    try:
+        relinker.run()
+    finally:
+        relinker.close()
+    return RelinkSummary(tuple(relinker.outcomes), act)
