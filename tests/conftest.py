@@ -12,12 +12,15 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Awaitable, Callable, Mapping
+import shutil
+import tempfile
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
+
 from scanarr.config import Settings, parse_api_url
 from scanarr.dev_api import DevApiServer
 
@@ -63,11 +66,33 @@ def settings_environment(settings: Settings) -> dict[str, str]:
     return environment
 
 
+DevApiFactory = Callable[..., Awaitable[DevApiServer]]
+
+
 @pytest.fixture
-async def dev_api(nursery: trio.Nursery) -> DevApiServer:
-    server = DevApiServer(token=TOKEN)
-    await nursery.start(server.serve)
-    return server
+def serve_dev_api(nursery: trio.Nursery) -> DevApiFactory:
+    """``await serve_dev_api(**DevApiServer_options)`` → another server, listening."""
+
+    async def serve(**options: Any) -> DevApiServer:
+        server = DevApiServer(**{"token": TOKEN, **options})
+        await nursery.start(server.serve)
+        return server
+
+    return serve
+
+
+@pytest.fixture
+async def dev_api(serve_dev_api: DevApiFactory) -> DevApiServer:
+    return await serve_dev_api()
+
+
+# A server that pushes back after a few frames when paused (see DevApiServer.receive_buffer).
+SMALL_RECEIVE_BUFFER = 64 * 1024
+
+
+@pytest.fixture
+async def tight_dev_api(serve_dev_api: DevApiFactory) -> DevApiServer:
+    return await serve_dev_api(receive_buffer=SMALL_RECEIVE_BUFFER)
 
 
 VolumeFactory = Callable[..., Path]
@@ -96,18 +121,51 @@ def state_file(tmp_path: Path) -> Path:
 def start_watcher(
     nursery: trio.Nursery, dev_api: DevApiServer, state_file: Path
 ) -> Callable[..., Awaitable[Any]]:
-    async def start(*, wait_connected: bool = True, **overrides: Any) -> Any:
+    """``await start_watcher(server=dev_api, wait_connected=True, **settings_overrides)``."""
+
+    async def start(
+        *, server: DevApiServer | None = None, wait_connected: bool = True, **overrides: Any
+    ) -> Any:
         from scanarr.agent import WatcherAgent
 
-        settings = watcher_settings(dev_api.url, state_file, **overrides)
+        server = server or dev_api
+        settings = watcher_settings(server.url, state_file, **overrides)
         agent = WatcherAgent(settings)
         await nursery.start(agent.run)
         if wait_connected:
             with trio.fail_after(10):
-                await dev_api.wait_connected()
+                await server.wait_connected()
+                await agent.link.wait_session()
         return agent
 
     return start
+
+
+BIG_TREE_DIRECTORIES = 250
+BIG_TREE_FILES_PER_DIRECTORY = 100
+
+
+@pytest.fixture(scope="session")
+def big_tree(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """25,000 media files in 250 directories, shared read-only by the tests of a session.
+
+    Enough frames (about 8 MB of scan.file) to fill the socket buffers between the watcher and a
+    paused `tight_dev_api`, so a scan is reliably still running when a test acts on it. Built on
+    tmpfs when there is one (creating 25k files on a loaded disk takes seconds).
+    """
+    base = Path("/dev/shm") if os.access("/dev/shm", os.W_OK) else tmp_path_factory.getbasetemp()
+    root = Path(tempfile.mkdtemp(prefix="scanarr-big-tree-", dir=base))
+    root.chmod(0o755)
+    for directory in range(BIG_TREE_DIRECTORIES):
+        folder = root / f"Movie Title {directory:04d} ({1950 + directory % 70})"
+        folder.mkdir()
+        for number in range(BIG_TREE_FILES_PER_DIRECTORY):
+            name = f"Movie.Title.{directory:04d}.Part{number:03d}.1080p.BluRay.x264-GROUP.mkv"
+            os.close(os.open(folder / name, os.O_CREAT | os.O_WRONLY, 0o644))
+    try:
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def lstat_ground_truth(

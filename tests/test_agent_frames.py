@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 import trio
-from scanarr.wsframes import FrameWriter, encode_text_frames
 from trio_websocket import ConnectionClosed, WebSocketRequest, open_websocket, serve_websocket
 from wsproto.frame_protocol import FrameProtocol, Opcode
+
+from scanarr.wsframes import FrameWriter, encode_text_frames
 
 TEXTS = [
     "",

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import trio
+
 from conftest import TOKEN
 from scanarr import __version__
 from scanarr.dev_api import DevApiServer

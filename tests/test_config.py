@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 import pytest
+
 from scanarr.config import (
     DEFAULT_STATE_FILE,
     SettingsError,

@@ -6,6 +6,7 @@ import json
 import re
 
 import pytest
+
 from scanarr.protocol import (
     MESSAGE_TYPES,
     CommandFilesDelete,

@@ -9,6 +9,7 @@ import stat
 from pathlib import Path
 
 import pytest
+
 from scanarr.protocol import WatcherConfig, WatchPath
 from scanarr.state import WatcherState, load_state, save_state
 

@@ -30,7 +30,12 @@ from typing import Any
 
 import attrs
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
+from trio_websocket import (
+    ConnectionClosed,
+    WebSocketConnection,
+    WebSocketRequest,
+    WebSocketServer,
+)
 
 from scanarr.protocol import (
     Message,
@@ -77,6 +82,7 @@ class DevApiServer:
         record_path: str | None = None,
         on_message: Callable[[ReceivedMessage], None] | None = None,
         on_event: Callable[[str], None] | None = None,
+        receive_buffer: int | None = None,
     ) -> None:
         self.token = token  # None accepts any token
         self.config = config or WatcherConfig()
@@ -85,6 +91,9 @@ class DevApiServer:
         self.record_path = record_path
         self.on_message = on_message
         self.on_event = on_event
+        # SO_RCVBUF of accepted sockets: a small one (e.g. 64 KiB) instead of Linux's autotuned
+        # megabytes makes a paused or slow server push back on the watcher after a few frames.
+        self.receive_buffer = receive_buffer
         self.reject_reason: str | None = None  # reject every connection with this reason
         self.hold_after_reject = False  # keep the socket open after a rejection
         self.silent = False  # never answer the hello (tests the watcher's hello timeout)
@@ -117,7 +126,14 @@ class DevApiServer:
         with trio.CancelScope() as scope:
             self._cancel_scope = scope
             async with trio.open_nursery() as nursery:
-                server = await nursery.start(serve_websocket, self._handle, host, port, None)
+                listeners = await trio.open_tcp_listeners(port, host=host)
+                if self.receive_buffer is not None:
+                    for listener in listeners:
+                        listener.socket.setsockopt(
+                            socket.SOL_SOCKET, socket.SO_RCVBUF, self.receive_buffer
+                        )
+                server = WebSocketServer(self._handle, listeners)
+                await nursery.start(server.run)
                 self.host = host
                 self.port = server.port
                 self._notify(f"listening on {self.url}")
@@ -322,9 +338,14 @@ class DevApiServer:
     async def wait_for(
         self, predicate: Callable[[ReceivedMessage], bool], *, count: int = 1
     ) -> list[ReceivedMessage]:
-        """Wait until `count` received messages satisfy `predicate`; return all that do."""
+        """Wait until `count` received messages satisfy `predicate`; return those seen so far."""
+        matching: list[ReceivedMessage] = []
+        checked = 0
         while True:
-            matching = [message for message in self.messages if predicate(message)]
+            for message in self.messages[checked:]:
+                if predicate(message):
+                    matching.append(message)
+            checked = len(self.messages)
             if len(matching) >= count:
                 return matching
             await self._changed.wait()

@@ -72,6 +72,7 @@ class _Running:
     scope: trio.CancelScope
     session: Session | None = None  # where its scan.started went, once it did
     cancel_reason: str | None = None  # why it was cancelled (None: restarted or not cancelled)
+    concluded: bool = False  # scan.completed or scan.failed sent: nothing left to cancel
 
 
 # Called after each completed scan: (volume_id, root st_dev, completion timestamp).
@@ -101,6 +102,14 @@ class ScanService:
         self.completed_count = 0  # scans that sent scan.completed (for logs and tests)
 
     # --- requests --------------------------------------------------------------------------
+
+    @property
+    def running_job(self) -> ScanJob | None:
+        return self._running.job if self._running is not None else None
+
+    @property
+    def waiting_jobs(self) -> list[ScanJob]:
+        return list(self._queue)
 
     def busy_with(self, volume_id: str) -> ScanJob | None:
         """The running or else the waiting job of `volume_id`, if any."""
@@ -177,14 +186,14 @@ class ScanService:
         """Drop the volume's queued scan and cancel its running one (no scan.completed)."""
         self._queue = collections.deque(job for job in self._queue if job.volume_id != volume_id)
         running = self._running
-        if running is not None and running.job.volume_id == volume_id:
+        if running is not None and running.job.volume_id == volume_id and not running.concluded:
             running.cancel_reason = reason
             running.scope.cancel()
 
     def restart(self, volume_id: str, *, reason: str) -> None:
         """Start the volume's running scan over (same scan_id), or queue a new scan."""
         running = self._running
-        if running is not None and running.job.volume_id == volume_id:
+        if running is not None and running.job.volume_id == volume_id and not running.concluded:
             log.info("restarting scan %s of volume %s: %s", running.job.scan_id, volume_id, reason)
             running.cancel_reason = None
             running.scope.cancel()
@@ -295,6 +304,7 @@ class ScanService:
                     job.volume_id,
                 )
                 continue
+            running.concluded = True
             await self._conclude(job, outcome)
             return
 
