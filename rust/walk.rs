@@ -125,6 +125,29 @@ impl Batch {
     fn has_news(&self) -> bool {
         !self.files.is_empty() || !self.errors.is_empty() || self.dirs_walked != 0
     }
+
+    /// Moves everything of `other` into this batch.
+    fn append(&mut self, other: Batch) {
+        let offset = self.paths.len();
+        self.paths.extend_from_slice(&other.paths);
+        self.files.extend(other.files.into_iter().map(|mut file| {
+            file.path_start += offset;
+            file.path_end += offset;
+            file.name_start += offset;
+            file
+        }));
+        self.errors.extend(other.errors);
+        self.dirs_walked += other.dirs_walked;
+    }
+}
+
+/// Leftovers of threads that went idle or held files for a while, merged so that the consumer
+/// gets few, full batches rather than one small batch per idle moment of each thread.
+#[derive(Default)]
+struct Partial {
+    batch: Batch,
+    /// When the oldest leftover arrived.
+    since: Option<Instant>,
 }
 
 /// How to walk.
@@ -222,6 +245,9 @@ struct Shared {
     done: AtomicBool,
     cancelled: AtomicBool,
     live_workers: AtomicUsize,
+    /// Threads that have not yet merged their last batch into `partial`.
+    finishing: AtomicUsize,
+    partial: Mutex<Partial>,
     stats: StatsTable,
     #[cfg_attr(not(test), allow(dead_code))]
     hooks: Hooks,
@@ -234,6 +260,24 @@ impl Shared {
 
     fn is_cancelled(&self) -> bool {
         self.cancelled.load(Ordering::Relaxed)
+    }
+
+    fn lock_partial(&self) -> MutexGuard<'_, Partial> {
+        self.partial.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The merged leftovers, when they have waited long enough (or `force`).
+    fn take_partial(&self, force: bool) -> Option<Batch> {
+        let mut partial = self.lock_partial();
+        let due = partial
+            .since
+            .is_some_and(|since| since.elapsed() >= FLUSH_AFTER);
+        if (force || due) && partial.batch.has_news() {
+            partial.since = None;
+            Some(std::mem::take(&mut partial.batch))
+        } else {
+            None
+        }
     }
 
     fn wake_all(&self) {
@@ -316,6 +360,8 @@ impl Walk {
             done: AtomicBool::new(roots.is_empty()),
             cancelled: AtomicBool::new(false),
             live_workers: AtomicUsize::new(threads),
+            finishing: AtomicUsize::new(threads),
+            partial: Mutex::new(Partial::default()),
             stats: StatsTable::new(roots.len()),
             roots,
             hooks,
@@ -337,6 +383,9 @@ impl Walk {
             if let Err(error) = spawned {
                 shared
                     .live_workers
+                    .fetch_sub(threads - index, Ordering::SeqCst);
+                shared
+                    .finishing
                     .fetch_sub(threads - index, Ordering::SeqCst);
                 walk.cancel();
                 return Err(error);
@@ -454,14 +503,20 @@ impl Worker {
             }
             self.share_if_others_idle();
             if self.batch.has_news() && self.last_flush.elapsed() >= FLUSH_AFTER {
-                self.flush();
+                self.hand_over();
             }
             if self.stopping {
                 break;
             }
         }
         if !self.shared.is_cancelled() {
-            self.flush();
+            self.hand_over();
+            // The last thread to finish sends what the others left behind.
+            if self.shared.finishing.fetch_sub(1, Ordering::SeqCst) == 1 {
+                if let Some(batch) = self.shared.take_partial(true) {
+                    self.send(batch);
+                }
+            }
         }
         self.shared.live_workers.fetch_sub(1, Ordering::SeqCst);
     }
@@ -473,9 +528,9 @@ impl Worker {
         if let Some(job) = self.local.pop() {
             return Some(job);
         }
-        // Going idle: deliver what this thread holds rather than sit on it.
+        // Going idle: hand over what this thread holds rather than sit on it.
         if self.batch.has_news() || !self.delta.is_empty() {
-            self.flush();
+            self.hand_over();
             if self.stopping {
                 return None;
             }
@@ -488,6 +543,14 @@ impl Worker {
             }
             if let Some(job) = queue.pop_front() {
                 return Some(job);
+            }
+            if let Some(batch) = shared.take_partial(false) {
+                drop(queue);
+                if !self.send(batch) {
+                    return None;
+                }
+                queue = shared.lock_queue();
+                continue;
             }
             shared.idle.fetch_add(1, Ordering::SeqCst);
             queue = shared
@@ -739,16 +802,56 @@ impl Worker {
         });
     }
 
-    /// Publishes this thread's counts and sends its batch (blocking while the channel is full,
-    /// unless the walk is cancelled meanwhile).
+    /// Publishes this thread's counts and sends its full batch.
     fn flush(&mut self) {
+        self.shared.stats.commit(&mut self.delta);
+        self.last_flush = Instant::now();
+        if self.batch.has_news() {
+            let fresh = self.fresh_batch();
+            let batch = std::mem::replace(&mut self.batch, fresh);
+            self.send(batch);
+        }
+    }
+
+    /// Publishes this thread's counts and merges its batch into the shared leftovers, sending
+    /// them when they fill a batch or have waited long enough.
+    fn hand_over(&mut self) {
         self.shared.stats.commit(&mut self.delta);
         self.last_flush = Instant::now();
         if !self.batch.has_news() {
             return;
         }
-        let capacity = self.shared.batch_size.min(4096);
-        let batch = std::mem::replace(&mut self.batch, Batch::with_capacity(capacity));
+        let fresh = self.fresh_batch();
+        let mine = std::mem::replace(&mut self.batch, fresh);
+        let mut ready = Vec::new();
+        {
+            let mut partial = self.shared.lock_partial();
+            if partial.batch.files.len() + mine.files.len() > self.shared.batch_size {
+                ready.push(std::mem::take(&mut partial.batch));
+                partial.since = None;
+            }
+            partial.batch.append(mine);
+            let since = *partial.since.get_or_insert_with(Instant::now);
+            if partial.batch.files.len() >= self.shared.batch_size || since.elapsed() >= FLUSH_AFTER
+            {
+                ready.push(std::mem::take(&mut partial.batch));
+                partial.since = None;
+            }
+        }
+        for batch in ready {
+            if !self.send(batch) {
+                break;
+            }
+        }
+    }
+
+    fn fresh_batch(&self) -> Batch {
+        Batch::with_capacity(self.shared.batch_size.min(4096))
+    }
+
+    /// Sends a batch, blocking while the channel is full unless the walk is cancelled meanwhile.
+    /// False (and the thread stops) when the batch could not be delivered.
+    fn send(&mut self, batch: Batch) -> bool {
         let sent = match self.tx.try_send(batch) {
             Ok(()) => true,
             Err(TrySendError::Disconnected(_)) => false,
@@ -760,6 +863,7 @@ impl Worker {
         if !sent {
             self.stopping = true;
         }
+        sent
     }
 }
 
