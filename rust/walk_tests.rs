@@ -388,11 +388,18 @@ fn entries_that_vanish_or_turn_into_symlinks_mid_walk() {
     assert_eq!(out.stats.errors, 2);
 }
 
+/// Exit status of the re-run test when the unprivileged user cannot reach the tree.
+const CANNOT_REACH_TREE: i32 = 77;
+
 /// Runs `test` as an unprivileged user: root reads every directory, so permission errors can
-/// only be seen by re-running this test binary under another uid.
+/// only be seen by re-running this test binary under another uid. Skipped (with a note) where
+/// that user cannot run the binary or reach the temporary directory.
 fn unprivileged(test_name: &str, tree: &Tree, test: impl FnOnce(&Path)) {
     if sys::euid() != 0 {
         let root = std::env::var_os("SCANARR_TEST_TREE").map_or(tree.0.clone(), PathBuf::from);
+        if fs::read_dir(&root).is_err() {
+            std::process::exit(CANNOT_REACH_TREE);
+        }
         test(&root);
         return;
     }
@@ -402,9 +409,17 @@ fn unprivileged(test_name: &str, tree: &Tree, test: impl FnOnce(&Path)) {
         .env("SCANARR_TEST_TREE", &tree.0)
         .uid(65534)
         .gid(65534)
-        .status()
-        .unwrap();
-    assert!(status.success(), "unprivileged run of {test_name} failed");
+        .status();
+    match status {
+        Err(error) if error.kind() == std::io::ErrorKind::PermissionDenied => {
+            eprintln!("{test_name}: uid 65534 cannot run the test binary ({error}): skipped");
+        }
+        Ok(status) if status.code() == Some(CANNOT_REACH_TREE) => {
+            eprintln!("{test_name}: uid 65534 cannot reach {:?}: skipped", tree.0);
+        }
+        Ok(status) => assert!(status.success(), "unprivileged run of {test_name} failed"),
+        Err(error) => panic!("cannot re-run {test_name}: {error}"),
+    }
 }
 
 use std::os::unix::process::CommandExt;
