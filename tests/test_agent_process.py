@@ -1,0 +1,353 @@
+"""`scanarr watch` as a process: bad environment, signals, privileges, memory, the dev API CLI."""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import signal
+import stat
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import pytest
+import trio
+
+from conftest import TOKEN, settings_environment, watcher_settings
+from privileges import NOBODY, is_root, world_traversable_tmp
+from scanarr.dev_api import DevApiServer
+from scanarr.protocol import CommandScan, WatcherConfig, WatchPath
+from scanarr.state import WatcherState, load_state, save_state
+
+WATCH = [sys.executable, "-m", "scanarr", "watch"]
+
+
+def _environment(extra: dict[str, str]) -> dict[str, str]:
+    keep = {key: value for key, value in os.environ.items() if not key.startswith("SCANARR_")}
+    return {**keep, **extra}
+
+
+async def _start_watch(
+    nursery: trio.Nursery, environment: dict[str, str], log: Path, **options: Any
+) -> trio.Process:
+    process: trio.Process = await nursery.start(
+        lambda task_status: trio.run_process(
+            WATCH,
+            env=_environment(environment),
+            stdout=log.open("ab"),
+            stderr=subprocess.STDOUT,
+            check=False,
+            task_status=task_status,
+            **options,
+        )
+    )
+    return process
+
+
+async def _wait_exit(process: trio.Process, seconds: float) -> int:
+    with trio.fail_after(seconds):
+        return await process.wait()
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("SCANARR_API_URL", None),
+        ("SCANARR_AUTH_TOKEN", None),
+        ("SCANARR_API_URL", "http://127.0.0.1:1/ws"),
+        ("SCANARR_RECONNECT_DELAY", "5 seconds"),
+        ("SCANARR_PING_INTERVAL", "-1s"),
+        ("SCANARR_LOG_LEVEL", "verbose"),
+    ],
+)
+async def test_bad_environment_exits_2_naming_the_variable(
+    dev_api: DevApiServer, state_file: Path, variable: str, value: str | None
+) -> None:
+    environment = settings_environment(watcher_settings(dev_api.url, state_file))
+    if value is None:
+        del environment[variable]
+    else:
+        environment[variable] = value
+    result = await trio.run_process(
+        WATCH, env=_environment(environment), capture_stdout=True, capture_stderr=True, check=False
+    )
+    assert result.returncode == 2
+    lines = result.stderr.decode().strip().splitlines()
+    assert len(lines) == 1
+    assert variable in lines[0]
+    assert TOKEN not in lines[0]
+    assert dev_api.connections == []  # no connection attempted
+    assert not state_file.exists()
+
+
+@pytest.mark.parametrize("signal_number", [signal.SIGTERM, signal.SIGINT])
+async def test_signal_closes_with_1000_saves_state_and_exits_0(
+    dev_api: DevApiServer,
+    nursery: trio.Nursery,
+    make_volume: Any,
+    state_file: Path,
+    tmp_path: Path,
+    signal_number: int,
+) -> None:
+    movies = make_volume("movies", {"a.mkv": 1})
+    dev_api.config = WatcherConfig(watch_paths=[WatchPath(id="movies", path=str(movies))])
+    environment = settings_environment(watcher_settings(dev_api.url, state_file))
+    log = tmp_path / "watch.log"
+    process = await _start_watch(nursery, environment, log)
+    with trio.fail_after(20):
+        await dev_api.wait_for_type("scan.completed", volume_id="movies")
+    state_file.unlink()
+    process.send_signal(signal_number)
+    assert await _wait_exit(process, 5) == 0, log.read_text()
+    with trio.fail_after(5):
+        await dev_api.wait_closed(1)
+    assert dev_api.close_codes == [1000]
+    assert stat.S_IMODE(state_file.stat().st_mode) == 0o600
+    assert load_state(str(state_file)).last_config == dev_api.config
+    text = log.read_text()
+    assert TOKEN not in text  # even at log level debug
+    assert "stopped" in text
+
+
+def _unreadable_tree(base: Path) -> Path:
+    root = base / "volume"
+    (root / "open").mkdir(parents=True)
+    (root / "open" / "a.mkv").write_bytes(b"a")
+    (root / "locked").mkdir()
+    (root / "locked" / "b.mkv").write_bytes(b"b")
+    for directory, _dirs, files in os.walk(base):
+        os.chmod(directory, 0o755)
+        for name in files:
+            os.chmod(os.path.join(directory, name), 0o644)
+    (root / "locked").chmod(0o311)  # traversable, not listable, by anyone but root
+    return root
+
+
+def _fork_watch_as_nobody(environment: dict[str, str], log: Path) -> int:
+    """`scanarr watch` in a forked child running as `nobody` (root reads every directory, and
+    `nobody` may not be able to read the interpreter's files, so no exec). Returns the pid."""
+    # Everything the child runs is imported here, while the files are still readable.
+    import encodings.idna  # noqa: F401  (host names are IDNA-encoded on connect)
+
+    import scanarr.agent  # noqa: F401
+    from scanarr.cli import build_parser
+
+    build_parser()
+    log_descriptor = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    pid = os.fork()
+    if pid == 0:  # child
+        code = 1
+        try:
+            os.dup2(log_descriptor, 2)
+            if is_root():
+                os.setgroups([])
+                os.setgid(NOBODY)
+                os.setuid(NOBODY)
+            os.environ.clear()
+            os.environ.update(environment)
+            from scanarr.cli import main
+
+            code = main(["watch"])
+        finally:
+            os._exit(code)
+    os.close(log_descriptor)
+    return pid
+
+
+def _wait_child(pid: int, timeout: float) -> int:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    raise AssertionError("the watcher did not exit")
+
+
+def test_unreadable_subdirectory_fails_the_scan(tmp_path: Path) -> None:
+    """The locked directory's files would be wiped by a completed scan: the scan must fail."""
+    record = tmp_path / "received.jsonl"
+    with world_traversable_tmp() as base:
+        root = _unreadable_tree(base)
+        state_directory = base / "state"
+        state_directory.mkdir()
+        if is_root():
+            os.chown(state_directory, NOBODY, NOBODY)
+        api, api_lines = _start_dev_api(["--volume", f"v={root}", "--record", str(record)])
+        pid = None
+        try:
+            url = api_lines.wait_for(r"listening on (ws://\S+)").group(1)
+            settings = watcher_settings(url, state_directory / "watcher-state.json")
+            log = tmp_path / "watch.log"
+            pid = _fork_watch_as_nobody(_environment(settings_environment(settings)), log)
+            try:
+                failed = api_lines.wait_for(r'"type":"scan.failed".*"reason":"([^"]*)"')
+            except AssertionError:
+                raise AssertionError(log.read_text()) from None
+            os.kill(pid, signal.SIGTERM)
+            assert _wait_child(pid, 10) == 0
+            pid = None
+        finally:
+            if pid is not None:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+            _stop(api)
+    assert str(root / "locked") in failed.group(1)
+    assert "scan.completed" not in record.read_text()
+
+
+def _status_kib(pid: int, field: str) -> int:
+    text = Path(f"/proc/{pid}/status").read_text()
+    match = re.search(rf"^{field}:\s+(\d+) kB", text, re.MULTILINE)
+    assert match, text
+    return int(match.group(1))
+
+
+@pytest.fixture(scope="module")
+def hundred_thousand_files() -> Iterator[Path]:
+    with world_traversable_tmp() as base:
+        shm = Path("/dev/shm")
+        root = Path(__import__("tempfile").mkdtemp(dir=shm if os.access(shm, os.W_OK) else base))
+        try:
+            for directory in range(400):
+                folder = root / f"Series {directory:03d}"
+                folder.mkdir()
+                for number in range(250):
+                    name = f"Series.{directory:03d}.S01E{number:03d}.2160p.WEB-DL.DDP5.1.mkv"
+                    os.close(os.open(folder / name, os.O_CREAT | os.O_WRONLY, 0o644))
+            yield root
+        finally:
+            import shutil
+
+            shutil.rmtree(root, ignore_errors=True)
+
+
+async def test_slow_server_keeps_memory_flat_and_loses_nothing(
+    tight_dev_api: DevApiServer,
+    nursery: trio.Nursery,
+    hundred_thousand_files: Path,
+    state_file: Path,
+    tmp_path: Path,
+) -> None:
+    server = tight_dev_api
+    server.config = WatcherConfig(watch_paths=[WatchPath(id="v", path=str(hundred_thousand_files))])
+    save_state(str(state_file), WatcherState(last_config=server.config))
+    environment = settings_environment(
+        watcher_settings(server.url, state_file, log_level="info", ping_interval=600.0)
+    )
+    process = await _start_watch(nursery, environment, tmp_path / "watch.log")
+    try:
+        with trio.fail_after(20):
+            await server.wait_connected()
+            await server.wait_for_type("watcher.status")
+        baseline = _status_kib(process.pid, "VmRSS")
+        server.pause_reading()
+        await server.send(CommandScan(volume_id="v", scan_id="slow"))
+        # Unthrottled, the walk of 100,000 files takes well under this; here it must stall.
+        await trio.sleep(3)
+        peak_while_paused = _status_kib(process.pid, "VmHWM")
+        server.resume_reading()
+        with trio.fail_after(120):
+            completed = await server.wait_for_type("scan.completed", scan_id="slow")
+        peak = _status_kib(process.pid, "VmHWM")
+    finally:
+        process.terminate()
+        await _wait_exit(process, 10)
+    files = {m.data["relative_path"] for m in server.of_type("scan.file", scan_id="slow")}
+    assert completed.data["total_files"] == 100_000
+    assert len(files) == 100_000
+    # Buffering the whole scan would take well over 60 MB (100,000 JSON strings and frames).
+    assert peak_while_paused - baseline < 30 * 1024, (baseline, peak_while_paused)
+    assert peak - baseline < 30 * 1024, (baseline, peak)
+
+
+class _Lines:
+    """Lines of a subprocess pipe, readable with a timeout."""
+
+    def __init__(self, pipe: IO[bytes]) -> None:
+        self._queue: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
+        threading.Thread(target=self._pump, args=(pipe,), daemon=True).start()
+
+    def _pump(self, pipe: IO[bytes]) -> None:
+        for line in pipe:
+            self._queue.put(line.decode("utf-8", "replace").rstrip("\n"))
+
+    def wait_for(self, pattern: str, timeout: float = 20) -> re.Match[str]:
+        import time
+
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"no line matching {pattern!r} in {self.seen[-20:]}")
+            try:
+                line = self._queue.get(timeout=remaining)
+            except queue.Empty:
+                continue
+            self.seen.append(line)
+            match = re.search(pattern, line)
+            if match:
+                return match
+
+
+def _start_dev_api(arguments: list[str]) -> tuple[subprocess.Popen[bytes], _Lines]:
+    api = subprocess.Popen(
+        [sys.executable, "-m", "scanarr", "dev-api", "--port", "0", "--token", TOKEN, *arguments],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=_environment({}),
+    )
+    assert api.stdout is not None
+    return api, _Lines(api.stdout)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+
+
+def test_dev_api_and_watch_commands_end_to_end(make_volume: Any, tmp_path: Path) -> None:
+    """The README's two commands: `scanarr dev-api` then `scanarr watch`, then `scan movies`."""
+    movies = make_volume("movies", {"Heat (1995)/Heat.mkv": 10, "notes.txt": 1})
+    record = tmp_path / "received.jsonl"
+    api, api_lines = _start_dev_api(["--volume", f"movies={movies}", "--record", str(record)])
+    assert api.stdin is not None
+    watch = None
+    try:
+        url = api_lines.wait_for(r"listening on (ws://\S+)").group(1)
+        environment = settings_environment(watcher_settings(url, tmp_path / "state.json"))
+        watch = subprocess.Popen(
+            WATCH,
+            env=_environment(environment),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        api_lines.wait_for(r'"type":"scan.completed"')
+        api.stdin.write(b"scan movies s-42\n")
+        api.stdin.flush()
+        api_lines.wait_for(r'"type":"scan.completed".*"s-42"')
+        watch.send_signal(signal.SIGTERM)
+        assert watch.wait(timeout=10) == 0
+        api.stdin.write(b"quit\n")
+        api.stdin.flush()
+        assert api.wait(timeout=10) == 0
+    finally:
+        for process in (watch, api):
+            if process is not None and process.poll() is None:
+                process.kill()
+                process.wait()
+    recorded = record.read_text().splitlines()
+    assert any('"scan_id":"s-42"' in line and '"Heat (1995)/Heat.mkv"' in line for line in recorded)
+    assert sum('"type":"watcher.hello"' in line for line in recorded) == 1
+    assert TOKEN not in "\n".join(line for line in recorded if "watcher.hello" not in line)
