@@ -37,7 +37,14 @@ fn path_from_py(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
     )))
 }
 
-fn paths_from_py(items: Vec<Bound<'_, PyAny>>) -> PyResult<Vec<Vec<u8>>> {
+/// A sequence of paths; a lone `str` or `bytes` is refused rather than split into characters.
+fn paths_from_py(name: &str, items: &Bound<'_, PyAny>) -> PyResult<Vec<Vec<u8>>> {
+    if items.is_instance_of::<PyString>() || items.is_instance_of::<PyBytes>() {
+        return Err(PyTypeError::new_err(format!(
+            "{name} must be a sequence of paths, not a single path"
+        )));
+    }
+    let items: Vec<Bound<'_, PyAny>> = items.extract()?;
     items.iter().map(path_from_py).collect()
 }
 
@@ -49,11 +56,32 @@ fn fingerprint_mode(mode: &str) -> PyResult<Mode> {
     })
 }
 
+fn check_range(name: &str, value: u64, max: u64) -> PyResult<()> {
+    if value == 0 || value > max {
+        return Err(PyValueError::new_err(format!(
+            "{name} must be between 1 and {max}, not {value}"
+        )));
+    }
+    Ok(())
+}
+
 fn check_positive(name: &str, value: u64) -> PyResult<()> {
     if value == 0 {
         return Err(PyValueError::new_err(format!("{name} must be at least 1")));
     }
     Ok(())
+}
+
+/// Thread counts beyond this are a mistake, not a tuning choice.
+const MAX_THREADS: usize = 1024;
+/// The queue to Python is allocated up front: keep its bound sane.
+const MAX_PENDING_BATCHES: usize = 4096;
+
+fn thread_count(threads: usize) -> PyResult<usize> {
+    match threads {
+        0 => Ok(crate::DEFAULT_THREADS),
+        n => check_range("threads", n as u64, MAX_THREADS as u64).map(|()| n),
+    }
 }
 
 /// One media file, as `lstat` saw it.
@@ -352,13 +380,37 @@ impl PyWalkStats {
     }
 }
 
-fn default_extensions() -> Option<Vec<String>> {
-    Some(
-        crate::DEFAULT_EXTENSIONS
-            .iter()
-            .map(|e| (*e).to_owned())
-            .collect(),
-    )
+/// The `extensions` argument: left out (the defaults), None (every file) or a list.
+enum Extensions {
+    Default,
+    Every,
+    Given(Vec<String>),
+}
+
+impl<'a, 'py> FromPyObject<'a, 'py> for Extensions {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        if obj.is_none() {
+            Ok(Extensions::Every)
+        } else if obj.is_instance_of::<PyString>() {
+            Err(PyTypeError::new_err(
+                "extensions must be a sequence of str, not a single str",
+            ))
+        } else {
+            Ok(Extensions::Given(obj.extract()?))
+        }
+    }
+}
+
+impl Extensions {
+    fn into_filter(self) -> Filter {
+        match self {
+            Extensions::Default => Filter::default(),
+            Extensions::Every => Filter::new(None::<Vec<String>>),
+            Extensions::Given(exts) => Filter::new(Some(exts)),
+        }
+    }
 }
 
 /// Longest wait `next_batch` accepts in one call (a longer timeout is clamped).
@@ -377,12 +429,12 @@ impl Walker {
     #[pyo3(signature = (
         roots,
         *,
-        extensions = default_extensions(),
+        extensions = Extensions::Default,
         skip_hidden = true,
         skip_temp = true,
         skip_metadata = true,
         skip_system_dirs = true,
-        exclude = Vec::new(),
+        exclude = None,
         same_device = true,
         threads = 0,
         batch_size = 1024,
@@ -398,13 +450,13 @@ impl Walker {
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
-        roots: Vec<Bound<'_, PyAny>>,
-        extensions: Option<Vec<String>>,
+        roots: &Bound<'_, PyAny>,
+        extensions: Extensions,
         skip_hidden: bool,
         skip_temp: bool,
         skip_metadata: bool,
         skip_system_dirs: bool,
-        exclude: Vec<Bound<'_, PyAny>>,
+        exclude: Option<&Bound<'_, PyAny>>,
         same_device: bool,
         threads: usize,
         batch_size: usize,
@@ -413,20 +465,28 @@ impl Walker {
         sample_size: u64,
     ) -> PyResult<Walker> {
         check_positive("batch_size", batch_size as u64)?;
-        check_positive("max_pending_batches", max_pending_batches as u64)?;
+        check_range(
+            "max_pending_batches",
+            max_pending_batches as u64,
+            MAX_PENDING_BATCHES as u64,
+        )?;
+        let threads = thread_count(threads)?;
         check_positive("sample_size", sample_size)?;
         let fingerprint = fingerprint
             .map(|mode| fingerprint_mode(mode).map(|mode| Spec { mode, sample_size }))
             .transpose()?;
-        let mut filter = Filter::new(extensions);
+        let mut filter = extensions.into_filter();
         filter.skip_hidden = skip_hidden;
         filter.skip_temp = skip_temp;
         filter.skip_metadata = skip_metadata;
         filter.skip_system_dirs = skip_system_dirs;
-        let given_roots = paths_from_py(roots)?;
+        let given_roots = paths_from_py("roots", roots)?;
         let options = WalkOptions {
             filter,
-            exclude: paths_from_py(exclude)?,
+            exclude: match exclude {
+                Some(exclude) => paths_from_py("exclude", exclude)?,
+                None => Vec::new(),
+            },
             same_device,
             threads,
             batch_size,
@@ -503,7 +563,7 @@ impl Walker {
 #[pyo3(signature = (paths, mode, *, sample_size = crate::DEFAULT_SAMPLE_SIZE, threads = 0))]
 fn fingerprint_files(
     py: Python<'_>,
-    paths: Vec<Bound<'_, PyAny>>,
+    paths: &Bound<'_, PyAny>,
     mode: &str,
     sample_size: u64,
     threads: usize,
@@ -513,11 +573,8 @@ fn fingerprint_files(
         mode: fingerprint_mode(mode)?,
         sample_size,
     };
-    let paths = paths_from_py(paths)?;
-    let threads = match threads {
-        0 => crate::DEFAULT_THREADS,
-        n => n,
-    };
+    let paths = paths_from_py("paths", paths)?;
+    let threads = thread_count(threads)?;
     let results = py.detach(move || fingerprint::fingerprint_many(&paths, spec, threads));
     Ok(results
         .into_iter()

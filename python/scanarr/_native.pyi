@@ -112,8 +112,9 @@ class Walker:
 
     A root given as a symlink is followed (the operator named it); nothing below it is. Relative
     roots and `exclude` paths are resolved against the working directory. Invalid arguments raise
-    ValueError (batch_size, max_pending_batches, sample_size < 1; unknown fingerprint mode) or
-    TypeError (a path that is neither str nor bytes). Dropping the walker cancels its walk.
+    ValueError (batch_size or sample_size < 1, max_pending_batches outside 1..4096, threads
+    above 1024, an unknown fingerprint mode) or TypeError (a path that is neither str nor bytes).
+    Dropping the walker cancels its walk.
     """
 
     def __new__(
@@ -162,8 +163,8 @@ def fingerprint_files(
     paths: Sequence[str | bytes],
     mode: FingerprintMode,
     *,
-    sample_size: int = ...,
-    threads: int = 0,
+    sample_size: int = ...,  # DEFAULT_SAMPLE_SIZE
+    threads: int = 0,  # 0 → DEFAULT_THREADS; at most 1024
 ) -> list[tuple[str | None, str | None]]:
     """Fingerprint many files in parallel with the GIL released.
 
