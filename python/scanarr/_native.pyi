@@ -8,7 +8,7 @@ long releases the GIL and returns within a bounded time, so callers may run it t
 Paths cross the boundary as ``str`` when they are valid UTF-8 and as ``bytes`` otherwise
 (``str`` paths given to the engine are encoded like ``os.fsencode``).
 
-The classes are final and built only by the engine.
+The classes are final, built only by the engine, and their attributes are read-only.
 """
 
 from collections.abc import Sequence
@@ -89,7 +89,8 @@ class Batch:
         (no spaces; strings JSON-escaped; `mod_time` RFC 3339 UTC with `Z`, fraction only when
         non-zero, nanosecond precision trimmed of trailing zeros). `heads` must end with `{` or `,`.
         Files whose relative path is not valid UTF-8 are not encoded: their indexes in `files`
-        are returned in the second list.
+        are returned in the second list. ValueError when a head does not end with `{` or `,`,
+        IndexError when `heads` has no entry for a file's `root_index`.
         """
 
 @final
@@ -157,7 +158,8 @@ class Walker:
     def cancelled(self) -> bool: ...
     def stats(self, root_index: int | None = None) -> WalkStats:
         """Totals so far, overall or of one root (IndexError when there is no such root). They
-        include every batch handed over; once `next_batch` returned None they are final."""
+        include every batch handed over; once `next_batch` returned None at the end of a walk
+        that was not cancelled, they are final."""
 
 def fingerprint_files(
     paths: Sequence[str | bytes],
