@@ -43,7 +43,20 @@ impl Tree {
 
 impl Drop for Tree {
     fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
+        if fs::remove_dir_all(&self.0).is_err() {
+            // A directory locked by a test stops a non-root user: unlock everything and retry.
+            unlock(&self.0);
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+fn unlock(dir: &Path) {
+    let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o755));
+    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            unlock(&entry.path());
+        }
     }
 }
 
