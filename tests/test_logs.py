@@ -1,0 +1,137 @@
+"""Log lines: human and JSON formats, volume names, the token never written (scanarr.logs)."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import trio
+
+from conftest import TOKEN
+from scanarr.config import SettingsError
+from scanarr.dev_api import DevApiServer
+from scanarr.logs import REDACTED, configure_logging, log_format_from_env, volume_logger
+from scanarr.protocol import WatcherConfig, WatchPath
+
+log = logging.getLogger("scanarr.test")
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """configure_logging replaces the root handlers (pytest's capture among them): put them
+    back after the test."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        yield
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+
+
+def json_lines(output: str) -> list[dict[str, Any]]:
+    lines = output.splitlines()
+    assert lines, "nothing was logged"
+    return [json.loads(line) for line in lines]
+
+
+def test_log_format_from_env() -> None:
+    assert log_format_from_env({}) == "human"
+    assert log_format_from_env({"SCANARR_LOG_FORMAT": "JSON"}) == "json"
+    with pytest.raises(SettingsError) as error:
+        log_format_from_env({"SCANARR_LOG_FORMAT": "logfmt"})
+    assert error.value.variable == "SCANARR_LOG_FORMAT"
+
+
+def test_json_lines_parse_with_fields_and_tracebacks(restore_logging: None) -> None:
+    stream = io.StringIO()
+    configure_logging("debug", "json", stream=stream)
+    log.info("scan %s of volume %s started", "s1", "movies", extra={"volume_id": "movies"})
+    log.warning('a "quoted" name\nand a second line: %s', "é")
+    try:
+        raise OSError(5, "Input/output error")
+    except OSError:
+        log.exception("cannot read")
+    records = json_lines(stream.getvalue())
+    assert len(records) == 3
+    first, second, third = records
+    assert first["message"] == "scan s1 of volume movies started"
+    assert first["volume_id"] == "movies"
+    assert first["level"] == "info" and first["logger"] == "scanarr.test"
+    assert first["time"].endswith("Z")
+    assert second["message"] == 'a "quoted" name\nand a second line: é'
+    assert third["level"] == "error"
+    assert "OSError: [Errno 5] Input/output error" in third["exception"]
+
+
+def test_human_lines_name_the_volume(restore_logging: None) -> None:
+    stream = io.StringIO()
+    configure_logging("info", "human", stream=stream)
+    movies = volume_logger(log, "movies", "/data/media/movies")
+    movies.info("root is back")
+    movies.warning("scan of volume movies failed")  # already named: not repeated
+    movies.info("with more context", extra={"scan_id": "s1"})
+    lines = stream.getvalue().splitlines()
+    assert lines[0].endswith("INFO scanarr.test: root is back [volume=movies]")
+    assert lines[1].endswith("scan of volume movies failed")
+    assert lines[2].endswith("with more context [volume=movies]")
+
+
+def test_the_volume_logger_merges_extra_fields(restore_logging: None) -> None:
+    stream = io.StringIO()
+    configure_logging("info", "json", stream=stream)
+    volume_logger(log, "tv").info("rescan", extra={"reason": "overflow"})
+    (record,) = json_lines(stream.getvalue())
+    assert record["volume_id"] == "tv" and record["reason"] == "overflow"
+
+
+@pytest.mark.parametrize("log_format", ["human", "json"])
+@pytest.mark.parametrize("token", [TOKEN, 'tok"en\\with\tescapes'])
+def test_the_token_never_appears(restore_logging: None, log_format: str, token: str) -> None:
+    stream = io.StringIO()
+    configure_logging("debug", log_format, secrets=[token], stream=stream)
+    log.info("header Bearer %s", token)
+    log.info(f"formatted in advance: {token}")
+    log.info("in an extra field", extra={"authorization": f"Bearer {token}"})
+    log.info("in a container argument: %r", {"token": token})
+    try:
+        raise ValueError(f"bad token {token}")
+    except ValueError:
+        log.exception("failure")
+    log.info("with a stack", stack_info=True, extra={"note": token})
+    output = stream.getvalue()
+    assert token not in output
+    if log_format == "json":
+        escaped = json.dumps(token)[1:-1]
+        assert escaped not in output
+        json_lines(output)
+    # message, pre-formatted message, %r argument, exception (JSON adds the extra fields)
+    assert output.count(REDACTED) >= (6 if log_format == "json" else 4)
+
+
+async def test_a_running_watcher_logs_json_without_the_token(
+    restore_logging: None,
+    dev_api: DevApiServer,
+    start_watcher: Any,
+    make_volume: Any,
+) -> None:
+    """Debug level, a whole handshake and scan: every line parses, none carries the token, and
+    the lines about the volume name it."""
+    root = make_volume("movies", {"A/a.mkv": b"1", "b.mkv": b"22"})
+    dev_api.config = WatcherConfig(watch_paths=[WatchPath(id="movies", path=str(root))])
+    stream = io.StringIO()
+    configure_logging("debug", "json", secrets=[TOKEN], stream=stream)
+    await start_watcher()
+    with trio.fail_after(10):
+        await dev_api.wait_for_type("scan.completed", volume_id="movies")
+    output = stream.getvalue()
+    assert TOKEN not in output
+    records = json_lines(output)
+    about_the_volume = [record for record in records if str(root) in record["message"]]
+    assert about_the_volume
+    for record in about_the_volume:
+        assert "movies" in record["message"] or record.get("volume_id") == "movies", record
