@@ -18,6 +18,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "scanarr.cli.dupes",
     "scanarr.cli.watch",
     "scanarr.cli.dev_api",
+    "scanarr.cli.doctor",
 )
 
 
