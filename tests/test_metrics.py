@@ -284,9 +284,7 @@ async def test_readyz_follows_the_agent_and_flips_when_the_api_goes_away(
     root = make_volume("movies", {"A/a.mkv": b"1", "b.mkv": b"22"})
     dev_api.config = WatcherConfig(watch_paths=[WatchPath(id="movies", path=str(root))])
     agent = await start_watcher()
-    metrics = Metrics(process_metrics=False)
-    metrics.follow_link(agent.link)
-    server = MetricsServer(("127.0.0.1", 0), metrics, agent_readiness(agent))
+    server = MetricsServer(("127.0.0.1", 0), agent.metrics, agent_readiness(agent))
     await nursery.start(server.serve)
 
     async def ready() -> bool:
@@ -356,3 +354,42 @@ async def test_readyz_without_any_volume(
     status, _, body = await get(server.url + "/readyz")
     assert status == 503
     assert b"no volume" in body
+
+
+async def test_values_move_when_scans_and_commands_run(
+    nursery: trio.Nursery,
+    dev_api: DevApiServer,
+    start_watcher: Any,
+    make_volume: Any,
+) -> None:
+    files = {f"Film {number}/film.mkv": b"x" * number for number in range(1, 8)}
+    root = make_volume("movies", files)
+    dev_api.config = WatcherConfig(watch_paths=[WatchPath(id="movies", path=str(root))])
+    agent = await start_watcher()
+    server = MetricsServer(("127.0.0.1", 0), agent.metrics, agent_readiness(agent))
+    await nursery.start(server.serve)
+    with trio.fail_after(10):
+        await dev_api.wait_for_type("scan.completed", volume_id="movies")
+    before = await scrape(server)
+    assert before['scanarr_messages_sent_total{type="scan.file"}'] == len(files)
+    assert before["scanarr_scanned_files_total"] == len(files)
+
+    await dev_api.send(CommandScan(volume_id="movies", scan_id="metrics-scan"))
+    await dev_api.send({"type": "command.from.the.future", "data": {}})
+    await dev_api.send({"type": "command.scan", "data": {"volume_id": 7}})
+    with trio.fail_after(10):
+        await dev_api.wait_for_type("scan.completed", scan_id="metrics-scan")
+    after = await scrape(server)
+
+    def moved(key: str) -> float:
+        return after.get(key, 0) - before.get(key, 0)
+
+    assert moved('scanarr_messages_sent_total{type="scan.started"}') == 1
+    assert moved('scanarr_messages_sent_total{type="scan.file"}') == len(files)
+    assert moved('scanarr_messages_sent_total{type="scan.completed"}') == 1
+    assert moved("scanarr_scan_duration_seconds_count") == 1
+    assert moved("scanarr_scanned_files_total") == len(files)
+    assert moved('scanarr_commands_total{result="ok",type="command.scan"}') == 1
+    assert moved('scanarr_commands_total{result="unknown",type="command.from.the.future"}') == 1
+    assert moved('scanarr_commands_total{result="malformed",type="command.scan"}') == 1
+    assert after["scanarr_connected"] == 1

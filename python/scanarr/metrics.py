@@ -7,6 +7,7 @@ a few methods, each safe to call from any thread:
 - `set_connected(bool)` — on session attach/detach (`follow_link` does it with a Link listener);
 - `message_sent(type, count=1)` — frames written to the API, by protocol ``type``;
   `record_sent(message)` does it for a model and also records a ``scan.completed``'s scan;
+  `frames_sent(texts)` for pre-encoded frames (the type is read from each frame's head);
 - `command_done(type, result)` — a message from the API handled (``ok``, ``error``,
   ``malformed``, ``unsupported``, ``ignored``...);
 - `scan_finished(duration_seconds, files)` — a completed scan;
@@ -31,7 +32,7 @@ import logging
 import platform
 import re
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING
 
 import trio
@@ -48,7 +49,6 @@ from prometheus_client.exposition import choose_encoder
 
 from scanarr import __version__, native_version
 from scanarr.config import SettingsError
-from scanarr.live.inotify import read_sysctl
 from scanarr.protocol import Message, ScanCompleted
 
 if TYPE_CHECKING:
@@ -62,6 +62,7 @@ disable_created_metrics()  # type: ignore[no-untyped-call]
 
 METRICS_ADDR_VARIABLE = "SCANARR_METRICS_ADDR"
 DEFAULT_METRICS_PORT = 9469
+MAX_USER_WATCHES_PATH = "/proc/sys/fs/inotify/max_user_watches"
 
 # A scan of a small volume takes a fraction of a second, a cold 100k-file NAS volume minutes.
 SCAN_DURATION_BUCKETS: tuple[float, ...] = (
@@ -108,6 +109,14 @@ class _LabelFolder:
                 return OTHER_LABEL
             self._seen.add(value)
         return value
+
+
+def read_max_user_watches(path: str = MAX_USER_WATCHES_PATH) -> int | None:
+    try:
+        with open(path, encoding="ascii") as file:
+            return int(file.read().strip())
+    except (OSError, ValueError):
+        return None
 
 
 class Metrics:
@@ -164,7 +173,7 @@ class Metrics:
             "fs.inotify.max_user_watches, shared by every process of the user (-1: unreadable).",
             registry=registry,
         )
-        self.inotify_watch_limit.set_function(lambda: float(read_sysctl("max_user_watches") or -1))
+        self.inotify_watch_limit.set_function(lambda: float(read_max_user_watches() or -1))
         self.rescans = Counter(
             "scanarr_rescans",
             "Rescans the watcher asked for itself, by reason (overflow, watch limit...).",
@@ -204,6 +213,15 @@ class Metrics:
     def message_sent(self, message_type: str, count: int = 1) -> None:
         if count > 0:
             self.messages_sent.labels(self._types(message_type)).inc(count)
+
+    def frames_sent(self, texts: Iterable[str]) -> None:
+        """Pre-encoded frames sent; each one's type is read from its ``{"type":"..."`` head."""
+        counts: dict[str, int] = {}
+        for text in texts:
+            message_type = _frame_type(text)
+            counts[message_type] = counts.get(message_type, 0) + 1
+        for message_type, count in counts.items():
+            self.message_sent(message_type, count)
 
     def record_sent(self, message: Message) -> None:
         """One model sent; a ``scan.completed`` also records its scan (`scan_finished`)."""
@@ -247,6 +265,18 @@ class Metrics:
         or the Prometheus text format (the default) — and its content type."""
         encode, content_type = choose_encoder(accept)
         return encode(self.registry), content_type
+
+
+_FRAME_HEAD = '{"type":"'
+
+
+def _frame_type(text: str) -> str:
+    """The type of a frame rendered by `scanarr.protocol.encode` or the scan fast path."""
+    if text.startswith(_FRAME_HEAD):
+        end = text.find('"', len(_FRAME_HEAD))
+        if end > 0:
+            return text[len(_FRAME_HEAD) : end]
+    return "unknown"
 
 
 # --- readiness ---------------------------------------------------------------------------------

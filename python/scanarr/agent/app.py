@@ -34,6 +34,7 @@ import trio_websocket
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket
 
 from scanarr.config import Settings
+from scanarr.metrics import Metrics
 from scanarr.protocol import (
     CommandScan,
     CommandScanAll,
@@ -132,10 +133,17 @@ class AgentContext:
 
 class WatcherAgent:
     def __init__(
-        self, settings: Settings, *, command_modules: Sequence[str] = COMMAND_MODULES
+        self,
+        settings: Settings,
+        *,
+        command_modules: Sequence[str] = COMMAND_MODULES,
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
+        # What /metrics shows (scanarr.metrics); served by the CLI when SCANARR_METRICS_ADDR is set.
+        self.metrics = metrics if metrics is not None else Metrics()
         self.link = Link()
+        self.metrics.follow_link(self.link)
         self.volumes = VolumeSet()
         self.status = StatusBoard(self.link, interval=settings.status_interval)
         self.state_keeper = StateKeeper(settings.state_file)
@@ -147,9 +155,9 @@ class WatcherAgent:
             record_scan=self._record_scan,
             progress_interval=settings.progress_interval,
         )
-        self.live = LiveEvents(self.link, self.volumes, self.scans)
+        self.live = LiveEvents(self.link, self.volumes, self.scans, self.metrics)
         self.context: CommandContext = AgentContext(self)
-        self.dispatcher = Dispatcher()
+        self.dispatcher = Dispatcher(on_handled=self.metrics.command_done)
         self.dispatcher.register(WatcherConfig, self._on_config)
         self.dispatcher.register(CommandScan, self._on_scan)
         self.dispatcher.register(CommandScanAll, self._on_scan_all)
@@ -330,7 +338,7 @@ class WatcherAgent:
             if result.config is not None:
                 await self.apply_config(result.config, from_api=True)
             self.sessions_opened += 1
-            session = Session(self.sessions_opened, websocket, writer)
+            session = Session(self.sessions_opened, websocket, writer, self.metrics)
             self.link.attach(session)
             try:
                 async with trio.open_nursery() as nursery:

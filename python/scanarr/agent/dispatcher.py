@@ -83,6 +83,15 @@ class Handler(Protocol[M_contra]):
     def __call__(self, message: M_contra, context: CommandContext, /) -> Awaitable[None]: ...
 
 
+# Called with (message type, result) for every message from the API: ok, error, malformed,
+# unsupported, unknown (scanarr.metrics.Metrics.command_done).
+HandledCallback = Callable[[str, str], None]
+
+
+def _not_counted(message_type: str, result: str) -> None:
+    pass
+
+
 # Builds the answer to a malformed message that carried a request_id: (request_id, raw data
 # object, error text) → reply message.
 MalformedReply = Callable[[str, Mapping[str, Any], str], Message]
@@ -143,7 +152,8 @@ def hardlink_failed_reply(request_id: str, data: Mapping[str, Any], error: str) 
 class Dispatcher:
     """Routes decoded messages to handlers. See the module docstring."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_handled: HandledCallback = _not_counted) -> None:
+        self._on_handled = on_handled
         self._routes: dict[type[Message], _Route[Any]] = {}
         self._malformed_replies: dict[str, MalformedReply] = {
             CommandFilesDelete.TYPE: delete_failed_reply,
@@ -181,12 +191,15 @@ class Dispatcher:
             message = decode(text)
         except UnknownMessageType as unknown:
             log.debug("ignoring message of unknown type %r", unknown.message_type)
+            self._on_handled(str(unknown.message_type), "unknown")
             return
         except MalformedMessage as error:
+            self._on_handled(error.message_type or "untyped", "malformed")
             await self._answer_malformed(error, text, context)
             return
         route = self._routes.get(type(message))
         if route is None:
+            self._on_handled(message.TYPE, "unsupported")
             await self._answer_unsupported(message, context)
             return
         if route.queued:
@@ -196,6 +209,9 @@ class Dispatcher:
             await route.handler(message, context)
         except Exception:
             log.exception("handling %s failed", message.TYPE)
+            self._on_handled(message.TYPE, "error")
+        else:
+            self._on_handled(message.TYPE, "ok")
 
     async def _answer_malformed(
         self, error: MalformedMessage, text: str, context: CommandContext
@@ -236,12 +252,15 @@ class Dispatcher:
                     await handler(message, context)
                 except Exception:
                     log.exception("command %s failed", message.TYPE)
+                    self._on_handled(message.TYPE, "error")
                     request_id = getattr(message, "request_id", None)
                     build = self._malformed_replies.get(message.TYPE)
                     if isinstance(request_id, str) and build is not None:
                         await context.send(
                             build(request_id, unstructure(message), "internal error")
                         )
+                else:
+                    self._on_handled(message.TYPE, "ok")
 
 
 def _data_of(text: str) -> Mapping[str, Any]:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import datetime
 import logging
 import os
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import trio
 
@@ -35,6 +35,9 @@ from scanarr.protocol import (
 from .scans import ScanService
 from .session import Link, Session, SessionLost
 from .volumes import VolumeSet
+
+if TYPE_CHECKING:
+    from scanarr.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -63,16 +66,21 @@ def _mod_time(mtime_ns: int) -> str:
 
 
 class LiveEvents:
-    def __init__(self, link: Link, volumes: VolumeSet, scans: ScanService) -> None:
+    def __init__(
+        self, link: Link, volumes: VolumeSet, scans: ScanService, metrics: Metrics | None = None
+    ) -> None:
         self._link = link
         self._volumes = volumes
         self._scans = scans
+        self._metrics = metrics
         self.offline_store: OfflineStore | None = None
         self.events_sent = 0
 
     def request_rescan(self, volume_id: str, reason: str) -> None:
         """Queue a rescan of `volume_id` (coalesced with one waiting)."""
         log.warning("rescanning volume %s: %s", volume_id, reason)
+        if self._metrics is not None:
+            self._metrics.rescan_requested(reason)
         self._scans.request(volume_id, reason=reason)
 
     async def submit(self, event: LiveEvent) -> None:
@@ -92,6 +100,10 @@ class LiveEvents:
         store = self.offline_store
         if store is not None and store.put(event):
             return
+        if self._metrics is not None:
+            self._metrics.event_dropped(
+                "disconnected without an offline queue" if store is None else "offline queue full"
+            )
         self.request_rescan(
             event.volume_id,
             "live events while disconnected"

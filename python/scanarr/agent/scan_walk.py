@@ -223,6 +223,8 @@ async def scan_volume(
                     if len(texts) != len(records):
                         last_progress = trio.current_time()
                     await session.send_encoded(writer.encode(texts))
+                    session.count_sent("scan.file", len(records))
+                    session.count_sent("scan.progress", len(texts) - len(records))
                 files_sent += len(records)
             if trio.current_time() - last_progress >= progress_interval:
                 await session.send(

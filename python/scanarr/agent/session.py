@@ -16,6 +16,7 @@ import platform
 import socket
 import sys
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import attrs
 import trio
@@ -33,6 +34,9 @@ from scanarr.protocol import (
     encode,
 )
 from scanarr.wsframes import FrameWriter
+
+if TYPE_CHECKING:
+    from scanarr.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -195,12 +199,23 @@ async def _receive_first_config(
 
 
 class Session:
-    """An authenticated connection whose first config has been applied."""
+    """An authenticated connection whose first config has been applied.
 
-    def __init__(self, number: int, websocket: WebSocketConnection, writer: FrameWriter) -> None:
+    Every message sent through it is counted in `metrics` (when given); frames written with
+    `send_encoded` are counted by the caller with `count_sent`.
+    """
+
+    def __init__(
+        self,
+        number: int,
+        websocket: WebSocketConnection,
+        writer: FrameWriter,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.number = number
         self.websocket = websocket
         self.writer = writer
+        self.metrics = metrics
 
     @property
     def alive(self) -> bool:
@@ -208,14 +223,26 @@ class Session:
 
     async def send(self, message: Message) -> None:
         """Send one message now. Raises SessionLost."""
-        await self.send_texts((encode(message),))
+        await self._write_texts((encode(message),))
+        if self.metrics is not None:
+            self.metrics.record_sent(message)
 
     async def send_texts(self, texts: Sequence[str]) -> None:
         """Send pre-encoded frames' texts, in order, in one write. Raises SessionLost."""
+        await self._write_texts(texts)
+        if self.metrics is not None:
+            self.metrics.frames_sent(texts)
+
+    async def _write_texts(self, texts: Sequence[str]) -> None:
         try:
             await self.writer.send_texts(texts)
         except ConnectionClosed as closed:
             raise SessionLost(str(closed.reason)) from None
+
+    def count_sent(self, message_type: str, count: int) -> None:
+        """Count frames the caller wrote with `send_encoded`."""
+        if self.metrics is not None:
+            self.metrics.message_sent(message_type, count)
 
     async def send_encoded(self, data: bytes) -> None:
         """Send frames built by `writer.encode`. Raises SessionLost."""
