@@ -1,0 +1,707 @@
+"""`LiveWatcher`: the live-watching service of the agent (PROTOCOL.md §6).
+
+One trio task owns one inotify instance and every watch; it is started with ``nursery.start``::
+
+    watcher = LiveWatcher(emit, request_rescan, debounce=1.0)
+    await nursery.start(watcher.run)
+    watcher.set_volumes(config.watch_paths, config.scan_extensions)
+    await watcher.wait_applied()          # watches in place: a scan started now misses nothing
+
+- ``emit(event)`` — async, called in order from the watcher's task with a `FileCreated`,
+  `FileModified`, `FileDeleted` or `FileRenamed`. While it blocks nothing is read: a slow
+  consumer back-pressures inotify, and if the kernel queue overflows the volumes are rescanned.
+- ``request_rescan(volume_id, reason)`` — sync, must not block (queue it, coalesce it). Called
+  on queue overflow and unknown watches (every volume), on a volume root deleted, moved or
+  unmounted and when it comes back, periodically while the watch limit leaves directories
+  unwatched and once they are all watched again, periodically for network/FUSE filesystems, and
+  when nested volumes change what a volume covers. `reason` is one of the `RESCAN_*` strings.
+  Scans asked for by the config itself (new volume, path or extensions changed) are the agent's
+  own business: `set_volumes` never requests them.
+- `set_volumes(volumes, extensions)` — hot reload, diffed by volume id; applied by the task.
+- `expect_removal(volume_id, relative_path)` — the delete command says it is about to unlink a
+  path; its ``file.deleted`` is not emitted (the command reports it) if it comes within
+  `removal_expiry` seconds.
+- `health()` — per volume: watches, unwatched directories, degraded flag and reason, network
+  filesystem type; `stats()` — counters for metrics. `health_changed()` is called when a
+  volume's degraded state changes, so the agent can send ``watcher.status``.
+
+The initial listing of a volume is silent: the agent scans it. Live events start from the watch.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import stat
+from collections.abc import Awaitable, Callable, Sequence
+
+import attrs
+import trio
+
+from scanarr.live.events import EventTranslator, LiveEvent
+from scanarr.live.filters import MediaFilter
+from scanarr.live.inotify import Inotify, read_sysctl
+from scanarr.live.mounts import MOUNTINFO_PATH, filesystem_of, is_network_filesystem
+from scanarr.live.tree import Directory, InodeIndex, SubtreeChanges, TreeWalker, VolumeTree
+from scanarr.protocol import WatchPath
+
+log = logging.getLogger(__name__)
+
+EmitEvent = Callable[[LiveEvent], Awaitable[None]]
+RequestRescan = Callable[[str, str], None]
+
+RESCAN_OVERFLOW = "inotify queue overflow"
+RESCAN_UNKNOWN_WATCH = "event for an unknown watch"
+RESCAN_ROOT_LOST = "volume root lost"
+RESCAN_ROOT_BACK = "volume root available again"
+RESCAN_WATCH_LIMIT = "watch limit: part of the volume is not watched"
+RESCAN_WATCHES_RESTORED = "every directory watched again"
+RESCAN_NETWORK = "network filesystem: remote changes make no event"
+RESCAN_NESTED = "nested volumes changed"
+
+# Events buffered while a volume is being listed; past this, they count as an overflow.
+MAX_BACKLOG = 1_000_000
+
+
+@attrs.frozen
+class VolumeHealth:
+    """How well a volume is watched, for ``watcher.status`` and metrics."""
+
+    volume_id: str
+    path: str
+    watches: int  # directories watched by inotify
+    unwatched_directories: int  # directories covered only by rescans (watch limit, errors)
+    degraded: bool
+    reason: str | None  # why degraded
+    network_filesystem: str | None  # filesystem type when remote changes make no event
+    rescans_requested: int
+
+
+@attrs.frozen
+class LiveStats:
+    events_emitted: int
+    overflows: int
+    unknown_watch_events: int
+    rescans_requested: int
+    watch_limit_hits: int
+    skipped_names: int  # media files whose name is not valid UTF-8
+    watches: int
+
+
+class _Volume:
+    """A configured volume and its watching state."""
+
+    def __init__(self, config: WatchPath, path: str) -> None:
+        self.config = config
+        self.path = path  # normalised absolute path, symlinks of the root resolved
+        self.tree: VolumeTree | None = None
+        self.root_problem: str | None = None  # root missing, unmounted...
+        self.watch_problem: str | None = None  # watch limit reached, unwatchable dirs
+        self.network_filesystem: str | None = None
+        self.excluded: frozenset[str] = frozenset()
+        self.retry_at: float | None = None
+        self.retry_delay = 0.0
+        self.fallback_rescan_at: float | None = None
+        self.network_rescan_at: float | None = None
+        self.rescans_requested = 0
+
+    @property
+    def degraded(self) -> bool:
+        return self.root_problem is not None or self.watch_problem is not None
+
+
+def _normalise(path: str) -> str:
+    return os.path.realpath(os.path.normpath(path))
+
+
+class LiveWatcher:
+    """Watches volumes with inotify and emits protocol events (see the module docstring)."""
+
+    def __init__(
+        self,
+        emit: EmitEvent,
+        request_rescan: RequestRescan,
+        *,
+        debounce: float = 1.0,
+        rename_wait: float = 0.2,
+        network_rescan_interval: float = 900.0,
+        fallback_rescan_interval: float = 300.0,
+        watch_retry_delay: float = 30.0,
+        watch_retry_max_delay: float = 600.0,
+        removal_expiry: float = 60.0,
+        max_watches: int | None = None,
+        mount_table: str = MOUNTINFO_PATH,
+        health_changed: Callable[[], None] | None = None,
+    ) -> None:
+        self._emit = emit
+        self._request_rescan = request_rescan
+        self._debounce = debounce
+        self._rename_wait = rename_wait
+        self._network_rescan_interval = network_rescan_interval
+        self._fallback_rescan_interval = fallback_rescan_interval
+        self._watch_retry_delay = watch_retry_delay
+        self._watch_retry_max_delay = watch_retry_max_delay
+        self._removal_expiry = removal_expiry
+        self._max_watches = max_watches
+        self._mount_table = mount_table
+        self._health_changed = health_changed
+        self._volumes: dict[str, _Volume] = {}
+        self._filter = MediaFilter(())
+        self._extensions: frozenset[str] = frozenset()
+        self._pending_config: tuple[list[WatchPath], list[str]] | None = None
+        self._config_generation = 0
+        self._applied_generation = 0
+        self._applied = trio.Event()
+        self._resync: set[str] = set()  # volume ids to list again (silently)
+        # Rescans asked for once the volume has been listed again: a scan starting earlier could
+        # pass a directory before a file appears there, and the silent listing absorb that file.
+        self._rescan_after_walk: dict[str, str] = {}
+        self._retry_now: set[str] = set()
+        self._wait_scope: trio.CancelScope | None = None
+        self._inotify: Inotify | None = None
+        self._walker: TreeWalker | None = None
+        self._translator: EventTranslator | None = None
+        self._index = InodeIndex()
+        self._events_emitted = 0
+        self._overflows = 0
+        self._unknown_watch_events = 0
+        self._rescans_requested = 0
+        self._watch_limit_hits = 0
+        self._skipped_names = 0
+        self._skipped_logged: set[str] = set()
+        self._random = random.Random()
+        self._retrying: _Volume | None = None
+
+    # --- interface for the agent ---------------------------------------------------------
+
+    def set_volumes(self, volumes: Sequence[WatchPath], extensions: Sequence[str]) -> None:
+        """Watch exactly these volumes, reporting files with these extensions (hot reload)."""
+        self._pending_config = (list(volumes), list(extensions))
+        self._config_generation += 1
+        self._wake()
+
+    async def wait_applied(self) -> None:
+        """Return once every `set_volumes` so far is applied (watches in place)."""
+        while self._applied_generation < self._config_generation:
+            await self._applied.wait()
+
+    def expect_removal(self, volume_id: str, relative_path: str) -> None:
+        """The delete command is about to remove this path: do not report it as deleted."""
+        if self._translator is not None:
+            self._translator.expect_removal(volume_id, relative_path)
+
+    def health(self) -> dict[str, VolumeHealth]:
+        watches: dict[str, int] = dict.fromkeys(self._volumes, 0)
+        if self._walker is not None:
+            for node in self._walker.nodes.values():
+                volume_id = node.volume.volume_id
+                if volume_id in watches:
+                    watches[volume_id] += 1
+        report: dict[str, VolumeHealth] = {}
+        for volume_id, volume in self._volumes.items():
+            unwatched = 0
+            if volume.tree is not None:
+                unwatched = sum(1 for node, _ in volume.tree.root.iter_tree() if node.wd is None)
+            report[volume_id] = VolumeHealth(
+                volume_id=volume_id,
+                path=volume.config.path,
+                watches=watches[volume_id],
+                unwatched_directories=unwatched,
+                degraded=volume.degraded,
+                reason=volume.root_problem or volume.watch_problem,
+                network_filesystem=volume.network_filesystem,
+                rescans_requested=volume.rescans_requested,
+            )
+        return report
+
+    def stats(self) -> LiveStats:
+        return LiveStats(
+            events_emitted=self._events_emitted,
+            overflows=self._overflows,
+            unknown_watch_events=self._unknown_watch_events,
+            rescans_requested=self._rescans_requested,
+            watch_limit_hits=self._watch_limit_hits,
+            skipped_names=self._skipped_names,
+            watches=self._inotify.watch_count if self._inotify is not None else 0,
+        )
+
+    def watched_paths(self, volume_id: str) -> list[str]:
+        """Relative paths of the watched directories of a volume ("" is the root)."""
+        volume = self._volumes.get(volume_id)
+        if volume is None or volume.tree is None:
+            return []
+        return sorted(below for node, below in volume.tree.root.iter_tree() if node.wd is not None)
+
+    # --- the task ------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        inotify = self._inotify = Inotify(self._max_watches)
+        walker = self._walker = TreeWalker(inotify, self._index)
+        translator = self._translator = EventTranslator(
+            walker,
+            self,
+            debounce=self._debounce,
+            rename_wait=self._rename_wait,
+            removal_expiry=self._removal_expiry,
+            clock=trio.current_time,
+        )
+        try:
+            task_status.started()
+            while True:
+                await self._do_pending_work()
+                translator.process()
+                translator.fire_due_checks()
+                self._fire_timers()
+                await self._emit_out()
+                if self._has_pending_work():
+                    continue
+                deadline = self._next_deadline()
+                with trio.CancelScope(deadline=deadline) as scope:
+                    self._wait_scope = scope
+                    await inotify.wait_readable()
+                self._wait_scope = None
+                events = inotify.read_pending()
+                if events:
+                    translator.feed(events, trio.current_time())
+        finally:
+            walker.stopping = True
+            self._wait_scope = None
+            self._translator = None
+            self._walker = None
+            self._inotify = None
+            inotify.close()
+
+    def _wake(self) -> None:
+        if self._wait_scope is not None:
+            self._wait_scope.cancel()
+
+    def _has_pending_work(self) -> bool:
+        translator = self._translator
+        return bool(
+            self._pending_config is not None
+            or self._resync
+            or self._retry_now
+            or (translator is not None and translator.out)
+            or (translator is not None and translator.pending and translator.blocked_until is None)
+        )
+
+    def _next_deadline(self) -> float:
+        deadlines = [math.inf]
+        if self._translator is not None:
+            deadline = self._translator.next_deadline()
+            if deadline is not None:
+                deadlines.append(deadline)
+        for volume in self._volumes.values():
+            for at in (volume.retry_at, volume.fallback_rescan_at, volume.network_rescan_at):
+                if at is not None:
+                    deadlines.append(at)
+        return min(deadlines)
+
+    async def _emit_out(self) -> None:
+        translator = self._translator
+        assert translator is not None
+        while translator.out:
+            events, translator.out = translator.out, []
+            for event in events:
+                await self._emit(event)
+                self._events_emitted += 1
+
+    def _rescan(self, volume: _Volume, reason: str) -> None:
+        volume.rescans_requested += 1
+        self._rescans_requested += 1
+        log.info("rescan of volume %s (%s): %s", volume.config.id, volume.config.path, reason)
+        self._request_rescan(volume.config.id, reason)
+
+    # --- configuration -------------------------------------------------------------------
+
+    async def _do_pending_work(self) -> None:
+        to_walk: list[_Volume] = []
+        if self._pending_config is not None:
+            generation = self._config_generation
+            volumes, extensions = self._pending_config
+            self._pending_config = None
+            to_walk.extend(self._apply_config(volumes, extensions))
+        else:
+            generation = None
+        for volume_id in self._retry_now:
+            volume = self._volumes.get(volume_id)
+            if volume is not None and volume.tree is None:
+                volume.retry_at = trio.current_time()
+        self._retry_now.clear()
+        for volume_id in self._resync:
+            volume = self._volumes.get(volume_id)
+            if volume is not None and volume not in to_walk:
+                to_walk.append(volume)
+        self._resync.clear()
+        if to_walk:
+            await self._walk(to_walk)
+        while self._rescan_after_walk and not self._resync:
+            volume_id, reason = self._rescan_after_walk.popitem()
+            volume = self._volumes.get(volume_id)
+            if volume is not None:
+                self._rescan(volume, reason)
+        if generation is not None:
+            self._applied_generation = generation
+            self._applied.set()
+            self._applied = trio.Event()
+
+    def _apply_config(self, volumes: list[WatchPath], extensions: list[str]) -> list[_Volume]:
+        """Diff the new volume list with the current one; returns the volumes to list again."""
+        extensions_set = frozenset(extension.lower().lstrip(".") for extension in extensions)
+        extensions_changed = extensions_set != self._extensions
+        self._extensions = extensions_set
+        self._filter = MediaFilter(extensions_set)
+        wanted = {config.id: config for config in volumes}
+        to_walk: list[_Volume] = []
+        for volume_id in list(self._volumes):
+            volume = self._volumes[volume_id]
+            config = wanted.get(volume_id)
+            if config is None or _normalise(config.path) != volume.path:
+                self._drop_volume(volume)
+                del self._volumes[volume_id]
+                log.info("stopped watching volume %s (%s)", volume_id, volume.config.path)
+            else:
+                volume.config = config
+        for volume_id, config in wanted.items():
+            if volume_id not in self._volumes:
+                volume = self._volumes[volume_id] = _Volume(config, _normalise(config.path))
+                to_walk.append(volume)
+        roots = {volume.path for volume in self._volumes.values()}
+        for volume in self._volumes.values():
+            excluded = frozenset(
+                root for root in roots if root != volume.path and _inside(root, volume.path)
+            )
+            if excluded != volume.excluded:
+                if volume not in to_walk:
+                    to_walk.append(volume)
+                    self._rescan_after_walk[volume.config.id] = RESCAN_NESTED
+                volume.excluded = excluded
+            elif extensions_changed and volume not in to_walk:
+                to_walk.append(volume)
+        return to_walk
+
+    def _drop_volume(self, volume: _Volume) -> None:
+        """Stop watching a volume, silently (nothing is reported deleted)."""
+        if volume.tree is not None and self._walker is not None:
+            self._walker.remove_subtree(volume.tree.root)
+        volume.tree = None
+
+    # --- listing volumes -----------------------------------------------------------------
+
+    def _open_root(self, volume: _Volume) -> VolumeTree | None:
+        """A fresh tree for the volume root, or None (and the volume degraded) if it is not
+        there."""
+        try:
+            st = os.stat(volume.path)
+        except OSError as error:
+            self._root_unavailable(volume, f"volume root unavailable: {error.strerror}")
+            return None
+        if not stat.S_ISDIR(st.st_mode):
+            self._root_unavailable(volume, "volume root is not a directory")
+            return None
+        return VolumeTree(volume.config.id, volume.path, st.st_dev, self._filter, volume.excluded)
+
+    async def _walk(self, volumes: list[_Volume]) -> None:
+        """List volumes again from scratch in a worker thread, reading events meanwhile."""
+        walker = self._walker
+        inotify = self._inotify
+        translator = self._translator
+        assert walker is not None and inotify is not None and translator is not None
+        jobs: list[tuple[_Volume, VolumeTree, set[int]]] = []
+        for volume in volumes:
+            old_wds: set[int] = set()
+            if volume.tree is not None:
+                # Detach the old tree: its watches are taken over by the new one (same wd for
+                # the same directory) or removed after the walk.
+                for node, _ in volume.tree.root.iter_tree():
+                    if node.wd is not None and walker.nodes.get(node.wd) is node:
+                        del walker.nodes[node.wd]
+                        old_wds.add(node.wd)
+                    for name in list(node.files):
+                        self._index.remove_link(node, name)
+                volume.tree = None
+            tree = self._open_root(volume)
+            if tree is not None:
+                jobs.append((volume, tree, old_wds))
+            else:
+                self._unwatch_all(old_wds)
+        if not jobs:
+            return
+
+        def list_volumes() -> list[SubtreeChanges]:
+            return [walker.sync(tree.root) for _volume, tree, _old in jobs]
+
+        results: list[SubtreeChanges] = []
+
+        async def run_walk(cancel_scope: trio.CancelScope) -> None:
+            results.extend(await trio.to_thread.run_sync(list_volumes, abandon_on_cancel=True))
+            cancel_scope.cancel()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run_walk, nursery.cancel_scope)
+            while True:
+                await inotify.wait_readable()
+                events = inotify.read_pending()
+                translator.feed(events, trio.current_time())
+                if translator.pending > MAX_BACKLOG:
+                    log.warning("more than %d events while listing volumes", MAX_BACKLOG)
+                    translator.discard_pending()
+                    self.overflow()
+        for (volume, tree, old_wds), changes in zip(jobs, results, strict=True):
+            volume.tree = tree
+            self._unwatch_all(old_wds)
+            if tree.root.wd is None and changes.watch_limit is None:
+                volume.tree = None
+                self._root_unavailable(volume, "volume root could not be watched")
+                continue
+            recovered = volume.root_problem is not None
+            had_watch_problem = volume.watch_problem is not None
+            volume.root_problem = None
+            volume.retry_at = None
+            volume.watch_problem = None
+            self._detect_network_filesystem(volume)
+            self._retrying = volume if had_watch_problem else None
+            self.walk_problems(tree, changes)
+            self._retrying = None
+            if volume.watch_problem is None:
+                volume.fallback_rescan_at = None
+                if not recovered:
+                    volume.retry_delay = 0.0
+                if had_watch_problem:
+                    self._notify_health()
+            if recovered:
+                self._rescan(volume, RESCAN_ROOT_BACK)
+                self._notify_health()
+            log.info(
+                "watching volume %s (%s): %d directories",
+                volume.config.id,
+                volume.config.path,
+                sum(1 for _ in tree.root.iter_tree()),
+            )
+
+    def _unwatch_all(self, wds: set[int]) -> None:
+        walker = self._walker
+        inotify = self._inotify
+        assert walker is not None and inotify is not None
+        for wd in wds:
+            if wd not in walker.nodes:  # not taken over by another tree
+                walker.retired.add(wd)
+                inotify.rm_watch(wd)
+
+    def _detect_network_filesystem(self, volume: _Volume) -> None:
+        try:
+            mount = filesystem_of(volume.path, self._mount_table)
+        except OSError as error:
+            log.warning("cannot read the mount table %s: %s", self._mount_table, error)
+            return
+        filesystem = mount.filesystem_type if mount is not None else None
+        if filesystem is not None and is_network_filesystem(filesystem):
+            if volume.network_filesystem != filesystem:
+                log.warning(
+                    "volume %s (%s) is on %s (%s): changes made by other machines make no "
+                    "inotify event; it is rescanned every %s s",
+                    volume.config.id,
+                    volume.config.path,
+                    filesystem,
+                    mount.source if mount else "?",
+                    round(self._network_rescan_interval),
+                )
+                volume.network_filesystem = filesystem
+                volume.network_rescan_at = self._jittered(self._network_rescan_interval)
+        else:
+            volume.network_filesystem = None
+            volume.network_rescan_at = None
+
+    def _jittered(self, interval: float) -> float:
+        return trio.current_time() + interval * self._random.uniform(0.9, 1.1)
+
+    # --- timers --------------------------------------------------------------------------
+
+    def _fire_timers(self) -> None:
+        now = trio.current_time()
+        for volume in list(self._volumes.values()):
+            if volume.network_rescan_at is not None and volume.network_rescan_at <= now:
+                volume.network_rescan_at = self._jittered(self._network_rescan_interval)
+                self._rescan(volume, RESCAN_NETWORK)
+            if volume.fallback_rescan_at is not None and volume.fallback_rescan_at <= now:
+                volume.fallback_rescan_at = self._jittered(self._fallback_rescan_interval)
+                self._rescan(volume, RESCAN_WATCH_LIMIT)
+            if volume.retry_at is not None and volume.retry_at <= now:
+                volume.retry_at = None
+                if volume.tree is None:
+                    self._resync.add(volume.config.id)  # the root again, from scratch
+                else:
+                    self._retry_watches(volume)
+
+    def _retry_watches(self, volume: _Volume) -> None:
+        """Try again to watch the directories the watch limit left unwatched."""
+        tree = volume.tree
+        translator = self._translator
+        assert tree is not None and translator is not None
+        tops = [
+            node
+            for node, _ in tree.root.iter_tree()
+            if node.wd is None and (node.parent is None or node.parent.wd is not None)
+        ]
+        volume.watch_problem = None
+        self._retrying = volume
+        try:
+            for node in tops:
+                if node.attached():
+                    translator.sync_and_report(node)
+        finally:
+            self._retrying = None
+        if volume.watch_problem is None:
+            log.info(
+                "volume %s (%s): every directory is watched again",
+                volume.config.id,
+                volume.config.path,
+            )
+            volume.fallback_rescan_at = None
+            volume.retry_delay = 0.0
+            self._rescan(volume, RESCAN_WATCHES_RESTORED)
+            self._notify_health()
+
+    def _schedule_retry(self, volume: _Volume) -> None:
+        if volume.retry_at is not None:
+            return
+        if volume.retry_delay <= 0:
+            volume.retry_delay = self._watch_retry_delay
+        else:
+            volume.retry_delay = min(volume.retry_delay * 2, self._watch_retry_max_delay)
+        volume.retry_at = trio.current_time() + volume.retry_delay
+
+    def _root_unavailable(self, volume: _Volume, reason: str) -> None:
+        if volume.root_problem != reason:
+            log.warning("volume %s (%s): %s", volume.config.id, volume.config.path, reason)
+        changed = volume.root_problem is None
+        volume.root_problem = reason
+        self._schedule_retry(volume)
+        if changed:
+            self._notify_health()
+
+    def _notify_health(self) -> None:
+        if self._health_changed is not None:
+            self._health_changed()
+
+    def _volume_of(self, tree: VolumeTree) -> _Volume | None:
+        volume = self._volumes.get(tree.volume_id)
+        return volume if volume is not None and volume.tree is tree else None
+
+    # --- TranslatorHost ------------------------------------------------------------------
+
+    def overflow(self) -> None:
+        self._overflows += 1
+        log.warning(
+            "inotify event queue overflowed (fs.inotify.max_queued_events=%s): events were lost, "
+            "every volume is rescanned",
+            read_sysctl("max_queued_events"),
+        )
+        if self._translator is not None:
+            self._translator.discard_pending()
+        for volume_id in self._volumes:
+            self._resync.add(volume_id)
+            self._rescan_after_walk[volume_id] = RESCAN_OVERFLOW
+
+    def unknown_watch(self, wd: int, mask: int) -> None:
+        self._unknown_watch_events += 1
+        log.warning(
+            "inotify event for unknown watch %d (mask %#x): every volume is rescanned", wd, mask
+        )
+        for volume_id in self._volumes:
+            self._resync.add(volume_id)
+            self._rescan_after_walk.setdefault(volume_id, RESCAN_UNKNOWN_WATCH)
+
+    def root_lost(self, tree: VolumeTree, why: str) -> None:
+        volume = self._volume_of(tree)
+        if volume is None:
+            return
+        self._drop_volume(volume)
+        self._rescan(volume, f"{RESCAN_ROOT_LOST}: {why}")
+        volume.retry_delay = 0.0
+        self._root_unavailable(volume, why)
+
+    def walk_problems(self, tree: VolumeTree, changes: SubtreeChanges) -> None:
+        volume = self._volume_of(tree)
+        if volume is None:
+            return
+        for error in changes.errors[:10]:
+            log.warning("volume %s: %s", volume.config.id, error)
+        if changes.watch_limit is None and not changes.errors:
+            return
+        unwatched = sum(1 for node, _ in tree.root.iter_tree() if node.wd is None)
+        if changes.watch_limit is not None:
+            self._watch_limit_hits += 1
+            total_unwatched = sum(
+                1
+                for other in self._volumes.values()
+                if other.tree is not None
+                for node, _ in other.tree.root.iter_tree()
+                if node.wd is None
+            )
+            watches = self._inotify.watch_count if self._inotify is not None else 0
+            needed = watches + total_unwatched
+            limit = read_sysctl("max_user_watches")
+            reason = (
+                f"inotify watch limit reached ({changes.watch_limit.strerror}): "
+                f"{unwatched} directories not watched, covered by rescans every "
+                f"{round(self._fallback_rescan_interval)} s"
+            )
+            log.warning(
+                "volume %s (%s): %s. scanarr needs at least %d watches (it has %d; "
+                "fs.inotify.max_user_watches=%s, shared by every process of this user): raise it, "
+                "e.g. `sysctl -w fs.inotify.max_user_watches=%d` and in /etc/sysctl.d/",
+                volume.config.id,
+                volume.config.path,
+                reason,
+                needed,
+                watches,
+                limit,
+                max(needed * 2, (limit or 0) * 2),
+            )
+        else:
+            reason = f"{len(changes.errors)} directories cannot be watched: {changes.errors[0]}"
+        changed = volume.watch_problem is None and volume is not self._retrying
+        volume.watch_problem = reason
+        if volume.fallback_rescan_at is None:
+            volume.fallback_rescan_at = self._jittered(self._fallback_rescan_interval)
+        self._schedule_retry(volume)
+        if changed:
+            self._notify_health()
+
+    def path_appeared(self, path: str) -> None:
+        for volume in self._volumes.values():
+            if volume.path == path and volume.tree is None:
+                self._retry_now.add(volume.config.id)
+
+    def name_skipped(self, tree: VolumeTree, relative_path: str) -> None:
+        self._skipped_names += 1
+        if relative_path not in self._skipped_logged and len(self._skipped_logged) < 1000:
+            self._skipped_logged.add(relative_path)
+            log.warning(
+                "volume %s: %r is not valid UTF-8 and cannot be reported",
+                tree.volume_id,
+                relative_path,
+            )
+
+
+def _inside(path: str, root: str) -> bool:
+    return path.startswith(root.rstrip("/") + "/")
+
+
+__all__ = [
+    "RESCAN_NESTED",
+    "RESCAN_NETWORK",
+    "RESCAN_OVERFLOW",
+    "RESCAN_ROOT_BACK",
+    "RESCAN_ROOT_LOST",
+    "RESCAN_UNKNOWN_WATCH",
+    "RESCAN_WATCHES_RESTORED",
+    "RESCAN_WATCH_LIMIT",
+    "Directory",
+    "LiveStats",
+    "LiveWatcher",
+    "VolumeHealth",
+]

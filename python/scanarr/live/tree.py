@@ -1,0 +1,419 @@
+"""What the live watcher knows of each volume: its watched directories and their media files.
+
+Each volume is a tree of `Directory` nodes, one per directory that passes the filters, each with
+its inotify watch descriptor and the inodes of its media files by name. Paths are never stored:
+they are computed from the chain of parents, so moving a directory is a single re-parenting.
+
+`InodeIndex` maps ``(device, inode)`` to the directories holding a link of that inode and the
+attributes last reported for it, so that when a link is created or removed the other paths of the
+inode can be told their new ``hardlink_count``. It stores no path and no name: a link's name is
+found by looking through the (few) files of its directory, which is only done when a link count
+changes.
+
+`populate` and `reconcile` bring a subtree in line with the disk: watch (before listing, so nothing
+created in between is missed), list, ``lstat`` media files, and say what was added, kept or removed.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import stat
+from collections.abc import Iterator
+
+import attrs
+
+from scanarr.live.filters import MediaFilter, is_utf8
+from scanarr.live.inotify import Inotify, WatchLimitReached
+
+log = logging.getLogger(__name__)
+
+
+class VolumeTree:
+    """One watched volume: its root, its device and its directory tree."""
+
+    __slots__ = ("device", "excluded", "filter", "path", "root", "volume_id")
+
+    def __init__(
+        self,
+        volume_id: str,
+        path: str,
+        device: int,
+        media_filter: MediaFilter,
+        excluded: frozenset[str] = frozenset(),
+    ) -> None:
+        self.volume_id = volume_id
+        self.path = path  # absolute, normalised, no trailing "/"
+        self.device = device  # st_dev of the root: directories on other devices are not entered
+        self.filter = media_filter
+        self.excluded = excluded  # absolute roots of nested volumes, watched by those volumes
+        self.root = Directory("", None, self)
+
+
+class Directory:
+    """A watched (or, past the watch limit, unwatched) directory of a volume."""
+
+    __slots__ = ("files", "name", "parent", "subdirs", "volume", "wd")
+
+    def __init__(self, name: str, parent: Directory | None, volume: VolumeTree) -> None:
+        self.name = name
+        self.parent = parent
+        self.volume = volume
+        self.wd: int | None = None  # None while not watched
+        self.subdirs: dict[str, Directory] = {}
+        self.files: dict[str, int] = {}  # media file name → inode
+
+    def relative_path(self) -> str:
+        names: list[str] = []
+        node: Directory = self
+        while node.parent is not None:
+            names.append(node.name)
+            node = node.parent
+        return "/".join(reversed(names))
+
+    def child_path(self, name: str) -> str:
+        """Relative path of the entry `name` in this directory."""
+        relative = self.relative_path()
+        return f"{relative}/{name}" if relative else name
+
+    def absolute_path(self, name: str | None = None) -> str:
+        relative = self.relative_path() if name is None else self.child_path(name)
+        return f"{self.volume.path}/{relative}" if relative else self.volume.path
+
+    def attached(self) -> bool:
+        """Whether this node is still part of its volume's tree."""
+        node: Directory = self
+        while node.parent is not None:
+            if node.parent.subdirs.get(node.name) is not node:
+                return False
+            node = node.parent
+        return node is self.volume.root
+
+    def iter_tree(self) -> Iterator[tuple[Directory, str]]:
+        """This directory and every directory below it, each with its path below this one."""
+        stack: list[tuple[Directory, str]] = [(self, "")]
+        while stack:
+            node, below = stack.pop()
+            yield node, below
+            for name, child in node.subdirs.items():
+                stack.append((child, f"{below}/{name}" if below else name))
+
+
+def join(*parts: str) -> str:
+    return "/".join(part for part in parts if part)
+
+
+class InodeEntry:
+    """Attributes last reported for an inode, and its known links."""
+
+    # The first link in two slots (its name is the very string keying `Directory.files`, so it
+    # costs no memory); further links, rare, in a list.
+    __slots__ = ("directory", "hardlink_count", "more", "mtime_ns", "name", "size_bytes")
+
+    def __init__(
+        self, directory: Directory, name: str, size_bytes: int, mtime_ns: int, hardlink_count: int
+    ) -> None:
+        self.directory = directory
+        self.name = name
+        self.more: list[tuple[Directory, str]] | None = None
+        self.size_bytes = size_bytes
+        self.mtime_ns = mtime_ns
+        self.hardlink_count = hardlink_count
+
+    def links(self) -> list[tuple[Directory, str]]:
+        first = (self.directory, self.name)
+        return [first, *self.more] if self.more else [first]
+
+    def differs(self, st: os.stat_result) -> bool:
+        return (
+            st.st_size != self.size_bytes
+            or st.st_mtime_ns != self.mtime_ns
+            or st.st_nlink != self.hardlink_count
+        )
+
+    def update(self, st: os.stat_result) -> None:
+        self.size_bytes = st.st_size
+        self.mtime_ns = st.st_mtime_ns
+        self.hardlink_count = st.st_nlink
+
+
+class InodeIndex:
+    """``(device, inode)`` → `InodeEntry`, for every media file of every watched volume."""
+
+    __slots__ = ("_devices",)
+
+    def __init__(self) -> None:
+        self._devices: dict[int, dict[int, InodeEntry]] = {}
+
+    def __len__(self) -> int:
+        return sum(len(inodes) for inodes in self._devices.values())
+
+    def get(self, device: int, inode: int) -> InodeEntry | None:
+        inodes = self._devices.get(device)
+        return None if inodes is None else inodes.get(inode)
+
+    def add_link(self, directory: Directory, name: str, st: os.stat_result) -> InodeEntry:
+        """Record `name` in `directory` as a link of ``st.st_ino``; returns the inode's entry."""
+        return self.add_link_values(
+            directory, name, st.st_ino, st.st_size, st.st_mtime_ns, st.st_nlink
+        )
+
+    def add_link_values(
+        self,
+        directory: Directory,
+        name: str,
+        inode: int,
+        size_bytes: int,
+        mtime_ns: int,
+        hardlink_count: int,
+    ) -> InodeEntry:
+        """`add_link` with the attributes given one by one (a new entry takes them)."""
+        inodes = self._devices.setdefault(directory.volume.device, {})
+        entry = inodes.get(inode)
+        if entry is None:
+            entry = inodes[inode] = InodeEntry(
+                directory, name, size_bytes, mtime_ns, hardlink_count
+            )
+        elif entry.more is None:
+            entry.more = [(directory, name)]
+        else:
+            entry.more.append((directory, name))
+        # The same int object as the index key: one inode number in memory, not two.
+        directory.files[name] = inode
+        return entry
+
+    def remove_link(self, directory: Directory, name: str) -> tuple[int, InodeEntry | None]:
+        """Forget `name` in `directory`; returns its inode and the entry if other links remain."""
+        inode = directory.files.pop(name)
+        inodes = self._devices.get(directory.volume.device, {})
+        entry = inodes.get(inode)
+        if entry is None:
+            return inode, None
+        if entry.directory is directory and entry.name == name:
+            if not entry.more:
+                del inodes[inode]
+                return inode, None
+            entry.directory, entry.name = entry.more.pop(0)
+        elif entry.more:
+            entry.more = [
+                link for link in entry.more if not (link[0] is directory and link[1] == name)
+            ]
+        if not entry.more:
+            entry.more = None
+        return inode, entry
+
+    def links(self, device: int, inode: int) -> list[tuple[Directory, str]]:
+        """Every known ``(directory, name)`` of an inode."""
+        entry = self.get(device, inode)
+        return [] if entry is None else entry.links()
+
+
+@attrs.define
+class SubtreeChanges:
+    """What `TreeWalker.sync` found, relative to the directory it synced."""
+
+    # (directory, name, lstat) of media files not known before
+    added: list[tuple[Directory, str, os.stat_result]] = attrs.Factory(list)
+    # (directory, name, path below the synced directory, lstat) of known files still there
+    kept: list[tuple[Directory, str, str, os.stat_result]] = attrs.Factory(list)
+    # (path below the synced directory, inode) of known files gone
+    removed: list[tuple[str, int]] = attrs.Factory(list)
+    # (parent, name, holder): the directory `name` of `parent` is already watched as `holder`,
+    # a node elsewhere in the tree whose move has not been read yet; it was not entered.
+    collisions: list[tuple[Directory, str, Directory]] = attrs.Factory(list)
+    unwatched: int = 0  # directories left unwatched by the watch limit or a watch error
+    watch_limit: WatchLimitReached | None = None
+    errors: list[OSError] = attrs.Factory(list)  # unreadable or unwatchable directories
+
+
+class WalkStopped(Exception):
+    """The watcher is shutting down while a listing runs."""
+
+
+class _Gone:
+    """The directory is not there any more (or is not a directory)."""
+
+
+class _Replaced:
+    """Another directory now stands where a known one was; `wd` already watches it."""
+
+    __slots__ = ("wd",)
+
+    def __init__(self, wd: int) -> None:
+        self.wd = wd
+
+
+_GONE = _Gone()
+
+
+class TreeWalker:
+    """Watches and lists directories of one inotify instance; keeps the wd → node map."""
+
+    def __init__(self, inotify: Inotify, index: InodeIndex) -> None:
+        self.inotify = inotify
+        self.index = index
+        self.nodes: dict[int, Directory] = {}  # wd → node
+        self.retired: set[int] = set()  # watches removed by us, until their IN_IGNORED arrives
+        self.stopping = False  # set on shutdown: a listing in a worker thread gives up
+
+    # --- watches ------------------------------------------------------------------------
+
+    def _watch(
+        self, node: Directory, changes: SubtreeChanges
+    ) -> _Gone | _Replaced | Directory | None:
+        """Watch `node`'s directory (again). Returns None when `node` is watched (or left
+        unwatched by the watch limit), or what stands in the way: the directory is gone, it was
+        replaced by another one, or it is already watched as another node (returned)."""
+        if changes.watch_limit is not None:
+            changes.unwatched += 1
+            return None
+        try:
+            wd = self.inotify.add_watch(node.absolute_path())
+        except WatchLimitReached as error:
+            changes.watch_limit = error
+            changes.unwatched += 1
+            return None
+        except OSError as error:
+            if error.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+                return _GONE
+            changes.errors.append(error)
+            changes.unwatched += 1
+            return None
+        holder = self.nodes.get(wd)
+        if holder is not None and holder is not node:
+            return holder
+        if node.wd is not None and node.wd != wd:
+            return _Replaced(wd)
+        node.wd = wd
+        self.retired.discard(wd)
+        self.nodes[wd] = node
+        return None
+
+    def unwatch(self, node: Directory) -> None:
+        wd = node.wd
+        node.wd = None
+        if wd is not None and self.nodes.get(wd) is node:
+            del self.nodes[wd]
+            self.retired.add(wd)
+            self.inotify.rm_watch(wd)
+
+    # --- listing ------------------------------------------------------------------------
+
+    def _list(
+        self, node: Directory, changes: SubtreeChanges
+    ) -> tuple[list[str], dict[str, os.stat_result]] | _Gone | None:
+        """Subdirectories to enter and media files (with lstat) of `node`; `_GONE` when the
+        directory went away, None when it cannot be read (what is known of it is kept)."""
+        volume = node.volume
+        accepts_dir = volume.filter.accepts_dir
+        accepts_file = volume.filter.accepts_file
+        path = node.absolute_path()
+        subdirs: list[str] = []
+        files: dict[str, os.stat_result] = {}
+        try:
+            with os.scandir(path) as entries:
+                for entry in entries:
+                    name = entry.name
+                    try:
+                        if entry.is_dir(follow_symlinks=False):
+                            if not accepts_dir(name) or not is_utf8(name):
+                                continue
+                            if volume.excluded and f"{path}/{name}" in volume.excluded:
+                                continue
+                            if entry.stat(follow_symlinks=False).st_dev != volume.device:
+                                continue  # another filesystem mounted here: not this volume
+                            subdirs.append(name)
+                        elif entry.is_file(follow_symlinks=False) and accepts_file(name):
+                            if not is_utf8(name):
+                                continue
+                            st = entry.stat(follow_symlinks=False)
+                            if stat.S_ISREG(st.st_mode):
+                                files[name] = st
+                    except FileNotFoundError:
+                        continue  # removed while listing: its own event follows
+        except (FileNotFoundError, NotADirectoryError):
+            return _GONE
+        except OSError as error:
+            changes.errors.append(error)
+            return None
+        return subdirs, files
+
+    # --- subtrees -----------------------------------------------------------------------
+
+    def sync(self, top: Directory, changes: SubtreeChanges | None = None) -> SubtreeChanges:
+        """Bring `top` and everything below it in line with the disk.
+
+        Watches each directory before listing it, so nothing created in between is missed.
+        Media files found and not known are recorded (inode index included) and returned in
+        `added`; known ones still there in `kept`; known ones gone in `removed`. Directories
+        gone are dropped (their files in `removed`); `top` itself too when it is gone.
+        """
+        changes = changes or SubtreeChanges()
+        index = self.index
+        stack: list[tuple[Directory, str]] = [(top, "")]
+        while stack:
+            if self.stopping:
+                raise WalkStopped
+            node, below = stack.pop()
+            obstacle = self._watch(node, changes)
+            if obstacle is not None:
+                parent = node.parent
+                self._drop(node, below, changes)
+                if isinstance(obstacle, Directory):
+                    if parent is not None:
+                        changes.collisions.append((parent, node.name, obstacle))
+                elif isinstance(obstacle, _Replaced) and parent is not None:
+                    fresh = parent.subdirs[node.name] = Directory(node.name, parent, node.volume)
+                    fresh.wd = obstacle.wd
+                    self.retired.discard(obstacle.wd)
+                    self.nodes[obstacle.wd] = fresh
+                    stack.append((fresh, below))
+                continue
+            listing = self._list(node, changes)
+            if listing is None:
+                continue
+            if isinstance(listing, _Gone):
+                self._drop(node, below, changes)
+                continue
+            subdir_names, files = listing
+            for name in list(node.files):
+                st = files.pop(name, None)
+                if st is not None and st.st_ino == node.files[name]:
+                    changes.kept.append((node, name, below, st))
+                    continue
+                inode, _entry = index.remove_link(node, name)
+                changes.removed.append((join(below, name), inode))
+                if st is not None:
+                    files[name] = st  # another file under a known name: added below
+            for name, st in files.items():
+                index.add_link(node, name, st)
+                changes.added.append((node, name, st))
+            present = set(subdir_names)
+            for name in [name for name in node.subdirs if name not in present]:
+                self._drop(node.subdirs[name], join(below, name), changes)
+            for name in subdir_names:
+                child = node.subdirs.get(name)
+                if child is None:
+                    child = node.subdirs[name] = Directory(name, node, node.volume)
+                stack.append((child, join(below, name)))
+        return changes
+
+    def _drop(self, node: Directory, below: str, changes: SubtreeChanges) -> None:
+        """Forget a directory gone from the disk; its media files go to `removed`."""
+        for path, inode in self.remove_subtree(node):
+            changes.removed.append((join(below, path), inode))
+
+    def remove_subtree(self, node: Directory) -> list[tuple[str, int]]:
+        """Detach `node` from its parent, unwatch it and everything below; returns the media files
+        that were under it as (path below `node`, inode)."""
+        parent = node.parent
+        if parent is not None and parent.subdirs.get(node.name) is node:
+            del parent.subdirs[node.name]
+        removed: list[tuple[str, int]] = []
+        for directory, below in list(node.iter_tree()):
+            self.unwatch(directory)
+            for name in list(directory.files):
+                inode, _entry = self.index.remove_link(directory, name)
+                removed.append((join(below, name), inode))
+        return removed
