@@ -17,6 +17,7 @@ import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 
 import pytest
+
 from scanarr import safefs
 from scanarr.file_commands import DELETION_DISABLED, FileCommands
 from scanarr.protocol import (
