@@ -291,7 +291,7 @@ class EventTranslator:
             return
         node = parent.subdirs.get(name)
         if node is None:
-            node = parent.subdirs[name] = Directory(name, parent, parent.volume)
+            node = parent.new_subdir(name)
         prefix = node.relative_path()
         self._report_sync(node, prefix)
 
@@ -312,13 +312,13 @@ class EventTranslator:
         old_parent = moved.parent
         assert old_parent is not None
         if old_parent.subdirs.get(moved.name) is moved:
-            del old_parent.subdirs[moved.name]
+            old_parent.remove_subdir(moved.name)
         replaced = parent.subdirs.get(name)
         if replaced is not None and replaced is not moved:
             self._remove_directory(replaced)  # rename(2) over an empty directory
         moved.parent = parent
         moved.name = name
-        parent.subdirs[name] = moved
+        parent.add_subdir(moved)
         self._report_sync(moved, old_prefix)
 
     def sync_and_report(self, node: Directory) -> None:
@@ -373,15 +373,13 @@ class EventTranslator:
                         holder_prefix = holder.relative_path()
                         old_parent = holder.parent
                         if old_parent.subdirs.get(holder.name) is holder:
-                            del old_parent.subdirs[holder.name]
+                            old_parent.remove_subdir(holder.name)
                         holder.parent = target_parent
                         holder.name = name
-                        target_parent.subdirs[name] = holder
+                        target_parent.add_subdir(holder)
                         pending.append((holder, holder_prefix))
                         continue
-                fresh = target_parent.subdirs[name] = Directory(
-                    name, target_parent, target_parent.volume
-                )
+                fresh = target_parent.new_subdir(name)
                 pending.append((fresh, fresh.relative_path()))
 
     # --- files ---------------------------------------------------------------------------
@@ -547,24 +545,17 @@ class EventTranslator:
                     self._file_present(parent, new_name, st, written=False)
             return
         inode = node.files[name]
-        entry = self.index.get(volume.device, inode)
         if parent.files.get(new_name) is not None and not (parent is node and new_name == name):
             self._file_gone(parent, new_name)  # the file it replaced
         st = _lstat(parent.absolute_path(new_name))
         if st is None or st.st_ino != inode:
-            # Moved on or replaced since: report the rename with what was known.
-            size_bytes = entry.size_bytes if entry else 0
-            hardlink_count = entry.hardlink_count if entry else 1
-            mtime_ns = entry.mtime_ns if entry else 0
-        else:
-            size_bytes, mtime_ns, hardlink_count = st.st_size, st.st_mtime_ns, st.st_nlink
+            # Moved on or replaced since: only "gone from here" is certain. What is at the new
+            # name now, if anything, is told by its own events.
+            self._file_gone(node, name)
+            return
         old_path = node.child_path(name)
         self.index.remove_link(node, name)
-        new_entry = self.index.add_link_values(
-            parent, new_name, inode, size_bytes, mtime_ns, hardlink_count
-        )
-        if st is not None and st.st_ino == inode:
-            new_entry.update(st)
+        self.index.add_link(parent, new_name, st).update(st)
         self.out.append(
             FileRenamed(
                 volume_id=volume.volume_id,
@@ -572,9 +563,9 @@ class EventTranslator:
                 new_relative_path=parent.child_path(new_name),
                 filename=new_name,
                 inode=inode,
-                device_id=st.st_dev if st is not None else volume.device,
-                size_bytes=size_bytes,
-                hardlink_count=hardlink_count,
+                device_id=st.st_dev,
+                size_bytes=st.st_size,
+                hardlink_count=st.st_nlink,
             )
         )
 

@@ -6,9 +6,8 @@ they are computed from the chain of parents, so moving a directory is a single r
 
 `InodeIndex` maps ``(device, inode)`` to the directories holding a link of that inode and the
 attributes last reported for it, so that when a link is created or removed the other paths of the
-inode can be told their new ``hardlink_count``. It stores no path and no name: a link's name is
-found by looking through the (few) files of its directory, which is only done when a link count
-changes.
+inode can be told their new ``hardlink_count``. It stores no path: a link is its directory node
+and its name (the string object keying the directory's files, shared).
 
 `populate` and `reconcile` bring a subtree in line with the disk: watch (before listing, so nothing
 created in between is missed), list, ``lstat`` media files, and say what was added, kept or removed.
@@ -20,7 +19,9 @@ import errno
 import logging
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from types import MappingProxyType
+from typing import Any
 
 import attrs
 
@@ -51,6 +52,11 @@ class VolumeTree:
         self.root = Directory("", None, self)
 
 
+# Most directories have no subdirectory or no media file: they share this read-only empty
+# mapping instead of holding an empty dict each (a write to it would raise, not corrupt).
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
 class Directory:
     """A watched (or, past the watch limit, unwatched) directory of a volume."""
 
@@ -61,8 +67,41 @@ class Directory:
         self.parent = parent
         self.volume = volume
         self.wd: int | None = None  # None while not watched
-        self.subdirs: dict[str, Directory] = {}
-        self.files: dict[str, int] = {}  # media file name → inode
+        self.subdirs: Mapping[str, Directory] = _EMPTY
+        self.files: Mapping[str, int] = _EMPTY  # name → inode
+
+    def add_subdir(self, child: Directory) -> Directory:
+        """Make `child` (whose parent is this directory) the subdirectory `child.name`."""
+        subdirs = self.subdirs
+        if not isinstance(subdirs, dict):
+            subdirs = self.subdirs = {}
+        subdirs[child.name] = child
+        return child
+
+    def new_subdir(self, name: str) -> Directory:
+        return self.add_subdir(Directory(name, self, self.volume))
+
+    def remove_subdir(self, name: str) -> None:
+        subdirs = self.subdirs
+        if isinstance(subdirs, dict):
+            del subdirs[name]
+            if not subdirs:
+                self.subdirs = _EMPTY
+
+    def set_file(self, name: str, inode: int) -> None:
+        files = self.files
+        if not isinstance(files, dict):
+            files = self.files = {}
+        files[name] = inode
+
+    def pop_file(self, name: str) -> int:
+        files = self.files
+        if not isinstance(files, dict):
+            raise KeyError(name)
+        inode: int = files.pop(name)
+        if not files:
+            self.files = _EMPTY
+        return inode
 
     def relative_path(self) -> str:
         names: list[str] = []
@@ -104,38 +143,36 @@ def join(*parts: str) -> str:
     return "/".join(part for part in parts if part)
 
 
+STAMP_MASK = (1 << 60) - 1
+
+
+def stamp_of(st: os.stat_result) -> int:
+    """A 60-bit digest of size, mtime and link count: what "changed" is judged on."""
+    return hash((st.st_size, st.st_mtime_ns, st.st_nlink)) & STAMP_MASK
+
+
 class InodeEntry:
-    """Attributes last reported for an inode, and its known links."""
+    """What was last reported for an inode (as a stamp), and its known links."""
 
     # The first link in two slots (its name is the very string keying `Directory.files`, so it
     # costs no memory); further links, rare, in a list.
-    __slots__ = ("directory", "hardlink_count", "more", "mtime_ns", "name", "size_bytes")
+    __slots__ = ("directory", "more", "name", "stamp")
 
-    def __init__(
-        self, directory: Directory, name: str, size_bytes: int, mtime_ns: int, hardlink_count: int
-    ) -> None:
+    def __init__(self, directory: Directory, name: str, stamp: int) -> None:
         self.directory = directory
         self.name = name
         self.more: list[tuple[Directory, str]] | None = None
-        self.size_bytes = size_bytes
-        self.mtime_ns = mtime_ns
-        self.hardlink_count = hardlink_count
+        self.stamp = stamp
 
     def links(self) -> list[tuple[Directory, str]]:
         first = (self.directory, self.name)
         return [first, *self.more] if self.more else [first]
 
     def differs(self, st: os.stat_result) -> bool:
-        return (
-            st.st_size != self.size_bytes
-            or st.st_mtime_ns != self.mtime_ns
-            or st.st_nlink != self.hardlink_count
-        )
+        return stamp_of(st) != self.stamp
 
     def update(self, st: os.stat_result) -> None:
-        self.size_bytes = st.st_size
-        self.mtime_ns = st.st_mtime_ns
-        self.hardlink_count = st.st_nlink
+        self.stamp = stamp_of(st)
 
 
 class InodeIndex:
@@ -155,37 +192,27 @@ class InodeIndex:
 
     def add_link(self, directory: Directory, name: str, st: os.stat_result) -> InodeEntry:
         """Record `name` in `directory` as a link of ``st.st_ino``; returns the inode's entry."""
-        return self.add_link_values(
-            directory, name, st.st_ino, st.st_size, st.st_mtime_ns, st.st_nlink
-        )
+        return self.add_link_stamped(directory, name, st.st_ino, stamp_of(st))
 
-    def add_link_values(
-        self,
-        directory: Directory,
-        name: str,
-        inode: int,
-        size_bytes: int,
-        mtime_ns: int,
-        hardlink_count: int,
+    def add_link_stamped(
+        self, directory: Directory, name: str, inode: int, stamp: int
     ) -> InodeEntry:
-        """`add_link` with the attributes given one by one (a new entry takes them)."""
+        """`add_link` with the inode and stamp given (a new entry takes the stamp)."""
         inodes = self._devices.setdefault(directory.volume.device, {})
         entry = inodes.get(inode)
         if entry is None:
-            entry = inodes[inode] = InodeEntry(
-                directory, name, size_bytes, mtime_ns, hardlink_count
-            )
+            entry = inodes[inode] = InodeEntry(directory, name, stamp)
         elif entry.more is None:
             entry.more = [(directory, name)]
         else:
             entry.more.append((directory, name))
         # The same int object as the index key: one inode number in memory, not two.
-        directory.files[name] = inode
+        directory.set_file(name, inode)
         return entry
 
     def remove_link(self, directory: Directory, name: str) -> tuple[int, InodeEntry | None]:
         """Forget `name` in `directory`; returns its inode and the entry if other links remain."""
-        inode = directory.files.pop(name)
+        inode = directory.pop_file(name)
         inodes = self._devices.get(directory.volume.device, {})
         entry = inodes.get(inode)
         if entry is None:
@@ -364,7 +391,7 @@ class TreeWalker:
                     if parent is not None:
                         changes.collisions.append((parent, node.name, obstacle))
                 elif isinstance(obstacle, _Replaced) and parent is not None:
-                    fresh = parent.subdirs[node.name] = Directory(node.name, parent, node.volume)
+                    fresh = parent.new_subdir(node.name)
                     fresh.wd = obstacle.wd
                     self.retired.discard(obstacle.wd)
                     self.nodes[obstacle.wd] = fresh
@@ -395,7 +422,7 @@ class TreeWalker:
             for name in subdir_names:
                 child = node.subdirs.get(name)
                 if child is None:
-                    child = node.subdirs[name] = Directory(name, node, node.volume)
+                    child = node.new_subdir(name)
                 stack.append((child, join(below, name)))
         return changes
 
@@ -409,7 +436,7 @@ class TreeWalker:
         that were under it as (path below `node`, inode)."""
         parent = node.parent
         if parent is not None and parent.subdirs.get(node.name) is node:
-            del parent.subdirs[node.name]
+            parent.remove_subdir(node.name)
         removed: list[tuple[str, int]] = []
         for directory, below in list(node.iter_tree()):
             self.unwatch(directory)
