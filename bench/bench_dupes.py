@@ -113,8 +113,9 @@ def build_library(out: Path, movies: int, size_mib: int | None, real_mib: int, s
 
 
 def build_scale_tree(out: Path, files: int) -> Path:
-    """`files` media files, sparse (no data blocks), 1,000 per folder. Sizes are unique except for
-    one file in a hundred, which shares its size with the next and differs from it at the head."""
+    """`files` media files, sparse, 1,000 per folder. Sizes are unique except for two files in a
+    hundred, pairs of equal size that differ at the head; in one pair out of ten the two files are
+    identical."""
     dest = out / f"dupes-scale-{files}"
     if (dest / MANIFEST_NAME).exists():
         return dest
@@ -133,7 +134,9 @@ def build_scale_tree(out: Path, files: int) -> Path:
                     f"Some.Film.Title.{number:07d}.1080p.WEB-DL.mkv", flags, 0o644, dir_fd=dir_fd
                 )
                 try:
-                    os.write(fd, number.to_bytes(8, "little"))
+                    first = number - number % 2
+                    head = first if number % 1000 < 2 else number
+                    os.write(fd, head.to_bytes(8, "little"))
                     os.ftruncate(fd, size)
                 finally:
                     os.close(fd)

@@ -15,15 +15,15 @@ hash of both still equals the group's; a name that changed is skipped, never rep
 
 from __future__ import annotations
 
+import errno
 import os
-from array import array
 from collections.abc import Callable, Iterator
 from typing import Literal
 
 import attrs
 
 from scanarr import _native, safefs
-from scanarr.links import FileTable, LinkIndex
+from scanarr.links import FileTable
 
 __all__ = [
     "DEFAULT_SAMPLE_SIZE",
@@ -126,7 +126,6 @@ class DuplicateReport:
     groups: tuple[DuplicateGroup, ...]  # most reclaimable bytes first
     failures: tuple[FingerprintFailure, ...]  # files that could not be read (left out)
     files: int  # names walked
-    inodes: int
     size_candidates: int  # inodes sharing their size with another inode
     sampled_inodes: int  # inodes read by the `sampled` stage
     full_inodes: int  # inodes hashed in full
@@ -143,27 +142,27 @@ class DuplicateReport:
         return os.fsencode(self.roots[root_index]).rstrip(b"/") + b"/" + relative_path
 
 
+Inode = tuple[int, ...]  # file numbers of the names of one inode; the first is the one read
+
+
 class _Hasher:
-    """Runs one fingerprint stage over inode groups of a `LinkIndex`, in bounded native calls."""
+    """Runs one fingerprint stage over inodes of a `FileTable`, in bounded native calls."""
 
     def __init__(
-        self, index: LinkIndex, sample_size: int, threads: int, progress: Progress | None
+        self, table: FileTable, sample_size: int, threads: int, progress: Progress | None
     ) -> None:
-        self.index = index
+        self.table = table
         self.sample_size = sample_size
         self.threads = threads
         self.progress = progress
         self.failures: list[FingerprintFailure] = []
 
-    def path(self, group: int) -> bytes:
-        return self.index.table.path(self.index.order[self.index.starts[group]])
-
-    def batches(self, groups: list[int], mode: Stage) -> Iterator[list[int]]:
+    def batches(self, files: list[int], mode: Stage) -> Iterator[list[int]]:
         batch: list[int] = []
         budget = 0
-        for group in groups:
-            size = self.index.size_of(group)
-            batch.append(group)
+        for file in files:
+            size = self.table.size_bytes[file]
+            batch.append(file)
             budget += min(size, 2 * self.sample_size) if mode == "sampled" else size
             if len(batch) >= BATCH_FILES or budget >= BATCH_BYTES:
                 yield batch
@@ -171,60 +170,87 @@ class _Hasher:
         if batch:
             yield batch
 
-    def fingerprints(self, groups: list[int], mode: Stage) -> dict[int, str]:
+    def fingerprints(self, buckets: list[list[Inode]], mode: Stage) -> dict[int, str]:
+        """Fingerprint of the first name of every inode in `buckets`, by its file number."""
+        device, inode = self.table.device_id, self.table.inode
         # Inode order approximates on-disk order, which spares a spinning disk some seeks.
-        ordered = sorted(groups)
+        files = sorted(
+            (names[0] for bucket in buckets for names in bucket),
+            key=lambda f: (device[f], inode[f]),
+        )
         result: dict[int, str] = {}
         done = 0
-        for batch in self.batches(ordered, mode):
-            paths = [self.path(group) for group in batch]
+        for batch in self.batches(files, mode):
+            paths = [self.table.path(file) for file in batch]
             answers = _native.fingerprint_files(
                 paths, mode, sample_size=self.sample_size, threads=self.threads
             )
-            for group, path, (fingerprint, error) in zip(batch, paths, answers, strict=True):
+            for file, path, (fingerprint, error) in zip(batch, paths, answers, strict=True):
                 if fingerprint is None:
                     self.failures.append(FingerprintFailure(path, error or "unknown error"))
                 else:
-                    result[group] = fingerprint
+                    result[file] = fingerprint
             done += len(batch)
             if self.progress is not None:
-                self.progress(mode, done, len(ordered))
+                self.progress(mode, done, len(files))
         return result
 
 
-def _split(buckets: list[list[int]], fingerprints: dict[int, str]) -> list[tuple[str, list[int]]]:
+def _split(
+    buckets: list[list[Inode]], fingerprints: dict[int, str]
+) -> list[tuple[str, list[Inode]]]:
     """Each bucket split by fingerprint, keeping the parts with two inodes or more."""
-    parts: list[tuple[str, list[int]]] = []
+    parts: list[tuple[str, list[Inode]]] = []
     for bucket in buckets:
-        by_fingerprint: dict[str, list[int]] = {}
-        for group in bucket:
-            fingerprint = fingerprints.get(group)
+        by_fingerprint: dict[str, list[Inode]] = {}
+        for names in bucket:
+            fingerprint = fingerprints.get(names[0])
             if fingerprint is not None:
-                by_fingerprint.setdefault(fingerprint, []).append(group)
+                by_fingerprint.setdefault(fingerprint, []).append(names)
         parts.extend(item for item in by_fingerprint.items() if len(item[1]) > 1)
     return parts
 
 
-def _size_buckets(index: LinkIndex, min_size: int) -> list[list[int]]:
-    """Inode groups whose size at least one other inode has, bucketed by size."""
-    sizes = array("Q", (index.size_of(group) for group in range(len(index))))
+def _size_buckets(table: FileTable, min_size: int) -> list[list[Inode]]:
+    """Inodes whose size another inode has, bucketed by size.
+
+    Sizes are counted over names first (one sorted pass, no dict of every size); only the names
+    of a repeated size are then grouped by inode, so names of one inode are one candidate.
+    """
+    sizes = table.size_bytes
     repeated: set[int] = set()
     previous = -1
     for size in sorted(sizes):
         if size == previous and size >= min_size:
             repeated.add(size)
         previous = size
-    by_size: dict[int, list[int]] = {}
-    for group, size in enumerate(sizes):
+    by_size: dict[int, dict[tuple[int, int], list[int]]] = {}
+    device, inode = table.device_id, table.inode
+    for file, size in enumerate(sizes):
         if size in repeated:
-            by_size.setdefault(size, []).append(group)
-    return list(by_size.values())
+            inodes = by_size.setdefault(size, {})
+            inodes.setdefault((device[file], inode[file]), []).append(file)
+    return [
+        [tuple(names) for names in inodes.values()]
+        for inodes in by_size.values()
+        if len(inodes) > 1
+    ]
+
+
+def _copy(table: FileTable, names: Inode) -> Copy:
+    first = names[0]
+    return Copy(
+        device_id=table.device_id[first],
+        inode=table.inode[first],
+        hardlink_count=max(table.hardlink_count[file] for file in names),
+        mtime_ns=table.mtime_ns[first],
+        paths=tuple(sorted((table.root_index[f], table.relative_path(f)) for f in names)),
+    )
 
 
 def find_duplicates(
     table: FileTable,
     *,
-    index: LinkIndex | None = None,
     sample_size: int = DEFAULT_SAMPLE_SIZE,
     threads: int = 0,
     min_size: int = 1,
@@ -237,48 +263,37 @@ def find_duplicates(
     """
     if sample_size < 1:
         raise ValueError("sample_size must be at least 1")
-    index = index if index is not None else LinkIndex(table)
-    hasher = _Hasher(index, sample_size, threads, progress)
-    buckets = _size_buckets(index, max(min_size, 0))
+    hasher = _Hasher(table, sample_size, threads, progress)
+    buckets = _size_buckets(table, max(min_size, 0))
     candidates = sum(len(bucket) for bucket in buckets)
 
     # A file of at most two samples is read whole by `sampled`: hash it in full directly.
-    large = [b for b in buckets if index.size_of(b[0]) > 2 * sample_size]
-    small = [b for b in buckets if index.size_of(b[0]) <= 2 * sample_size]
-    sampled_groups = [group for bucket in large for group in bucket]
-    sampled = hasher.fingerprints(sampled_groups, "sampled")
-    to_hash = small + [members for _, members in _split(large, sampled)]
-    full_groups = [group for bucket in to_hash for group in bucket]
-    full = hasher.fingerprints(full_groups, "full")
+    def is_large(bucket: list[Inode]) -> bool:
+        return table.size_bytes[bucket[0][0]] > 2 * sample_size
 
-    groups = []
-    for fingerprint, members in _split(to_hash, full):
-        copies = []
-        for group in members:
-            inode_group = index.group(group)
-            first = index.order[index.starts[group]]
-            copies.append(
-                Copy(
-                    device_id=inode_group.device_id,
-                    inode=inode_group.inode,
-                    hardlink_count=inode_group.hardlink_count,
-                    mtime_ns=table.mtime_ns[first],
-                    paths=inode_group.paths,
-                )
-            )
-        groups.append(
-            DuplicateGroup(index.size_of(members[0]), fingerprint, tuple(_keep_first(copies)))
+    large = [bucket for bucket in buckets if is_large(bucket)]
+    small = [bucket for bucket in buckets if not is_large(bucket)]
+    sampled = hasher.fingerprints(large, "sampled")
+    to_hash = small + [inodes for _, inodes in _split(large, sampled)]
+    full = hasher.fingerprints(to_hash, "full")
+
+    groups = [
+        DuplicateGroup(
+            table.size_bytes[inodes[0][0]],
+            fingerprint,
+            tuple(_keep_first([_copy(table, names) for names in inodes])),
         )
+        for fingerprint, inodes in _split(to_hash, full)
+    ]
     groups.sort(key=lambda g: (-g.reclaimable_bytes, -g.duplicate_bytes, g.copies[0].paths[0]))
     return DuplicateReport(
         roots=tuple(table.roots),
         groups=tuple(groups),
         failures=tuple(hasher.failures),
         files=len(table),
-        inodes=len(index),
         size_candidates=candidates,
-        sampled_inodes=len(sampled_groups),
-        full_inodes=len(full_groups),
+        sampled_inodes=sum(len(bucket) for bucket in large),
+        full_inodes=sum(len(bucket) for bucket in to_hash),
     )
 
 
@@ -383,7 +398,11 @@ class _Relinker:
                 outcomes.append(RelinkOutcome(path, kept_path, "skipped", str(why)))
                 continue
             except OSError as error:
-                outcomes.append(RelinkOutcome(path, kept_path, "failed", _os_reason(error)))
+                if error.errno in _CHANGED_ERRNOS:
+                    reason = f"{_CHANGED_ERRNOS[error.errno]} ({_os_reason(error)})"
+                    outcomes.append(RelinkOutcome(path, kept_path, "skipped", reason))
+                else:
+                    outcomes.append(RelinkOutcome(path, kept_path, "failed", _os_reason(error)))
                 continue
             status: RelinkStatus = "relinked" if self.act else "would_relink"
             outcomes.append(RelinkOutcome(path, kept_path, status, None, freed))
@@ -456,6 +475,15 @@ class _Relinker:
             after = os.stat(opened.name, dir_fd=opened.dir_fd, follow_symlinks=False)
             if _identity(after) != _identity(before):
                 raise _Changed(f"{what} changed while it was verified")
+
+
+# What these errors mean for a path the scan saw: the tree changed since, so the name is skipped.
+_CHANGED_ERRNOS = {
+    errno.ENOENT: "gone since the scan",
+    errno.ENOTDIR: "a folder on the way was replaced since the scan",
+    errno.ELOOP: "a folder on the way is now a symbolic link (never followed)",
+    errno.EXDEV: "a folder on the way is now another filesystem (never entered)",
+}
 
 
 def _os_reason(error: OSError) -> str:

@@ -16,9 +16,12 @@ from __future__ import annotations
 import os
 from array import array
 from collections.abc import Iterator, Sequence
+from itertools import accumulate
+from operator import attrgetter
 
 import attrs
 
+from scanarr._native import FileRecord
 from scanarr.scan import DEFAULT_EXTENSIONS, Scan, WalkError
 
 __all__ = [
@@ -53,6 +56,15 @@ def normalise_roots(roots: Sequence[str]) -> list[str]:
     return result
 
 
+_ROOT_INDEX = attrgetter("root_index")
+_DEVICE_ID = attrgetter("device_id")
+_INODE = attrgetter("inode")
+_HARDLINK_COUNT = attrgetter("hardlink_count")
+_SIZE_BYTES = attrgetter("size_bytes")
+_MTIME_NS = attrgetter("mtime_ns")
+_RELATIVE_PATH = attrgetter("relative_path")
+
+
 class FileTable:
     """Every file a walk reported, as columns indexed by file number.
 
@@ -74,25 +86,25 @@ class FileTable:
     def __len__(self) -> int:
         return len(self.inode)
 
-    def append(
-        self,
-        root_index: int,
-        relative_path: str | bytes,
-        device_id: int,
-        inode: int,
-        hardlink_count: int,
-        size_bytes: int,
-        mtime_ns: int,
-    ) -> None:
-        self.root_index.append(root_index)
-        self.device_id.append(device_id)
-        self.inode.append(inode)
-        self.hardlink_count.append(hardlink_count)
-        self.size_bytes.append(size_bytes)
-        self.mtime_ns.append(mtime_ns)
+    def extend(self, files: Sequence[FileRecord]) -> None:
+        """Append a batch of walker records, column by column (C-level loops, no Python frame per
+        file: this runs once per file of the library)."""
+        self.root_index.extend(map(_ROOT_INDEX, files))
+        self.device_id.extend(map(_DEVICE_ID, files))
+        self.inode.extend(map(_INODE, files))
+        self.hardlink_count.extend(map(_HARDLINK_COUNT, files))
+        self.size_bytes.extend(map(_SIZE_BYTES, files))
+        self.mtime_ns.extend(map(_MTIME_NS, files))
+        names: list[str | bytes] = list(map(_RELATIVE_PATH, files))
         # The engine hands out `str` only for valid UTF-8, so `encode()` restores the raw bytes.
-        self._paths += relative_path.encode() if isinstance(relative_path, str) else relative_path
-        self._path_ends.append(len(self._paths))
+        if all(type(name) is str for name in names):
+            encoded = list(map(str.encode, names))  # type: ignore[arg-type]
+        else:
+            encoded = [name.encode() if isinstance(name, str) else name for name in names]
+        ends = accumulate(map(len, encoded), initial=len(self._paths))
+        next(ends)  # the initial value is the previous end, already stored
+        self._path_ends.extend(ends)
+        self._paths += b"".join(encoded)
 
     def relative_path(self, index: int) -> bytes:
         start = self._path_ends[index - 1] if index else 0
@@ -127,16 +139,7 @@ def collect(
         same_device=same_device,
     ) as running:
         for batch in running.batches():
-            for file in batch.files:
-                table.append(
-                    file.root_index,
-                    file.relative_path,
-                    file.device_id,
-                    file.inode,
-                    file.hardlink_count,
-                    file.size_bytes,
-                    file.mtime_ns,
-                )
+            table.extend(batch.files)
         errors = list(running.errors)
     return table, errors
 
@@ -266,27 +269,44 @@ class LinkIndex:
         table = self.table
         files = self.members(group)
         first = files[0]
+        if len(files) == 1:
+            paths: tuple[tuple[int, bytes], ...] = (
+                (table.root_index[first], table.relative_path(first)),
+            )
+        else:
+            paths = tuple(sorted((table.root_index[f], table.relative_path(f)) for f in files))
         return InodeGroup(
             device_id=table.device_id[first],
             inode=table.inode[first],
             size_bytes=table.size_bytes[first],
             hardlink_count=max(table.hardlink_count[f] for f in files),
-            paths=tuple(sorted((table.root_index[f], table.relative_path(f)) for f in files)),
+            paths=paths,
         )
 
     def size_of(self, group: int) -> int:
         return self.table.size_bytes[self.order[self.starts[group]]]
 
     def largest_first(self, groups: Sequence[int] | None = None) -> list[int]:
-        """Group numbers by decreasing size; equal sizes by first path (stable output)."""
-        chosen = range(len(self)) if groups is None else groups
+        """Group numbers by decreasing size; equal sizes by first path, so the output does not
+        depend on the walk's order. Only runs of equal sizes (rare in a library) compare paths."""
+        table, order, starts = self.table, self.order, self.starts
+        sizes = array("Q", (table.size_bytes[order[start]] for start in starts[:-1]))
+        chosen = list(range(len(self)) if groups is None else groups)
+        chosen.sort(key=sizes.__getitem__, reverse=True)
+        start = 0
+        while start < len(chosen):
+            size = sizes[chosen[start]]
+            end = start + 1
+            while end < len(chosen) and sizes[chosen[end]] == size:
+                end += 1
+            if end - start > 1:
+                chosen[start:end] = sorted(chosen[start:end], key=self._first_path)
+            start = end
+        return chosen
+
+    def _first_path(self, group: int) -> tuple[int, bytes]:
         table = self.table
-
-        def key(group: int) -> tuple[int, int, bytes]:
-            first = min(self.members(group), key=lambda f: (table.root_index[f], f))
-            return (-self.size_of(group), table.root_index[first], table.relative_path(first))
-
-        return sorted(chosen, key=key)
+        return min((table.root_index[f], table.relative_path(f)) for f in self.members(group))
 
     def groups(self, groups: Sequence[int] | None = None) -> Iterator[InodeGroup]:
         """`InodeGroup`s, largest first, built one at a time."""

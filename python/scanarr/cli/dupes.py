@@ -201,8 +201,9 @@ def _print_totals(out: TextIO, report: DuplicateReport) -> None:
         "bytes beyond one copy of each)",
         f"reclaimable by --relink: {human_bytes(report.reclaimable_bytes)} "
         f"({report.reclaimable_bytes} bytes: same-device copies with no link outside the roots)",
-        f"files: {report.files} names, {report.inodes} inodes; {report.size_candidates} share "
-        f"a size, {report.sampled_inodes} sampled, {report.full_inodes} hashed in full",
+        f"files: {report.files}; inodes sharing their size with another: "
+        f"{report.size_candidates}, sampled: {report.sampled_inodes}, hashed in full: "
+        f"{report.full_inodes}",
     ]
     not_linkable = sum(1 for group in report.groups if not group.same_device)
     if not_linkable:
@@ -272,7 +273,6 @@ def _report_json(
         "duplicate_bytes": report.duplicate_bytes,
         "reclaimable_bytes": report.reclaimable_bytes,
         "files": report.files,
-        "inodes": report.inodes,
         "size_candidates": report.size_candidates,
         "sampled_inodes": report.sampled_inodes,
         "full_inodes": report.full_inodes,
