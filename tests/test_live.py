@@ -785,3 +785,60 @@ async def test_network_filesystem_is_detected_and_rescanned_periodically(
     # Local changes are still reported live.
     write(root / "a.mkv")
     await harness.wait_for(FileCreated, "a.mkv")
+
+
+async def test_directory_renamed_to_an_ignored_name_and_back(
+    harness: Harness, tmp_path: Path
+) -> None:
+    root = tree(tmp_path / "v", {"Show/e1.mkv": b"1", "Show/S2/e2.mkv": b"2"})
+    watcher = await harness.start({"v": root})
+    os.rename(root / "Show", root / ".Show")
+    await harness.settle()
+    assert sorted((type(e).__name__, _path_of(e)) for e in harness.changes()) == [
+        ("FileDeleted", "Show/S2/e2.mkv"),
+        ("FileDeleted", "Show/e1.mkv"),
+    ]
+    assert watcher.watched_paths("v") == [""]
+    os.rename(root / ".Show", root / "Show (2021)")
+    await harness.settle()
+    assert sorted((type(e).__name__, _path_of(e)) for e in harness.changes()[2:]) == [
+        ("FileCreated", "Show (2021)/S2/e2.mkv"),
+        ("FileCreated", "Show (2021)/e1.mkv"),
+    ]
+    harness.assert_view_matches_disk()
+
+
+async def test_symlinked_directory_is_neither_followed_nor_watched(
+    harness: Harness, tmp_path: Path
+) -> None:
+    target = tree(tmp_path / "elsewhere", {"far.mkv": b""})
+    root = tree(tmp_path / "v", {})
+    watcher = await harness.start({"v": root})
+    os.symlink(target, root / "link")
+    write(target / "new.mkv")
+    await harness.settle()
+    assert harness.changes() == []
+    assert watcher.watched_paths("v") == [""]
+
+
+async def test_a_restarted_run_watches_the_volumes_again(tmp_path: Path) -> None:
+    root = tree(tmp_path / "v", {"Dir/a.mkv": b""})
+    created: list[str] = []
+
+    async def emit(event: LiveEvent) -> None:
+        if isinstance(event, FileCreated):
+            created.append(event.relative_path)
+
+    watcher = LiveWatcher(emit, lambda volume_id, reason: None)
+    watcher.set_volumes([WatchPath(id="v", path=str(root))], EXTENSIONS)
+    for number in range(2):  # the agent may stop its services and start them again
+        async with trio.open_nursery() as nursery:
+            await nursery.start(watcher.run)
+            with trio.fail_after(WAIT):
+                await watcher.wait_applied()
+                write(root / "Dir" / f"new{number}.mkv")
+                while f"Dir/new{number}.mkv" not in created:
+                    await trio.sleep(0.01)
+            assert watcher.watched_paths("v") == ["", "Dir"]
+            nursery.cancel_scope.cancel()
+    assert created == ["Dir/new0.mkv", "Dir/new1.mkv"]

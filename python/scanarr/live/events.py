@@ -97,6 +97,7 @@ class EventTranslator:
         rename_wait: float,
         removal_expiry: float,
         clock: Callable[[], float],
+        expected_removals: dict[tuple[str, str], float] | None = None,
     ) -> None:
         self.walker = walker
         self.index = walker.index
@@ -115,7 +116,8 @@ class EventTranslator:
         # Modification checks: (device, inode) → due time, and a heap of (due, device, inode).
         self._checks: dict[tuple[int, int], float] = {}
         self._check_heap: list[tuple[float, int, int]] = []
-        self._expected: dict[tuple[str, str], float] = {}  # removals done by scanarr itself
+        # Removals announced by scanarr's own delete command: (volume_id, path) → expiry.
+        self._expected = expected_removals if expected_removals is not None else {}
         self.blocked_until: float | None = None  # waiting for the pair of a MOVED_FROM
 
     # --- input ---------------------------------------------------------------------------

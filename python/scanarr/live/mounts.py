@@ -7,10 +7,13 @@ are also rescanned periodically.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 
 import attrs
+
+log = logging.getLogger(__name__)
 
 # Filesystems whose content can change without this kernel seeing it. `fuseblk` (ntfs-3g and
 # exfat on a local disk) is not in the list: every change to it goes through this machine.
@@ -102,12 +105,14 @@ def is_network_filesystem(filesystem_type: str) -> bool:
 
 
 def filesystem_of(path: str, mount_table: str = MOUNTINFO_PATH) -> Mount | None:
-    """The mount of an existing directory `path`, or None when the table cannot be read."""
+    """The mount of an existing directory `path`, or None (logged) when the mount table or the
+    directory cannot be read."""
     try:
         with open(mount_table, encoding="utf-8", errors="surrogateescape") as file:
             mounts = parse_mountinfo(file.read())
         real = os.path.realpath(path)
         device = os.stat(real).st_dev
-    except OSError:
+    except OSError as error:
+        log.warning("cannot tell which filesystem holds %s: %s", path, error)
         return None
     return mount_of(real, mounts, device)

@@ -173,6 +173,9 @@ class LiveWatcher:
         self._skipped_logged: set[str] = set()
         self._random = random.Random()
         self._retrying: _Volume | None = None
+        self._expected_removals: dict[tuple[str, str], float] = {}
+        self._walking = False  # a worker thread is changing the trees: health() uses its cache
+        self._health_cache: dict[str, VolumeHealth] = {}
 
     # --- interface for the agent ---------------------------------------------------------
 
@@ -189,10 +192,30 @@ class LiveWatcher:
 
     def expect_removal(self, volume_id: str, relative_path: str) -> None:
         """The delete command is about to remove this path: do not report it as deleted."""
-        if self._translator is not None:
-            self._translator.expect_removal(volume_id, relative_path)
+        expiry = trio.current_time() + self._removal_expiry
+        self._expected_removals[(volume_id, relative_path)] = expiry
 
     def health(self) -> dict[str, VolumeHealth]:
+        if self._walking:
+            # Trees are being built in a worker thread: the last report, with new volumes at 0.
+            return {
+                volume_id: self._health_cache.get(volume_id)
+                or VolumeHealth(
+                    volume_id=volume_id,
+                    path=volume.config.path,
+                    watches=0,
+                    unwatched_directories=0,
+                    degraded=volume.degraded,
+                    reason=volume.root_problem or volume.watch_problem,
+                    network_filesystem=volume.network_filesystem,
+                    rescans_requested=volume.rescans_requested,
+                )
+                for volume_id, volume in self._volumes.items()
+            }
+        self._health_cache = self._compute_health()
+        return dict(self._health_cache)
+
+    def _compute_health(self) -> dict[str, VolumeHealth]:
         watches: dict[str, int] = dict.fromkeys(self._volumes, 0)
         if self._walker is not None:
             for node in self._walker.nodes.values():
@@ -230,7 +253,7 @@ class LiveWatcher:
     def watched_paths(self, volume_id: str) -> list[str]:
         """Relative paths of the watched directories of a volume ("" is the root)."""
         volume = self._volumes.get(volume_id)
-        if volume is None or volume.tree is None:
+        if volume is None or volume.tree is None or self._walking:
             return []
         return sorted(below for node, below in volume.tree.root.iter_tree() if node.wd is not None)
 
@@ -238,6 +261,7 @@ class LiveWatcher:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         inotify = self._inotify = Inotify(self._max_watches)
+        self._index = InodeIndex()  # a new run knows nothing of what an earlier one listed
         walker = self._walker = TreeWalker(inotify, self._index)
         translator = self._translator = EventTranslator(
             walker,
@@ -246,7 +270,15 @@ class LiveWatcher:
             rename_wait=self._rename_wait,
             removal_expiry=self._removal_expiry,
             clock=trio.current_time,
+            expected_removals=self._expected_removals,
         )
+        # A new inotify instance: whatever an earlier run watched is listed and watched again,
+        # and wait_applied() waits for that.
+        for volume in self._volumes.values():
+            volume.tree = None
+            self._resync.add(volume.config.id)
+        if self._volumes:
+            self._config_generation += 1
         try:
             task_status.started()
             while True:
@@ -318,13 +350,11 @@ class LiveWatcher:
 
     async def _do_pending_work(self) -> None:
         to_walk: list[_Volume] = []
+        generation = self._config_generation
         if self._pending_config is not None:
-            generation = self._config_generation
             volumes, extensions = self._pending_config
             self._pending_config = None
             to_walk.extend(self._apply_config(volumes, extensions))
-        else:
-            generation = None
         for volume_id in self._retry_now:
             volume = self._volumes.get(volume_id)
             if volume is not None and volume.tree is None:
@@ -342,7 +372,7 @@ class LiveWatcher:
             volume = self._volumes.get(volume_id)
             if volume is not None:
                 self._rescan(volume, reason)
-        if generation is not None:
+        if generation > self._applied_generation:
             self._applied_generation = generation
             self._applied.set()
             self._applied = trio.Event()
@@ -439,16 +469,15 @@ class LiveWatcher:
             results.extend(await trio.to_thread.run_sync(list_volumes, abandon_on_cancel=True))
             cancel_scope.cancel()
 
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(run_walk, nursery.cancel_scope)
-            while True:
-                await inotify.wait_readable()
-                events = inotify.read_pending()
-                translator.feed(events, trio.current_time())
-                if translator.pending > MAX_BACKLOG:
-                    log.warning("more than %d events while listing volumes", MAX_BACKLOG)
-                    translator.discard_pending()
-                    self.overflow()
+        self._health_cache = self._compute_health()
+        self._walking = True
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(run_walk, nursery.cancel_scope)
+                await self._drain_while_walking()
+        finally:
+            self._walking = False
+
         for (volume, tree, old_wds), changes in zip(jobs, results, strict=True):
             volume.tree = tree
             self._unwatch_all(old_wds)
@@ -481,6 +510,19 @@ class LiveWatcher:
                 sum(1 for _ in tree.root.iter_tree()),
             )
 
+    async def _drain_while_walking(self) -> None:
+        """Read events while a listing runs (they are processed after it), so that the kernel
+        queue does not overflow during a long listing."""
+        inotify = self._inotify
+        translator = self._translator
+        assert inotify is not None and translator is not None
+        while True:
+            await inotify.wait_readable()
+            translator.feed(inotify.read_pending(), trio.current_time())
+            if translator.pending > MAX_BACKLOG:
+                log.warning("more than %d events while listing volumes", MAX_BACKLOG)
+                self.overflow()
+
     def _unwatch_all(self, wds: set[int]) -> None:
         walker = self._walker
         inotify = self._inotify
@@ -491,11 +533,7 @@ class LiveWatcher:
                 inotify.rm_watch(wd)
 
     def _detect_network_filesystem(self, volume: _Volume) -> None:
-        try:
-            mount = filesystem_of(volume.path, self._mount_table)
-        except OSError as error:
-            log.warning("cannot read the mount table %s: %s", self._mount_table, error)
-            return
+        mount = filesystem_of(volume.path, self._mount_table)
         filesystem = mount.filesystem_type if mount is not None else None
         if filesystem is not None and is_network_filesystem(filesystem):
             if volume.network_filesystem != filesystem:
