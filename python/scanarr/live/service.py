@@ -50,7 +50,7 @@ from scanarr.protocol import WatchPath
 log = logging.getLogger(__name__)
 
 EmitEvent = Callable[[LiveEvent], Awaitable[None]]
-RequestRescan = Callable[[str, str], None]
+RequestRescan = Callable[[str, str], object]
 
 RESCAN_OVERFLOW = "inotify queue overflow"
 RESCAN_UNKNOWN_WATCH = "event for an unknown watch"
