@@ -24,6 +24,7 @@ from scanarr.live import (
     RESCAN_OVERFLOW,
     RESCAN_ROOT_BACK,
     RESCAN_ROOT_LOST,
+    RESCAN_UNKNOWN_WATCH,
     RESCAN_WATCH_LIMIT,
     RESCAN_WATCHES_RESTORED,
     LiveEvent,
@@ -842,3 +843,28 @@ async def test_a_restarted_run_watches_the_volumes_again(tmp_path: Path) -> None
             assert watcher.watched_paths("v") == ["", "Dir"]
             nursery.cancel_scope.cancel()
     assert created == ["Dir/new0.mkv", "Dir/new1.mkv"]
+
+
+async def test_event_for_an_unknown_watch_rescans_every_volume(
+    harness: Harness, tmp_path: Path
+) -> None:
+    first = tree(tmp_path / "first", {"a.mkv": b""})
+    second = tree(tmp_path / "second", {})
+    watcher = await harness.start({"first": first, "second": second})
+    stray = tree(tmp_path / "stray", {})
+    # A watch on the same inotify instance that the bookkeeping knows nothing of.
+    assert watcher._inotify is not None
+    watcher._inotify.add_watch(str(stray))
+    write(stray / "x.mkv")
+    await harness.wait_until(
+        lambda: (
+            {volume_id for volume_id, reason in harness.rescans if reason == RESCAN_UNKNOWN_WATCH}
+            == {"first", "second"}
+        )
+    )
+    assert watcher.stats().unknown_watch_events == 1
+    write(stray / "y.mkv")  # the stray watch was removed: no second round of rescans
+    write(first / "b.mkv")
+    await harness.wait_for(FileCreated, "b.mkv", "first")
+    assert watcher.stats().unknown_watch_events == 1
+    harness.assert_view_matches_disk()

@@ -214,6 +214,9 @@ class EventTranslator:
             else:
                 if mask & IN_MOVED_TO and self._moved_to.get(event.cookie) is event:
                     del self._moved_to[event.cookie]
+                # Removed, so that its next events do not ask for yet another rescan.
+                walker.retired.add(event.wd)
+                walker.inotify.rm_watch(event.wd, unknown=True)
                 self.host.unknown_watch(event.wd, mask)
             return None
         if mask & (IN_IGNORED | IN_UNMOUNT) or (

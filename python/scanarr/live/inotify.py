@@ -99,9 +99,10 @@ class Inotify:
         self._watches.add(wd)
         return wd
 
-    def rm_watch(self, wd: int) -> None:
-        """Stop watching `wd`. A watch the kernel already dropped (EINVAL) is not an error."""
-        if wd not in self._watches:
+    def rm_watch(self, wd: int, *, unknown: bool = False) -> None:
+        """Stop watching `wd`. A watch the kernel already dropped (EINVAL) is not an error.
+        Watches this object did not add are left alone unless `unknown` is set."""
+        if wd not in self._watches and not unknown:
             return
         self._watches.discard(wd)
         try:

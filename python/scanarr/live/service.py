@@ -101,6 +101,9 @@ class _Volume:
         self.watch_problem: str | None = None  # watch limit reached, unwatchable dirs
         self.network_filesystem: str | None = None
         self.excluded: frozenset[str] = frozenset()
+        # The root was a mount point when last watched: once the filesystem is unmounted, the
+        # empty directory left underneath is not the volume and is not watched.
+        self.root_is_mount_point = False
         self.retry_at: float | None = None
         self.retry_delay = 0.0
         self.fallback_rescan_at: float | None = None
@@ -431,6 +434,15 @@ class LiveWatcher:
         if not stat.S_ISDIR(st.st_mode):
             self._root_unavailable(volume, "volume root is not a directory")
             return None
+        try:
+            mount_point = os.stat(os.path.dirname(volume.path)).st_dev != st.st_dev
+        except OSError as error:
+            self._root_unavailable(volume, f"parent of the volume root: {error.strerror}")
+            return None
+        if volume.root_is_mount_point and not mount_point:
+            self._root_unavailable(volume, "no filesystem mounted on the volume root")
+            return None
+        volume.root_is_mount_point = mount_point
         return VolumeTree(volume.config.id, volume.path, st.st_dev, self._filter, volume.excluded)
 
     async def _walk(self, volumes: list[_Volume]) -> None:

@@ -1,0 +1,102 @@
+"""A volume whose filesystem is unmounted and mounted again (IN_UNMOUNT), for real.
+
+The child process runs in a private mount namespace (``unshare --mount``), so the tmpfs it
+mounts on the volume root is invisible to every other process. Skipped where that is not allowed.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from scanarr.live import RESCAN_ROOT_BACK, RESCAN_ROOT_LOST
+
+CHILD = r"""
+import json, subprocess, sys
+import attrs, trio
+from scanarr.live import LiveWatcher, RESCAN_ROOT_BACK, RESCAN_ROOT_LOST
+from scanarr.protocol import WatchPath
+
+root = sys.argv[1]
+
+def mount():
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", root], check=True)
+
+async def main():
+    events, rescans = [], []
+    lot = trio.lowlevel.ParkingLot()
+    async def emit(event):
+        events.append(event.relative_path)
+        lot.unpark_all()
+    def rescan(volume_id, reason):
+        rescans.append(reason)
+        lot.unpark_all()
+    async def until(condition):
+        with trio.fail_after(20):
+            while not condition():
+                await lot.park()
+    watcher = LiveWatcher(emit, rescan, debounce=0.05,
+                          watch_retry_delay=0.05, watch_retry_max_delay=0.1)
+    mount()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(watcher.run)
+        watcher.set_volumes([WatchPath(id="v", path=root)], ["mkv"])
+        await watcher.wait_applied()
+        open(f"{root}/before.mkv", "wb").close()
+        await until(lambda: "before.mkv" in events)
+        subprocess.run(["umount", root], check=True)
+        await until(lambda: any(reason.startswith(RESCAN_ROOT_LOST) for reason in rescans))
+        unmounted = attrs.asdict(watcher.health()["v"])
+        # The empty directory under the mount point is not the volume: written there, unseen.
+        open(f"{root}/underneath.mkv", "wb").close()
+        await trio.sleep(0.3)  # several retries happen meanwhile
+        still_unmounted = attrs.asdict(watcher.health()["v"])
+        mount()
+        await until(lambda: RESCAN_ROOT_BACK in rescans)
+        open(f"{root}/after.mkv", "wb").close()
+        await until(lambda: "after.mkv" in events)
+        print(json.dumps({"events": events, "rescans": rescans, "unmounted": unmounted,
+                          "still_unmounted": still_unmounted,
+                          "remounted": attrs.asdict(watcher.health()["v"])}))
+        nursery.cancel_scope.cancel()
+
+trio.run(main)
+"""
+
+
+def _private_mounts_allowed() -> bool:
+    if shutil.which("unshare") is None or shutil.which("mount") is None:
+        return False
+    probe = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "mount", "-t", "tmpfs", "tmpfs", "/mnt"],
+        capture_output=True,
+    )
+    return probe.returncode == 0
+
+
+@pytest.mark.skipif(not _private_mounts_allowed(), reason="cannot mount in a private namespace")
+def test_unmounted_volume_is_rescanned_and_watched_again_once_mounted(tmp_path: Path) -> None:
+    root = tmp_path / "share"
+    root.mkdir()
+    child = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", sys.executable, "-c", CHILD, str(root)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert child.returncode == 0, child.stderr
+    report = json.loads(child.stdout)
+    assert report["events"] == ["before.mkv", "after.mkv"]
+    lost = [reason for reason in report["rescans"] if reason.startswith(RESCAN_ROOT_LOST)]
+    assert lost == [f"{RESCAN_ROOT_LOST}: filesystem unmounted"]
+    assert report["rescans"][-1] == RESCAN_ROOT_BACK
+    for state in ("unmounted", "still_unmounted"):
+        assert report[state]["degraded"] is True and report[state]["watches"] == 0
+    assert report["still_unmounted"]["reason"] == "no filesystem mounted on the volume root"
+    assert report["remounted"]["degraded"] is False
+    assert report["remounted"]["watches"] == 1
