@@ -10,14 +10,17 @@ One trio task owns one inotify instance and every watch; it is started with ``nu
 - ``emit(event)`` — async, called in order from the watcher's task with a `FileCreated`,
   `FileModified`, `FileDeleted` or `FileRenamed`. While it blocks nothing is read: a slow
   consumer back-pressures inotify, and if the kernel queue overflows the volumes are rescanned.
-- ``request_rescan(volume_id, reason)`` — sync, must not block (queue it, coalesce it). Called
-  on queue overflow and unknown watches (every volume), on a volume root deleted, moved or
-  unmounted and when it comes back, periodically while the watch limit leaves directories
-  unwatched and once they are all watched again, periodically for network/FUSE filesystems, and
-  when nested volumes change what a volume covers. `reason` is one of the `RESCAN_*` strings.
-  Scans asked for by the config itself (new volume, path or extensions changed) are the agent's
-  own business: `set_volumes` never requests them.
+- ``request_rescan(volume_id, reason)`` — sync, must not block (queue it, coalesce it); its
+  result is ignored. Called on queue overflow and unknown watches (every volume), on a volume
+  root deleted, moved or unmounted and when it comes back, periodically while the watch limit
+  leaves directories unwatched and once they are all watched again, periodically for
+  network/FUSE filesystems, and when nested volumes change what a volume covers; always once the
+  volume has been listed again, so the scan cannot miss a file the listing absorbed. `reason`
+  starts with one of the `RESCAN_*` strings.
 - `set_volumes(volumes, extensions)` — hot reload, diffed by volume id; applied by the task.
+  Scans the config itself implies (new volume, path or extensions changed: §3) are the agent's:
+  `set_volumes` never requests them. Start them after `wait_applied()`, so that a file created
+  during the scan is either seen by the scan or reported live.
 - `expect_removal(volume_id, relative_path)` — the delete command says it is about to unlink a
   path; its ``file.deleted`` is not emitted (the command reports it) if it comes within
   `removal_expiry` seconds.
@@ -26,6 +29,9 @@ One trio task owns one inotify instance and every watch; it is started with ``nu
   volume's degraded state changes, so the agent can send ``watcher.status``.
 
 The initial listing of a volume is silent: the agent scans it. Live events start from the watch.
+A volume is degraded while its root is missing or unmounted (retried with backoff, from
+`watch_retry_delay` up to `watch_retry_max_delay`) or while the watch limit leaves directories
+unwatched (rescanned every `fallback_rescan_interval`, watches retried with the same backoff).
 """
 
 from __future__ import annotations
