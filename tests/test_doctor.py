@@ -5,7 +5,9 @@ from __future__ import annotations
 import io
 import os
 import re
+import shutil
 import socket
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -251,6 +253,45 @@ def test_volumes_on_different_filesystems_cannot_hardlink(tmp_path: Path) -> Non
     (verdict,) = verdicts
     assert verdict.status == "note"
     assert "cannot hardlink to each other: movies | ram" in verdict.summary
+
+
+def _bind_mounts_allowed(tmp_path: Path) -> bool:
+    if shutil.which("unshare") is None:
+        return False
+    source, target = tmp_path / "probe-source", tmp_path / "probe-target"
+    source.mkdir()
+    target.mkdir()
+    probe = subprocess.run(
+        ["unshare", "-m", "mount", "--bind", str(source), str(target)], capture_output=True
+    )
+    return probe.returncode == 0
+
+
+def test_two_bind_mounts_of_one_filesystem_cannot_hardlink(tmp_path: Path) -> None:
+    """The Docker mistake: torrents/ and media/ mounted separately share st_dev but refuse
+    links (EXDEV); only the real link test sees it."""
+    if not _bind_mounts_allowed(tmp_path):
+        pytest.skip("needs unshare -m and bind mounts (root with CAP_SYS_ADMIN)")
+    data = tmp_path / "data"
+    (data / "torrents").mkdir(parents=True)
+    (data / "media").mkdir()
+    torrents, media = tmp_path / "torrents", tmp_path / "media"
+    torrents.mkdir()
+    media.mkdir()
+    script = (
+        f"mount --bind {data / 'torrents'} {torrents} && mount --bind {data / 'media'} {media} "
+        f"&& exec {sys.executable} -m scanarr doctor torrents={torrents} media={media} "
+        f"--skip-api --state-file {tmp_path / 'state.json'}"
+    )
+    result = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True)
+    output = result.stdout.decode()
+    assert result.returncode == 1, output + result.stderr.decode()
+    verdict = line_of(output, "hardlinks")
+    assert verdict.startswith("[ACTION]")
+    assert "torrents, media share a filesystem but cannot hardlink" in verdict
+    assert "EXDEV" in verdict
+    assert "mount their common parent once" in output
+    assert not os.listdir(data / "torrents") and not os.listdir(data / "media")
 
 
 def test_the_link_test_is_skipped_where_it_cannot_write() -> None:
