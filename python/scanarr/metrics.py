@@ -9,7 +9,7 @@ a few methods, each safe to call from any thread:
   `record_sent(message)` does it for a model and also records a ``scan.completed``'s scan;
   `frames_sent(texts)` for pre-encoded frames (the type is read from each frame's head);
 - `command_done(type, result)` — a message from the API handled (``ok``, ``error``,
-  ``malformed``, ``unsupported``, ``ignored``...);
+  ``malformed``, ``unsupported``, ``unknown``);
 - `scan_finished(duration_seconds, files)` — a completed scan;
 - `rescan_requested(reason)` — a rescan the watcher asked for itself (overflow, watch limit...);
 - `event_dropped(reason, count=1)` — live events not delivered as events (a rescan covers them);
@@ -61,7 +61,6 @@ log = logging.getLogger(__name__)
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
 METRICS_ADDR_VARIABLE = "SCANARR_METRICS_ADDR"
-DEFAULT_METRICS_PORT = 9469
 MAX_USER_WATCHES_PATH = "/proc/sys/fs/inotify/max_user_watches"
 
 # A scan of a small volume takes a fraction of a second, a cold 100k-file NAS volume minutes.
