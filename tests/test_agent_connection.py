@@ -173,3 +173,22 @@ async def test_request_stop_closes_with_1000_and_saves_state(
     assert dev_api.close_codes == [1000]
     assert load_state(str(state_file)).last_config == dev_api.config
     assert len(dev_api.connections) == 1
+
+
+def test_backoff_doubles_with_jitter_caps_and_resets() -> None:
+    from scanarr.agent.backoff import Backoff
+
+    backoff = Backoff(5.0, 60.0)
+    ceilings = []
+    for _ in range(8):
+        ceiling = backoff.ceiling()
+        delay = backoff.next_delay()
+        assert ceiling / 2 <= delay <= ceiling
+        ceilings.append(ceiling)
+    assert ceilings == [5.0, 10.0, 20.0, 40.0, 60.0, 60.0, 60.0, 60.0]
+    backoff.reset()
+    assert backoff.ceiling() == 5.0
+    rejected = Backoff(5.0, 300.0)
+    for _ in range(20):
+        rejected.next_delay()
+    assert rejected.ceiling() == 300.0

@@ -206,6 +206,7 @@ class WatcherAgent:
             async with trio.open_nursery() as nursery:
                 await nursery.start(self.scans.run)
                 await nursery.start(self.status.run)
+                await nursery.start(self.live.run)
                 await nursery.start(self.dispatcher.run_commands, self.context)
 
     async def _close_gracefully(self, services: trio.CancelScope) -> None:

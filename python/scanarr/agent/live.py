@@ -10,9 +10,10 @@ sends the file as ``scan.file`` with the running scan_id (§5): without that, a 
 a directory the walk has already passed would be missing from the scan and wiped by the API.
 
 While disconnected, events go to the `OfflineStore` when one is installed (§9's bounded on-disk
-queue; replay is that store's business, via `replay`); without one, or when the store reports it
-overflowed, the volume is rescanned once connected instead — a rescan is the truth, so nothing
-is lost either way.
+queue); without one, or when the store reports it overflowed, the volume is rescanned once
+connected instead — a rescan is the truth, so nothing is lost either way. `run` (a service task)
+replays the store on every new session, which exists only once its first config is applied (§2);
+until the replay is over `submit` waits, so live events reach the API in the order they happened.
 """
 
 from __future__ import annotations
@@ -75,6 +76,34 @@ class LiveEvents:
         self._metrics = metrics
         self.offline_store: OfflineStore | None = None
         self.events_sent = 0
+        self._replay_session: Session | None = None
+        self._replay_wakeup = trio.Event()
+        self._replayed = trio.Event()  # set while no replay is due or running
+        self._replayed.set()
+        link.add_listener(self._on_session)
+
+    def _on_session(self, session: Session | None) -> None:
+        if session is not None and self.offline_store is not None:
+            self._replay_session = session
+            self._replayed = trio.Event()
+            self._replay_wakeup.set()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Replay the offline store on each new session (see the module docstring)."""
+        task_status.started()
+        while True:
+            await self._replay_wakeup.wait()
+            self._replay_wakeup = trio.Event()
+            session, store = self._replay_session, self.offline_store
+            try:
+                if session is not None and store is not None and session.alive:
+                    await store.replay(session)
+            except SessionLost:
+                pass  # the store keeps what was not acknowledged; replayed next time
+            except Exception:
+                log.exception("replaying the offline event queue failed")
+            finally:
+                self._replayed.set()
 
     def request_rescan(self, volume_id: str, reason: str) -> None:
         """Queue a rescan of `volume_id` (coalesced with one waiting)."""
@@ -85,6 +114,7 @@ class LiveEvents:
 
     async def submit(self, event: LiveEvent) -> None:
         """Send a live event now (see the module docstring). Never raises for a lost session."""
+        await self._replayed.wait()
         session = self._link.current
         if session is None or not session.alive:
             self._keep_offline(event)

@@ -22,7 +22,10 @@ Other services use:
 - `request(volume_id, scan_id=None, reason=...)` — e.g. the live watcher after an inotify
   overflow (``reason`` ends up in the logs);
 - `live_scan(volume_id)` — the (scan_id, session) of the volume's running scan once its
-  ``scan.started`` went out, so a live event can also be sent as ``scan.file`` (§5).
+  ``scan.started`` went out, so a live event can also be sent as ``scan.file`` (§5);
+- `before_scan` — awaited before each walk starts; the live watcher sets it to "wait until the
+  watches of the current config are in place", so a file created during the scan is either
+  walked or reported live.
 """
 
 from __future__ import annotations
@@ -99,6 +102,7 @@ class ScanService:
         self._queue: collections.deque[ScanJob] = collections.deque()
         self._queued_event = trio.Event()
         self._running: _Running | None = None
+        self.before_scan: Callable[[], Awaitable[None]] | None = None
         self.completed_count = 0  # scans that sent scan.completed (for logs and tests)
 
     # --- requests --------------------------------------------------------------------------
@@ -272,6 +276,8 @@ class ScanService:
     async def _scan_until_done(self, running: _Running) -> None:
         job = running.job
         while True:
+            if self.before_scan is not None:
+                await self.before_scan()
             session = await self._link.wait_session()
             volume = self._volumes.get(job.volume_id)
             if volume is None:

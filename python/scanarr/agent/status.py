@@ -75,6 +75,10 @@ class StatusBoard:
         elif self._base.get(volume_id) == "unavailable":
             self.set_volume_status(volume_id, "watching")
 
+    def base_status(self, volume_id: str) -> str | None:
+        """The status set by `set_volume_status` (None if not configured)."""
+        return self._base.get(volume_id)
+
     def volume_status(self, volume_id: str) -> str | None:
         """The reported status of a volume (None if not configured)."""
         if volume_id not in self._paths:

@@ -1,8 +1,9 @@
 """`scanarr watch` (also `scanarr-watcher`): run the watcher agent against the Scanarr API.
 
-Configured by the environment (PROTOCOL.md §1); the flags below override the variables they
-name. The token is read from ``SCANARR_AUTH_TOKEN`` only: a command-line argument would be
-visible to every user of the host in the process list.
+Configured by the environment (PROTOCOL.md §1; also ``SCANARR_LOG_FORMAT`` and
+``SCANARR_METRICS_ADDR``); the flags below override the variables they name. The token is read
+from ``SCANARR_AUTH_TOKEN`` only: a command-line argument would be visible to every user of the
+host in the process list. The process itself is assembled in `scanarr.agent.runtime`.
 
 Exit codes: 0 after SIGTERM/SIGINT (connection closed with 1000, state saved), 2 for a missing or
 invalid setting (one line naming the variable; no connection attempted).
@@ -11,18 +12,13 @@ invalid setting (one line naming the variable; no connection attempted).
 from __future__ import annotations
 
 import argparse
-import logging
-import signal
+import os
 import sys
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import trio
 
-from scanarr.config import LOG_LEVELS, Settings, SettingsError, load_settings
-
-if TYPE_CHECKING:
-    from scanarr.agent import WatcherAgent
+from scanarr.config import SettingsError, load_settings
 
 # (flag, variable) pairs: each flag overrides its environment variable.
 FLAG_VARIABLES: tuple[tuple[str, str], ...] = (
@@ -60,65 +56,18 @@ def _overrides(args: argparse.Namespace) -> dict[str, str | None]:
     }
 
 
-class _RedactToken(logging.Filter):
-    """Defence in depth: no log line may carry the token, whatever formatted it."""
-
-    def __init__(self, token: str) -> None:
-        super().__init__()
-        self._token = token
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if self._token in message:
-            record.msg = message.replace(self._token, "[token]")
-            record.args = None
-        return True
-
-
-def configure_logging(settings: Settings) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(_RedactToken(settings.auth_token))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(LOG_LEVELS[settings.log_level])
-    # trio-websocket logs every frame at debug; keep it at info even in debug mode.
-    logging.getLogger("trio-websocket").setLevel(max(logging.INFO, root.level))
-
-
 def run(args: argparse.Namespace) -> int:
+    from scanarr.agent.runtime import check_environment, run_watcher
+    from scanarr.logs import configure_logging, log_format_from_env
+
+    environ = dict(os.environ)
     try:
-        settings = load_settings(overrides=_overrides(args))
+        settings = load_settings(environ, overrides=_overrides(args))
+        log_format = log_format_from_env(environ)
+        check_environment(environ)
     except SettingsError as error:
         print(f"scanarr watch: {error}", file=sys.stderr)
         return 2
-    configure_logging(settings)
-    trio.run(_watch, settings)
+    configure_logging(settings.log_level, log_format, secrets=[settings.auth_token])
+    trio.run(run_watcher, settings, environ)
     return 0
-
-
-async def _watch(settings: Settings) -> None:
-    from scanarr.agent import WatcherAgent
-
-    agent = WatcherAgent(settings)
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_stop_on_signal, agent, signals, nursery.cancel_scope)
-            await agent.run()
-            nursery.cancel_scope.cancel()
-
-
-async def _stop_on_signal(
-    agent: WatcherAgent, signals: AsyncIterator[int], scope: trio.CancelScope
-) -> None:
-    """First signal: graceful stop. Second: stop now (the state is still saved)."""
-    stopping = False
-    async for signal_number in signals:
-        if stopping:
-            scope.cancel()
-            return
-        logging.getLogger("scanarr.watch").info(
-            "received %s; stopping", signal.Signals(signal_number).name
-        )
-        agent.request_stop()
-        stopping = True

@@ -1,0 +1,156 @@
+"""The whole `scanarr watch` process: the agent and the services plugged into it.
+
+`run_watcher` assembles, under one nursery:
+
+- the `WatcherAgent` (connection, config, scans, commands, status);
+- the live watcher (`scanarr.live.LiveWatcher`): events into ``agent.live.submit``, rescans into
+  ``agent.live.request_rescan``, volumes from the agent's config; scans wait until its watches
+  of the current config are in place (``agent.scans.before_scan``); its per-volume health sets
+  the volume statuses (``degraded`` while a root is missing or the watch limit bites);
+- the offline event queue (`scanarr.offline_queue.OfflineQueue`) beside the state file, which
+  the agent replays after each reconnection;
+- the metrics and health endpoints when ``SCANARR_METRICS_ADDR`` is set;
+- SIGTERM/SIGINT: the first stops gracefully (close 1000, state saved), a second at once.
+
+``SCANARR_LIVE_WATCH=off`` leaves the live watcher (and the offline queue) out: the watcher then
+only scans, when asked and at start. For libraries on filesystems where inotify sees nothing
+(NFS, SMB, FUSE) or too large for the memory the live index takes.
+
+`check_environment` validates the variables these services read, so the CLI can refuse them
+with exit code 2 before anything starts.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from collections.abc import AsyncIterator, Mapping
+from typing import TYPE_CHECKING
+
+import trio
+
+from scanarr.config import Settings, SettingsError
+
+if TYPE_CHECKING:
+    from scanarr.live import LiveWatcher
+    from scanarr.offline_queue import OfflineQueue
+
+from .app import WatcherAgent
+
+log = logging.getLogger(__name__)
+
+
+LIVE_WATCH_VARIABLE = "SCANARR_LIVE_WATCH"
+_SWITCH = {"on": True, "true": True, "1": True, "yes": True}
+_SWITCH |= {"off": False, "false": False, "0": False, "no": False}
+
+
+def live_watch_from_env(environ: Mapping[str, str]) -> bool:
+    """``SCANARR_LIVE_WATCH``: on (default) or off. Raises SettingsError."""
+    text = environ.get(LIVE_WATCH_VARIABLE, "").strip().lower() or "on"
+    if text not in _SWITCH:
+        raise SettingsError(LIVE_WATCH_VARIABLE, f"expected on or off, got {text!r}")
+    return _SWITCH[text]
+
+
+def check_environment(environ: Mapping[str, str]) -> None:
+    """Raise SettingsError for a bad variable of the plugged-in services."""
+    from scanarr.metrics import metrics_address_from_env
+
+    metrics_address_from_env(environ)
+    live_watch_from_env(environ)
+
+
+async def run_watcher(
+    settings: Settings,
+    environ: Mapping[str, str] | None = None,
+    *,
+    handle_signals: bool = True,
+    task_status: trio.TaskStatus[WatcherAgent] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run the watcher until stopped (`WatcherAgent.request_stop`, or a signal)."""
+    from scanarr.metrics import MetricsServer, agent_readiness, metrics_address_from_env
+    from scanarr.offline_queue import OfflineQueue, queue_path_for
+
+    environ = os.environ if environ is None else environ
+    metrics_address = metrics_address_from_env(environ)
+    agent = WatcherAgent(settings)
+    watcher: LiveWatcher | None = None
+    queue: OfflineQueue | None = None
+    if live_watch_from_env(environ):
+        queue = OfflineQueue(
+            queue_path_for(settings.state_file), request_rescan=agent.live.request_rescan
+        )
+        agent.live.offline_store = queue
+        agent.metrics.count_queue_events(lambda: queue.pending if queue is not None else 0)
+        watcher = _plug_live_watcher(agent)
+    else:
+        log.info("live watching is off (%s): volumes are only scanned", LIVE_WATCH_VARIABLE)
+
+    try:
+        async with trio.open_nursery() as nursery:
+            if watcher is not None:
+                await nursery.start(watcher.run)
+            if metrics_address is not None:
+                server = MetricsServer(metrics_address, agent.metrics, agent_readiness(agent))
+                await nursery.start(server.serve)
+                log.info("metrics and health endpoints on %s", server.url)
+            if handle_signals:
+                signals = await nursery.start(_receive_signals)
+                nursery.start_soon(_stop_on_signal, agent, signals, nursery.cancel_scope)
+            task_status.started(agent)
+            await agent.run()
+            nursery.cancel_scope.cancel()
+    finally:
+        if queue is not None:
+            queue.close()
+
+
+def _plug_live_watcher(agent: WatcherAgent) -> LiveWatcher:
+    from scanarr.live import LiveWatcher
+
+    def health_changed() -> None:
+        for volume_id, health in watcher.health().items():
+            if health.degraded:
+                if agent.status.base_status(volume_id) == "watching":
+                    log.warning("volume %s is degraded: %s", volume_id, health.reason)
+                    agent.status.set_volume_status(volume_id, "degraded")
+            elif agent.status.base_status(volume_id) == "degraded":
+                agent.status.set_volume_status(volume_id, "watching")
+
+    watcher = LiveWatcher(
+        agent.live.submit, agent.live.request_rescan, health_changed=health_changed
+    )
+    agent.metrics.count_inotify_watches(lambda: watcher.stats().watches)
+    agent.volumes.add_listener(
+        lambda volumes, _change: watcher.set_volumes(volumes.ordered(), volumes.scan_extensions)
+    )
+    agent.scans.before_scan = watcher.wait_applied
+    return watcher
+
+
+async def _receive_signals(
+    *, task_status: trio.TaskStatus[AsyncIterator[int]] = trio.TASK_STATUS_IGNORED
+) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        task_status.started(signals)
+        await trio.sleep_forever()
+
+
+async def _stop_on_signal(
+    agent: WatcherAgent, signals: AsyncIterator[int], scope: trio.CancelScope
+) -> None:
+    """First signal: graceful stop. Second: stop now (the state is still saved)."""
+    stopping = False
+    async for signal_number in signals:
+        if stopping:
+            log.warning("second %s: stopping now", signal.Signals(signal_number).name)
+            scope.cancel()
+            return
+        log.info("received %s; stopping", signal.Signals(signal_number).name)
+        agent.request_stop()
+        stopping = True
+
+
+__all__ = ["LIVE_WATCH_VARIABLE", "check_environment", "live_watch_from_env", "run_watcher"]
