@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import re
@@ -226,7 +227,11 @@ def test_unreadable_subdirectory_fails_the_scan(tmp_path: Path) -> None:
                 os.waitpid(pid, 0)
             _stop(api)
     assert str(root / "locked") in failed.group(1)
-    assert "scan.completed" not in record.read_text()
+    recorded = [json.loads(line) for line in record.read_text().splitlines()]
+    assert not [m for m in recorded if m["type"] == "scan.completed"]
+    statuses = [m["data"] for m in recorded if m["type"] == "watcher.status"]
+    assert statuses[-1]["volumes"][0]["status"] == "error"
+    assert statuses[-1]["status"] == "degraded"
 
 
 def _status_kib(pid: int, field: str) -> int:

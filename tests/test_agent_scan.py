@@ -346,15 +346,16 @@ async def test_duplicate_and_coalesced_requests(
 
 
 async def test_progress_also_on_a_timer(
-    dev_api: DevApiServer, start_watcher: Any, big_tree: Path, state_file: Path
+    dev_api: DevApiServer, start_watcher: Any, make_volume: Any, state_file: Path
 ) -> None:
     """Besides every 100 files, a scan.progress goes out whenever the period elapsed."""
-    dev_api.config = WatcherConfig(watch_paths=[WatchPath(id="big", path=str(big_tree))])
+    root = make_volume("few", {f"{n}.mkv": 1 for n in range(50)})
+    dev_api.config = WatcherConfig(watch_paths=[WatchPath(id="few", path=str(root))])
     _seed_config(state_file, dev_api.config)
-    await start_watcher(progress_interval=0.001)
-    await dev_api.send(CommandScan(volume_id="big", scan_id="t"))
+    await start_watcher(progress_interval=1e-6)
+    await dev_api.send(CommandScan(volume_id="few", scan_id="t"))
     with trio.fail_after(30):
         await dev_api.wait_for_type("scan.completed", scan_id="t")
     counts = [m.data["files_scanned"] for m in dev_api.of_type("scan.progress", scan_id="t")]
-    assert counts == sorted(counts)
-    assert any(count % 100 for count in counts)  # sent between the 100-file marks
+    # Fewer than 100 files: every progress came from the timer.
+    assert counts and counts == sorted(counts) and counts[-1] == 50

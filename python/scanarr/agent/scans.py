@@ -317,7 +317,8 @@ class ScanService:
     async def _conclude(self, job: ScanJob, outcome: ScanOutcome) -> None:
         if outcome.completed is not None and outcome.root_device is not None:
             self.completed_count += 1
-            self._status.mark_root_available(job.volume_id, True)
+            self._status.mark_scan_result(job.volume_id, "completed")
             await self._record_scan(job.volume_id, outcome.root_device, utc_timestamp())
-        elif outcome.unavailable:
-            self._status.mark_root_available(job.volume_id, False)
+        elif outcome.failed is not None:
+            result = "unavailable" if outcome.unavailable else "failed"
+            self._status.mark_scan_result(job.volume_id, result)

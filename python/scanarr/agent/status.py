@@ -4,7 +4,9 @@
 service may set with `set_volume_status` (``watching``, ``unavailable``, ``error``, ``degraded``;
 the live watcher, for instance, sets ``degraded`` when inotify watches run out), and a
 *scanning* flag the scan service raises while it walks the volume; the reported status is
-``scanning`` while the flag is up, the base status otherwise. The top-level status is
+``scanning`` while the flag is up, the base status otherwise. A failed scan sets
+``unavailable`` (root missing, not a directory, unmounted) or ``error`` (an unreadable directory
+inside); the next completed scan clears them. The top-level status is
 ``degraded`` when any volume is unavailable, in error or degraded, else ``scanning`` when any is
 being scanned, else ``watching``.
 
@@ -67,12 +69,16 @@ class StatusBoard:
         self._base[volume_id] = status
         self._changed()
 
-    def mark_root_available(self, volume_id: str, available: bool) -> None:
-        """After a scan: an unavailable root makes the volume ``unavailable``; a root found
-        again brings an unavailable volume back to ``watching`` (other statuses stay)."""
-        if not available:
+    def mark_scan_result(self, volume_id: str, result: str) -> None:
+        """After a scan: ``completed``, ``unavailable`` (the root: missing, unmounted...) or
+        ``failed`` (inside the volume: an unreadable directory...). A failure sets the volume
+        ``unavailable`` or ``error``; a completed scan clears those two (``degraded``, which the
+        live watcher sets and clears, stays)."""
+        if result == "unavailable":
             self.set_volume_status(volume_id, "unavailable")
-        elif self._base.get(volume_id) == "unavailable":
+        elif result == "failed":
+            self.set_volume_status(volume_id, "error")
+        elif self._base.get(volume_id) in ("unavailable", "error"):
             self.set_volume_status(volume_id, "watching")
 
     def base_status(self, volume_id: str) -> str | None:
