@@ -1,0 +1,504 @@
+"""End-to-end speed of a scan through the real watcher agent, next to its two reference points.
+
+    python bench/bench_pipeline.py [--movies 20000 | --tree DIR] [--repeat 3] [--memory-files N]
+
+1. a bench tree: ``bench/out/pipeline-m<N>`` made by ``bench/gen_tree.py`` (or, when that
+   generator is missing, a simple one below), unless ``--tree`` names one;
+2. a *sink*: a minimal API in a separate process, raw sockets, that does the handshake, sends the
+   config and one ``command.scan``, then counts frames (it reads only the first bytes of each
+   ``scan.file``, so it can keep up with the agent) and times ``scan.started`` → ``scan.completed``;
+3. and measures, each ``--repeat`` times (best kept, warm page cache):
+
+   - **agent**: ``scanarr watch`` as a subprocess → sink: scan.file messages/s end to end;
+   - **native walk alone**: ``Walker.next_batch`` until done, no JSON, no socket;
+   - **pure Python**: ``os.scandir`` + ``lstat`` + ``json.dumps`` + trio-websocket
+     ``send_message`` per file → the same sink;
+
+4. with ``--memory-files N`` (e.g. 1000000): a tree of N empty media files on tmpfs, scanned by
+   the agent into a sink that reads at most ``--slow-rate`` messages/s; the agent's peak RSS.
+
+Targets (issue 3, 20,000-movie tree, 2 cores): agent ≥ 5 × pure Python and ≥ ½ native walk;
+agent RSS < 150 MB while streaming a 1M-file scan to a slow sink.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+OUT = BENCH / "out"
+TOKEN = "bench-token"
+VOLUME_ID = "bench"
+MEDIA_EXTENSIONS = frozenset(("mkv", "mp4", "avi", "m4v", "ts", "wmv"))
+SKIPPED_EXTENSIONS = frozenset(("part", "tmp", "download", "!qb", "nfo", "jpg", "png", "srt"))
+SKIPPED_EXTENSIONS |= frozenset(("sub", "idx"))
+SYSTEM_DIRECTORIES = frozenset(("@eaDir", "$RECYCLE.BIN", "System Volume Information"))
+# Every frame starts with '{"type":"': bytes 12..15 of a scan.file are "n.fi", and a mask key
+# repeats every 4 bytes, so those 4 bytes unmask with the key itself.
+SCAN_FILE_MARK = int.from_bytes(b"n.fi", "big")
+GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 §1.3
+
+
+# --- the sink: a minimal API side, in its own process ---------------------------------------
+
+
+def _server_frame(text: str) -> bytes:
+    payload = text.encode("utf-8")
+    length = len(payload)
+    if length < 126:
+        header = bytes((0x81, length))
+    elif length < 65536:
+        header = bytes((0x81, 126)) + length.to_bytes(2, "big")
+    else:
+        header = bytes((0x81, 127)) + length.to_bytes(8, "big")
+    return header + payload
+
+
+def _unmask(payload: bytes, key: bytes) -> bytes:
+    if not payload:
+        return payload
+    stream = (key * (len(payload) // 4 + 1))[: len(payload)]
+    value = int.from_bytes(payload, "big") ^ int.from_bytes(stream, "big")
+    return value.to_bytes(len(payload), "big")
+
+
+def _message(message_type: str, data: dict[str, Any]) -> str:
+    return json.dumps({"type": message_type, "timestamp": "2026-01-01T00:00:00Z", "data": data})
+
+
+class _Connection:
+    """One client connection: handshake, then frames as (opcode, masked payload, key)."""
+
+    def __init__(self, sock: socket.socket, rate: float) -> None:
+        self.sock = sock
+        self.buffer = bytearray()
+        self.position = 0
+        self.rate = rate  # messages/s at most (0: as fast as possible)
+        self.started = time.monotonic()
+        self.frames = 0
+
+    def handshake(self) -> None:
+        while b"\r\n\r\n" not in self.buffer:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("closed during the HTTP upgrade")
+            self.buffer += chunk
+        head, _, rest = bytes(self.buffer).partition(b"\r\n\r\n")
+        match = re.search(rb"(?im)^sec-websocket-key:\s*(\S+)", head)
+        if match is None:
+            raise ConnectionError("no Sec-WebSocket-Key")
+        accept = base64.b64encode(hashlib.sha1(match.group(1) + GUID).digest())
+        self.sock.sendall(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+        )
+        self.buffer = bytearray(rest)
+
+    def frames_iter(self) -> Iterator[tuple[int, int, int, bytes]]:
+        """Yield (opcode, payload start, payload end, mask key) in `self.buffer` until the peer
+        closes; the positions are valid until the next iteration."""
+        while True:
+            buffer = self.buffer
+            position = 0
+            end = len(buffer)
+            while True:
+                if end - position < 2:
+                    break
+                second = buffer[position + 1]
+                length = second & 0x7F
+                header = 2
+                if length == 126:
+                    if end - position < 4:
+                        break
+                    length = int.from_bytes(buffer[position + 2 : position + 4], "big")
+                    header = 4
+                elif length == 127:
+                    if end - position < 10:
+                        break
+                    length = int.from_bytes(buffer[position + 2 : position + 10], "big")
+                    header = 10
+                key = b""
+                if second & 0x80:
+                    key = bytes(buffer[position + header : position + header + 4])
+                    header += 4
+                if end - position < header + length:
+                    break
+                start = position + header
+                opcode = buffer[position] & 0x0F
+                position = start + length
+                yield opcode, start, position, key
+            del buffer[:position]
+            if self.rate:
+                self._throttle()
+            chunk = self.sock.recv(1 << 20)
+            if not chunk:
+                return
+            buffer += chunk
+
+    def _throttle(self) -> None:
+        due = self.started + self.frames / self.rate
+        delay = due - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+
+
+def sink_main(arguments: argparse.Namespace) -> int:
+    """Serve one scan per connection; print one JSON line of results per completed scan."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    print(listener.getsockname()[1], flush=True)
+    while True:
+        sock, _address = listener.accept()
+        with sock:
+            try:
+                _serve_one(_Connection(sock, arguments.rate), arguments.root)
+            except (ConnectionError, OSError) as error:
+                print(json.dumps({"error": str(error)}), flush=True)
+
+
+def _serve_one(connection: _Connection, root: str) -> None:
+    connection.handshake()
+    scan_files = 0
+    others: list[str] = []
+    started_at = 0.0
+    buffer = connection.buffer
+    from_bytes = int.from_bytes
+    for opcode, start, end, key in connection.frames_iter():
+        connection.frames += 1
+        if opcode == 8:  # close: answer it
+            connection.sock.sendall(bytes((0x88, 2)) + (1000).to_bytes(2, "big"))
+            return
+        if opcode != 1:
+            continue
+        # Only 4 bytes of a frame are unmasked to recognise a scan.file.
+        mark = from_bytes(buffer[start + 12 : start + 16], "big") ^ from_bytes(key, "big")
+        if mark == SCAN_FILE_MARK:
+            scan_files += 1
+            continue
+        text = _unmask(bytes(buffer[start:end]), key).decode("utf-8")
+        message = json.loads(text)
+        kind = message["type"]
+        if kind == "watcher.hello":
+            config = {"watch_paths": [{"id": VOLUME_ID, "path": root, "name": "bench"}]}
+            connection.sock.sendall(
+                _server_frame(_message("watcher.auth", {"status": "authenticated"}))
+                + _server_frame(_message("watcher.config", config))
+                + _server_frame(
+                    _message("command.scan", {"volume_id": VOLUME_ID, "scan_id": "bench"})
+                )
+            )
+        elif kind == "scan.started":
+            started_at = time.monotonic()
+            scan_files = 0
+            connection.started = started_at
+            connection.frames = 0
+        elif kind in ("scan.completed", "scan.failed"):
+            seconds = time.monotonic() - started_at
+            result = {"kind": kind, "scan_files": scan_files, "seconds": seconds}
+            result["data"] = message["data"]
+            print(json.dumps(result), flush=True)
+        else:
+            others.append(kind)
+
+
+class Sink:
+    """The sink process, from the benchmark's side."""
+
+    def __init__(self, root: Path, rate: float = 0.0) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, __file__, "--sink", "--root", str(root), "--rate", str(rate)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.process.stdout is not None
+        self.port = int(self.process.stdout.readline())
+
+    def result(self) -> dict[str, Any]:
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError("the sink ended without a result")
+        result: dict[str, Any] = json.loads(line)
+        if "error" in result:
+            raise RuntimeError(f"sink: {result['error']}")
+        return result
+
+    def close(self) -> None:
+        self.process.terminate()
+        self.process.wait()
+
+
+# --- the three pipelines ------------------------------------------------------------------
+
+
+def run_agent(tree: Path, sink: Sink, on_running: Callable[[int], None] | None = None) -> float:
+    """`scanarr watch` → sink. Returns scan.file messages/s; `on_running(pid)` while it runs."""
+    with tempfile.TemporaryDirectory(prefix="bench-state-") as state_directory:
+        state_file = os.path.join(state_directory, "state.json")
+        config = {"watch_paths": [{"id": VOLUME_ID, "path": str(tree), "name": "bench"}]}
+        Path(state_file).write_text(json.dumps({"last_config": config}))
+        environment = {
+            **{key: value for key, value in os.environ.items() if not key.startswith("SCANARR_")},
+            "SCANARR_API_URL": f"ws://127.0.0.1:{sink.port}/ws/watcher",
+            "SCANARR_AUTH_TOKEN": TOKEN,
+            "SCANARR_STATE_FILE": state_file,
+            "SCANARR_LOG_LEVEL": "warning",
+            "SCANARR_PING_INTERVAL": "10m",
+            # The scan pipeline is measured: the live watcher's listing and index are not.
+            "SCANARR_LIVE_WATCH": "off",
+        }
+        agent = subprocess.Popen([sys.executable, "-m", "scanarr", "watch"], env=environment)
+        try:
+            if on_running is not None:
+                on_running(agent.pid)
+            result = sink.result()
+        finally:
+            agent.send_signal(signal.SIGTERM)
+            agent.wait(timeout=30)
+    if result["kind"] != "scan.completed":
+        raise RuntimeError(f"the agent's scan failed: {result['data']}")
+    return float(result["scan_files"]) / float(result["seconds"])
+
+
+def run_native(tree: Path) -> tuple[int, float]:
+    """The native walk alone: (files, files/s)."""
+    from scanarr import _native
+
+    started = time.perf_counter()
+    walker = _native.Walker([str(tree)])
+    files = 0
+    while True:
+        batch = walker.next_batch(1.0)
+        if batch is None:
+            break
+        files += len(batch)
+    seconds = time.perf_counter() - started
+    return files, files / seconds
+
+
+def _python_walk(root: str) -> Iterator[tuple[str, str, os.stat_result]]:
+    """os.scandir recursion with the protocol's filters: (relative_path, name, lstat)."""
+    root_device = os.lstat(root).st_dev
+    pending = [""]
+    while pending:
+        relative_directory = pending.pop()
+        directory = os.path.join(root, relative_directory) if relative_directory else root
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                name = entry.name
+                if name.startswith("."):
+                    continue
+                relative = f"{relative_directory}/{name}" if relative_directory else name
+                if entry.is_dir(follow_symlinks=False):
+                    if name in SYSTEM_DIRECTORIES or name.startswith(".Trash-"):
+                        continue
+                    if entry.stat(follow_symlinks=False).st_dev == root_device:
+                        pending.append(relative)
+                    continue
+                if not entry.is_file(follow_symlinks=False):
+                    continue
+                extension = name.rpartition(".")[2].lower()
+                if extension in MEDIA_EXTENSIONS:
+                    yield relative, name, entry.stat(follow_symlinks=False)
+
+
+def run_pure_python(tree: Path, sink: Sink) -> float:
+    """os.scandir + json.dumps + trio-websocket send_message per file → sink; messages/s."""
+    import datetime
+
+    import trio
+    from trio_websocket import open_websocket
+
+    async def stream() -> None:
+        async with open_websocket(
+            "127.0.0.1", sink.port, "/ws/watcher", use_ssl=False
+        ) as websocket:
+            await websocket.send_message(_message("watcher.hello", {"token": TOKEN}))
+            for _ in range(3):  # auth, config, command.scan
+                await websocket.get_message()
+            root = str(tree)
+            scan = {"scan_id": "bench", "volume_id": VOLUME_ID, "volume_path": root}
+            await websocket.send_message(_message("scan.started", scan))
+            count = 0
+            for relative_path, name, status in _python_walk(root):
+                moment = datetime.datetime.fromtimestamp(status.st_mtime, datetime.timezone.utc)
+                data = {
+                    **scan,
+                    "relative_path": relative_path,
+                    "filename": name,
+                    "inode": status.st_ino,
+                    "device_id": status.st_dev,
+                    "size_bytes": status.st_size,
+                    "hardlink_count": status.st_nlink,
+                    "mod_time": moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                }
+                timestamp = datetime.datetime.now(datetime.timezone.utc).isoformat()
+                await websocket.send_message(
+                    json.dumps(
+                        {"type": "scan.file", "timestamp": timestamp, "data": data},
+                        separators=(",", ":"),
+                    )
+                )
+                count += 1
+            await websocket.send_message(_message("scan.completed", {**scan, "total_files": count}))
+
+    trio.run(stream)
+    result = sink.result()
+    return float(result["scan_files"]) / float(result["seconds"])
+
+
+# --- trees --------------------------------------------------------------------------------
+
+
+def bench_tree(movies: int) -> Path:
+    tree = OUT / f"pipeline-m{movies}"
+    if (tree / ".gen_tree.json").exists() or (tree / ".simple_tree").exists():
+        return tree
+    if tree.exists():
+        shutil.rmtree(tree)
+    generator = BENCH / "gen_tree.py"
+    print(f"generating {tree} ...", file=sys.stderr)
+    if generator.exists():
+        subprocess.run(
+            [sys.executable, str(generator), str(tree), "--movies", str(movies)],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+    else:
+        simple_tree(tree, files=movies * 3 // 2, per_directory=2)
+    return tree
+
+
+def simple_tree(root: Path, *, files: int, per_directory: int) -> None:
+    """`files` empty media files, `per_directory` per folder (fallback generator)."""
+    root.mkdir(parents=True)
+    directory = root
+    for number in range(files):
+        if number % per_directory == 0:
+            directory = root / f"Title {number // per_directory:07d} ({1950 + number % 70})"
+            directory.mkdir()
+        name = f"Title.{number // per_directory:07d}.Part{number % per_directory}.1080p.mkv"
+        os.close(os.open(directory / name, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o644))
+    (root / ".simple_tree").write_text(f"{files}\n")
+
+
+# --- the benchmark ------------------------------------------------------------------------
+
+
+def _rss_kib(pid: int, field: str = "VmRSS") -> int:
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0
+    match = re.search(rf"^{field}:\s+(\d+) kB", text, re.MULTILINE)
+    return int(match.group(1)) if match else 0
+
+
+def speed(arguments: argparse.Namespace) -> None:
+    tree = arguments.tree or bench_tree(arguments.movies)
+    files, _ = run_native(tree)  # warms the page cache
+    cores = os.cpu_count()
+    print(f"tree: {tree} ({files} media files), {cores} cores, {arguments.repeat} runs each")
+    sink = Sink(tree)
+    agent: list[float] = []
+    native: list[float] = []
+    python: list[float] = []
+    try:
+        # Interleaved, so that a busy moment of a shared machine hits all three alike.
+        for _ in range(arguments.repeat):
+            agent.append(run_agent(tree, sink))
+            native.append(run_native(tree)[1])
+            python.append(run_pure_python(tree, sink))
+    finally:
+        sink.close()
+    rows = [
+        ("agent end to end (scanarr watch → sink)", agent),
+        ("native walk alone", native),
+        ("pure Python (scandir + json.dumps + send_message)", python),
+    ]
+    print(f"  {'':52} {'best':>10} {'median':>10}   files/s")
+    for label, rates in rows:
+        print(f"  {label:52} {max(rates):>10,.0f} {statistics.median(rates):>10,.0f}")
+    for label, pick in (("best", max), ("median", statistics.median)):
+        print(
+            f"  {label:6}: agent / pure Python {pick(agent) / pick(python):4.1f} x (target >= 5),"
+            f" agent / native walk {pick(agent) / pick(native):.2f} (target >= 0.5)"
+        )
+
+
+def memory(arguments: argparse.Namespace) -> None:
+    base = Path("/dev/shm") if os.access("/dev/shm", os.W_OK) else OUT
+    tree = Path(tempfile.mkdtemp(prefix="bench-memory-", dir=base))
+    try:
+        print(f"generating {arguments.memory_files:,} files in {tree} ...", file=sys.stderr)
+        simple_tree(tree / "v", files=arguments.memory_files, per_directory=250)
+        sink = Sink(tree / "v", rate=arguments.slow_rate)
+        samples: list[int] = []
+        try:
+
+            def sample(pid: int) -> None:
+                import threading
+
+                def loop() -> None:
+                    while True:
+                        value = _rss_kib(pid)
+                        if not value:
+                            return
+                        samples.append(value)
+                        time.sleep(0.25)
+
+                threading.Thread(target=loop, daemon=True).start()
+
+            rate = run_agent(tree / "v", sink, on_running=sample)
+        finally:
+            sink.close()
+        print(
+            f"memory: {arguments.memory_files:,} files to a sink reading at most "
+            f"{arguments.slow_rate:,.0f} msg/s: {rate:,.0f} files/s, agent RSS "
+            f"start {samples[0] / 1024:.0f} MiB, peak {max(samples) / 1024:.0f} MiB "
+            f"(target < 150 MB)"
+        )
+    finally:
+        shutil.rmtree(tree, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--movies", type=int, default=20_000, help="bench tree size (20000)")
+    parser.add_argument("--tree", type=Path, help="scan this tree instead")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each pipeline (3)")
+    parser.add_argument(
+        "--memory-files", type=int, default=0, help="also run the memory test with N files"
+    )
+    parser.add_argument(
+        "--slow-rate", type=float, default=50_000, help="slow sink: messages/s (50000)"
+    )
+    parser.add_argument("--sink", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--root", help=argparse.SUPPRESS)
+    parser.add_argument("--rate", type=float, default=0.0, help=argparse.SUPPRESS)
+    arguments = parser.parse_args(argv)
+    if arguments.sink:
+        return sink_main(arguments)
+    speed(arguments)
+    if arguments.memory_files:
+        memory(arguments)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
