@@ -121,6 +121,8 @@ async def _serve(args: argparse.Namespace, config: WatcherConfig) -> None:
     async with trio.open_nursery() as nursery:
         await nursery.start(server.serve, args.host, args.port)
         await _read_commands(server)
+        with trio.move_on_after(2):
+            await server.close_connection(1001, "dev-api stopping")
         nursery.cancel_scope.cancel()
 
 
