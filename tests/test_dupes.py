@@ -308,7 +308,7 @@ def test_a_directory_swapped_for_a_symlink_is_not_followed(tmp_path: Path) -> No
     summary = relink(report, act=True)
     assert [o.status for o in summary.outcomes] == ["skipped"]
     assert summary.outcomes[0].reason is not None
-    assert "now a symbolic link (never followed)" in summary.outcomes[0].reason
+    assert "is a symbolic link (never followed)" in summary.outcomes[0].reason
     assert victim.stat().st_ino == victim_inode
     assert victim.stat().st_nlink == 1
 

@@ -483,8 +483,8 @@ class _Relinker:
 _CHANGED_ERRNOS = {
     errno.ENOENT: "gone since the scan",
     errno.ENOTDIR: "a folder on the way was replaced since the scan",
-    errno.ELOOP: "a folder on the way is now a symbolic link (never followed)",
-    errno.EXDEV: "a folder on the way is now another filesystem (never entered)",
+    errno.ELOOP: "a folder on the way is a symbolic link (never followed)",
+    errno.EXDEV: "a folder on the way is another filesystem (never entered)",
 }
 
 
