@@ -90,7 +90,7 @@ async def test_command_without_a_handler_is_answered(
     from conftest import watcher_settings
     from scanarr.agent import WatcherAgent
 
-    agent = WatcherAgent(watcher_settings(dev_api.url, state_file), command_modules=())
+    agent = WatcherAgent(watcher_settings(dev_api.url, state_file), file_commands=False)
     await nursery.start(agent.run)
     with trio.fail_after(10):
         await dev_api.wait_connected()

@@ -21,7 +21,14 @@ import trio
 from conftest import TOKEN, settings_environment, watcher_settings
 from privileges import NOBODY, is_root, world_traversable_tmp
 from scanarr.dev_api import DevApiServer
-from scanarr.protocol import CommandScan, WatcherConfig, WatchPath
+from scanarr.protocol import (
+    CommandFilesDelete,
+    CommandScan,
+    DeleteFile,
+    DeletePath,
+    WatcherConfig,
+    WatchPath,
+)
 from scanarr.state import WatcherState, load_state, save_state
 
 WATCH = [sys.executable, "-m", "scanarr", "watch"]
@@ -137,6 +144,43 @@ async def test_live_events_from_the_shipped_watcher(
         await _wait_exit(process, 10)
     assert created.data["volume_id"] == "movies"
     assert created.data["size_bytes"] == 3
+
+
+async def test_a_deletion_is_not_echoed_as_file_deleted(
+    dev_api: DevApiServer, nursery: trio.Nursery, make_volume: Any, state_file: Path, tmp_path: Path
+) -> None:
+    """The command reports its deletion; the live watcher must not report it again."""
+    movies = make_volume("movies", {"Gone/gone.mkv": 1, "kept.mkv": 1})
+    dev_api.config = WatcherConfig(watch_paths=[WatchPath(id="movies", path=str(movies))])
+    environment = settings_environment(watcher_settings(dev_api.url, state_file))
+    process = await _start_watch(nursery, environment, tmp_path / "watch.log")
+    try:
+        with trio.fail_after(20):
+            await dev_api.wait_for_type("scan.completed", volume_id="movies")
+        await dev_api.send(
+            CommandFilesDelete(
+                request_id="r",
+                deletion_id="d",
+                files=[
+                    DeleteFile(
+                        media_file_id="m",
+                        paths=[DeletePath(volume_path=str(movies), relative_path="Gone/gone.mkv")],
+                    )
+                ],
+            )
+        )
+        with trio.fail_after(20):
+            completed = await dev_api.wait_for_type("files.delete.completed", request_id="r")
+        # inotify reports in order: an echo of the deletion would come before this creation.
+        (movies / "later.mkv").write_bytes(b"x")
+        with trio.fail_after(20):
+            await dev_api.wait_for_type("file.created", relative_path="later.mkv")
+    finally:
+        process.terminate()
+        await _wait_exit(process, 10)
+    assert completed.data["deleted"] == 1
+    assert not (movies / "Gone").exists()
+    assert not dev_api.of_type("file.deleted")
 
 
 def _unreadable_tree(base: Path) -> Path:

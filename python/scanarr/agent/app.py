@@ -16,6 +16,7 @@ Plug points for other services, all on the agent object:
 
 - ``agent.dispatcher.register_command(...)`` — command handlers (see `dispatcher`); modules named
   in `COMMAND_MODULES` are imported and their ``register(dispatcher)`` called at construction;
+  the file commands are built in (``agent.file_commands``, `file_handlers`);
 - ``agent.live.submit(event)`` / ``agent.live.request_rescan(volume_id, reason)`` — live events;
 - ``agent.status.set_volume_status(volume_id, status)`` — volume statuses;
 - ``agent.volumes.add_listener(callback)`` — follow config changes (volumes to watch);
@@ -34,6 +35,7 @@ import trio_websocket
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket
 
 from scanarr.config import Settings
+from scanarr.file_commands import FileCommands
 from scanarr.metrics import Metrics
 from scanarr.protocol import (
     CommandScan,
@@ -48,6 +50,7 @@ from scanarr.wsframes import FrameWriter
 
 from .backoff import Backoff
 from .dispatcher import CommandContext, Dispatcher
+from .file_handlers import FileCommandHandlers, results_path_for
 from .live import LiveEvents
 from .scans import RequestResult, ScanService
 from .session import (
@@ -138,6 +141,7 @@ class WatcherAgent:
         *,
         command_modules: Sequence[str] = COMMAND_MODULES,
         metrics: Metrics | None = None,
+        file_commands: bool = True,
     ) -> None:
         self.settings = settings
         # What /metrics shows (scanarr.metrics); served by the CLI when SCANARR_METRICS_ADDR is set.
@@ -161,6 +165,13 @@ class WatcherAgent:
         self.dispatcher.register(WatcherConfig, self._on_config)
         self.dispatcher.register(CommandScan, self._on_scan)
         self.dispatcher.register(CommandScanAll, self._on_scan_all)
+        # command.files.delete / .hardlink, replies remembered beside the state file.
+        self.file_commands: FileCommandHandlers | None = None
+        if file_commands:
+            self.file_commands = FileCommandHandlers(
+                FileCommands(results_path_for(settings.state_file))
+            )
+            self.file_commands.register(self.dispatcher)
         for module_name in command_modules:
             importlib.import_module(module_name).register(self.dispatcher)
         self.sessions_opened = 0

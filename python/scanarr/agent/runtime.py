@@ -7,6 +7,7 @@
   ``agent.live.request_rescan``, volumes from the agent's config; scans wait until its watches
   of the current config are in place (``agent.scans.before_scan``); its per-volume health sets
   the volume statuses (``degraded`` while a root is missing or the watch limit bites);
+- the file commands' removals announced to the live watcher (no ``file.deleted`` echo);
 - the offline event queue (`scanarr.offline_queue.OfflineQueue`) beside the state file, which
   the agent replays after each reconnection;
 - the metrics and health endpoints when ``SCANARR_METRICS_ADDR`` is set;
@@ -127,6 +128,9 @@ def _plug_live_watcher(agent: WatcherAgent) -> LiveWatcher:
         lambda volumes, _change: watcher.set_volumes(volumes.ordered(), volumes.scan_extensions)
     )
     agent.scans.before_scan = watcher.wait_applied
+    if agent.file_commands is not None:
+        # A path the delete command removes is reported by the command, not as file.deleted.
+        agent.file_commands.on_removing = watcher.expect_removal
     return watcher
 
 

@@ -1,0 +1,89 @@
+"""``command.files.delete`` / ``command.files.hardlink`` handlers: the agent side of
+`scanarr.file_commands` (PROTOCOL.md §7).
+
+The disk work is `FileCommands` (blocking, one command at a time, replies remembered in a file
+beside the state file so a re-sent ``request_id`` is replayed, not executed again); here it runs
+in a worker thread, its ``files.delete.progress`` messages go out as they come (the thread waits
+for each write: a slow API slows the deletion, nothing piles up), and the reply is sent when it
+is done. The dispatcher runs these handlers one at a time.
+
+`on_removing(volume_id, relative_path)` — set by whoever needs to know a path is about to be
+unlinked (the live watcher, so that the deletion is not reported back as ``file.deleted``); it is
+called in the trio thread, just before the unlink.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import trio
+
+from scanarr.file_commands import FileCommands
+from scanarr.protocol import CommandFilesDelete, CommandFilesHardlink
+
+from .dispatcher import CommandContext, Dispatcher
+
+log = logging.getLogger(__name__)
+
+
+def results_path_for(state_file: str) -> Path:
+    """Where the replies of past commands are kept: beside the state file, same stem."""
+    state = Path(state_file)
+    return state.with_name(f"{state.stem}.command-results.json")
+
+
+class FileCommandHandlers:
+    def __init__(self, commands: FileCommands) -> None:
+        self.commands = commands
+        self.on_removing: Callable[[str, str], None] | None = None
+        commands.on_removing = self._removing_from_thread
+
+    def register(self, dispatcher: Dispatcher) -> None:
+        dispatcher.register_command(CommandFilesDelete, self.delete)
+        dispatcher.register_command(CommandFilesHardlink, self.hardlink)
+
+    def _removing_from_thread(self, volume_id: str, relative_path: str) -> None:
+        observer = self.on_removing
+        if observer is not None:
+            trio.from_thread.run_sync(observer, volume_id, relative_path)
+
+    async def delete(self, command: CommandFilesDelete, context: CommandContext) -> None:
+        log.info(
+            "deletion %s (request %s): %d media files",
+            command.deletion_id,
+            command.request_id,
+            len(command.files),
+        )
+        reply = await trio.to_thread.run_sync(
+            functools.partial(
+                self.commands.delete,
+                command,
+                list(context.volumes.values()),
+                context.volume_devices,
+                context.disable_deletion,
+                context.progress_sender(),
+                media_extensions=context.scan_extensions,
+            )
+        )
+        log.info(
+            "deletion %s: %d deleted, %d failed, %d bytes freed",
+            command.deletion_id,
+            reply.deleted,
+            reply.failed,
+            reply.freed_bytes,
+        )
+        await context.send(reply)
+
+    async def hardlink(self, command: CommandFilesHardlink, context: CommandContext) -> None:
+        reply = await trio.to_thread.run_sync(
+            self.commands.hardlink,
+            command,
+            list(context.volumes.values()),
+            context.volume_devices,
+            context.disable_deletion,
+        )
+        log.info("hardlink %s: %s", command.request_id, reply.status)
+        await context.send(reply)
