@@ -95,6 +95,31 @@ async def test_bad_environment_exits_2_naming_the_variable(
     assert not state_file.exists()
 
 
+async def test_flags_override_the_environment(
+    dev_api: DevApiServer, nursery: trio.Nursery, state_file: Path, tmp_path: Path
+) -> None:
+    environment = settings_environment(watcher_settings(dev_api.url, state_file))
+    environment["SCANARR_API_URL"] = "http://not-a-websocket-url"
+    environment["SCANARR_STATE_FILE"] = "/nonexistent/unwritable/state.json"
+    process: trio.Process = await nursery.start(
+        lambda task_status: trio.run_process(
+            [*WATCH, "--api-url", dev_api.url, "--state-file", str(state_file)],
+            env=_environment(environment),
+            stdout=(tmp_path / "watch.log").open("ab"),
+            stderr=subprocess.STDOUT,
+            check=False,
+            task_status=task_status,
+        )
+    )
+    try:
+        with trio.fail_after(20):
+            await dev_api.wait_for_type("watcher.status")
+    finally:
+        process.terminate()
+        assert await _wait_exit(process, 10) == 0
+    assert load_state(str(state_file)).last_config == dev_api.config
+
+
 @pytest.mark.parametrize("signal_number", [signal.SIGTERM, signal.SIGINT])
 async def test_signal_closes_with_1000_saves_state_and_exits_0(
     dev_api: DevApiServer,

@@ -18,25 +18,36 @@ from typing import Any
 
 import trio
 
-from scanarr.config import SettingsError, load_settings
+from scanarr.config import DEFAULT_STATE_FILE, SettingsError, load_settings
 
-# (flag, variable) pairs: each flag overrides its environment variable.
-FLAG_VARIABLES: tuple[tuple[str, str], ...] = (
-    ("--api-url", "SCANARR_API_URL"),
-    ("--reconnect-delay", "SCANARR_RECONNECT_DELAY"),
-    ("--ping-interval", "SCANARR_PING_INTERVAL"),
-    ("--log-level", "SCANARR_LOG_LEVEL"),
-    ("--state-file", "SCANARR_STATE_FILE"),
-    ("--hello-timeout", "SCANARR_HELLO_TIMEOUT"),
-    ("--status-interval", "SCANARR_STATUS_INTERVAL"),
-    ("--progress-interval", "SCANARR_PROGRESS_INTERVAL"),
-    ("--shutdown-timeout", "SCANARR_SHUTDOWN_TIMEOUT"),
+# (flag, variable, default, meaning): each flag overrides its environment variable.
+FLAG_VARIABLES: tuple[tuple[str, str, str, str], ...] = (
+    ("--api-url", "SCANARR_API_URL", "required", "ws:// or wss:// URL of the API"),
+    ("--reconnect-delay", "SCANARR_RECONNECT_DELAY", "5s", "first reconnect delay (doubling)"),
+    ("--ping-interval", "SCANARR_PING_INTERVAL", "30s", "no pong within two → reconnect"),
+    ("--log-level", "SCANARR_LOG_LEVEL", "info", "debug, info, warning or error"),
+    ("--state-file", "SCANARR_STATE_FILE", DEFAULT_STATE_FILE, "persisted state"),
+    ("--hello-timeout", "SCANARR_HELLO_TIMEOUT", "30s", "wait for auth and config"),
+    ("--status-interval", "SCANARR_STATUS_INTERVAL", "60s", "watcher.status period"),
+    ("--progress-interval", "SCANARR_PROGRESS_INTERVAL", "5s", "scan.progress at least this often"),
+    ("--shutdown-timeout", "SCANARR_SHUTDOWN_TIMEOUT", "5s", "SIGTERM: closed and saved within"),
 )
+
+EPILOG = """other variables:
+  SCANARR_AUTH_TOKEN           the watcher's token (required; never logged)
+  SCANARR_RECONNECT_MAX_DELAY  cap of the reconnect backoff (60s)
+  SCANARR_REJECTED_MAX_DELAY   cap of the backoff after a rejected token (5m)
+  SCANARR_LOG_FORMAT           human (default) or json
+  SCANARR_METRICS_ADDR         HOST:PORT of /metrics, /livez, /readyz (off by default)
+  SCANARR_LIVE_WATCH           on (default) or off: off only scans, no inotify
+durations are Go-style: 500ms, 5s, 2m, 1h30m"""
 
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "watch",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         help="run the watcher agent (connects to the Scanarr API)",
         description=(
             "Connect to the Scanarr API, scan and watch the volumes it configures, and carry "
@@ -44,15 +55,17 @@ def register(subparsers: Any) -> None:
             "only from SCANARR_AUTH_TOKEN."
         ),
     )
-    for flag, variable in FLAG_VARIABLES:
-        parser.add_argument(flag, metavar="VALUE", help=f"overrides {variable}")
+    for flag, variable, default, meaning in FLAG_VARIABLES:
+        parser.add_argument(
+            flag, metavar="VALUE", help=f"{meaning}; overrides {variable} ({default})"
+        )
     parser.set_defaults(func=run)
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, str | None]:
     return {
         variable: getattr(args, flag.lstrip("-").replace("-", "_"))
-        for flag, variable in FLAG_VARIABLES
+        for flag, variable, _default, _meaning in FLAG_VARIABLES
     }
 
 
