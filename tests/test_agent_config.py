@@ -195,6 +195,7 @@ async def test_bad_config_keeps_the_previous_one(
         WatcherConfig(watch_paths=[WatchPath(id="x", path="/a"), WatchPath(id="x", path="/b")])
     )
     await dev_api.send(WatcherConfig(watch_paths=[WatchPath(id="rel", path="relative/dir")]))
+    await dev_api.send(WatcherConfig(watch_paths=[WatchPath(id="nul", path="/a\0b")]))
     await dev_api.send(CommandScan(volume_id="movies", scan_id="still"))
     with trio.fail_after(10):
         await dev_api.wait_for_type("scan.completed", scan_id="still")

@@ -402,6 +402,8 @@ def _config_problem(config: WatcherConfig) -> str | None:
     for volume in config.watch_paths:
         if not os.path.isabs(volume.path):
             return f"volume {volume.id} path is not absolute: {volume.path!r}"
+        if "\0" in volume.path:
+            return f"volume {volume.id} path contains a NUL character"
     return None
 
 

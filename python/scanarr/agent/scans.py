@@ -310,6 +310,20 @@ class ScanService:
                     job.volume_id,
                 )
                 continue
+            except Exception as error:
+                # A bug or an unexpected failure must not take the agent down: the scan fails
+                # (never completes, so the API deletes nothing) and the next one may succeed.
+                log.exception("scan %s of volume %s crashed", job.scan_id, job.volume_id)
+                running.concluded = True
+                failed = ScanFailed(
+                    scan_id=job.scan_id,
+                    volume_id=job.volume_id,
+                    reason=f"internal error: {type(error).__name__}: {error}",
+                )
+                with contextlib.suppress(SessionLost):
+                    await session.send(failed)
+                self._status.mark_scan_result(job.volume_id, "failed")
+                return
             running.concluded = True
             await self._conclude(job, outcome)
             return
