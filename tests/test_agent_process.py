@@ -285,6 +285,10 @@ def test_unreadable_subdirectory_fails_the_scan(tmp_path: Path) -> None:
             pid = _fork_watch_as_nobody(_environment(settings_environment(settings)), log)
             try:
                 failed = api_lines.wait_for(r'"type":"scan.failed".*"reason":"([^"]*)"')
+                # The status change travels in its own message, before or after the failure.
+                error_status = r'"type":"watcher.status".*"status":"error"'
+                if not any(re.search(error_status, line) for line in api_lines.seen):
+                    api_lines.wait_for(error_status)
             except AssertionError:
                 raise AssertionError(log.read_text()) from None
             os.kill(pid, signal.SIGTERM)
