@@ -160,3 +160,27 @@ def test_version_names_package_and_engine() -> None:
     assert result.returncode == 0
     assert result.stdout.startswith("scanarr ")
     assert "native engine" in result.stdout
+
+
+def test_scan_does_not_load_the_watcher_stack(tmp_path: Path) -> None:
+    """`scanarr scan` starts fast: the watcher's trio/WebSocket modules are not imported."""
+    code = (
+        "import sys; from scanarr.cli import main; code = main(['scan', sys.argv[1]]); "
+        "print(sorted(m for m in ('trio', 'trio_websocket', 'wsproto', 'prometheus_client') "
+        "if m in sys.modules)); sys.exit(code)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "[]"
+
+
+def test_help_lists_every_command_and_each_command_has_its_options() -> None:
+    result = run_cli("--help")
+    assert result.returncode == 0
+    for command in ("scan", "links", "dupes", "watch", "dev-api", "doctor"):
+        assert f"    {command} " in result.stdout
+        sub = run_cli(command, "--help")
+        assert sub.returncode == 0, sub.stderr
+        assert sub.stdout.startswith(f"usage: scanarr {command}")
