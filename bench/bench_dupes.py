@@ -219,6 +219,7 @@ TOOLS = (
 @dataclass
 class Run:
     seconds: float
+    cpu_seconds: float  # user + system
     peak_rss_kib: int
     stdout: str
 
@@ -232,13 +233,14 @@ LAUNCHER = (
     "if pid == 0:\n"
     "    os.execvp(sys.argv[2], sys.argv[2:])\n"
     "_, status, usage = os.wait4(pid, 0)\n"
-    "open(sys.argv[1], 'w').write(str(usage.ru_maxrss))\n"
+    "figures = (usage.ru_maxrss, usage.ru_utime, usage.ru_stime)\n"
+    "open(sys.argv[1], 'w').write(' '.join(map(str, figures)))\n"
     "sys.exit(os.waitstatus_to_exitcode(status))\n"
 )
 
 
 def run_once(argv: list[str], scratch: Path) -> Run:
-    """Run `argv`; its wall time and peak RSS.
+    """Run `argv`; its wall time, CPU time and peak RSS.
 
     The RSS comes from a small parent (GNU time, or a minimal Python launcher) that forks and
     execs the tool: `wait4` here would count this process's own size, which the child has until
@@ -246,7 +248,7 @@ def run_once(argv: list[str], scratch: Path) -> Run:
     """
     rss_file = scratch / "peak-rss"
     if os.access(GNU_TIME, os.X_OK):
-        wrapped = [GNU_TIME, "-f", "%M", "-o", str(rss_file), *argv]
+        wrapped = [GNU_TIME, "-f", "%M %U %S", "-o", str(rss_file), *argv]
     else:
         wrapped = [sys.executable, "-I", "-S", "-c", LAUNCHER, str(rss_file), *argv]
     with tempfile.TemporaryFile(dir=scratch) as captured:
@@ -259,8 +261,9 @@ def run_once(argv: list[str], scratch: Path) -> Run:
     if process.returncode not in (0, 1):
         message = process.stderr.decode(errors="replace")[-2000:]
         raise RuntimeError(f"{argv[0]} exited {process.returncode}: {message}")
-    peak_kib = int(rss_file.read_text().split()[-1])
-    return Run(seconds, peak_kib, stdout)
+    # GNU time may put a "Command exited with non-zero status" line first.
+    peak_kib, user, system = rss_file.read_text().splitlines()[-1].split()
+    return Run(seconds, float(user) + float(system), int(peak_kib), stdout)
 
 
 # --- comparing groups ----------------------------------------------------------------------------
@@ -293,6 +296,7 @@ class Result:
     command: str
     best_seconds: float
     median_seconds: float
+    median_cpu_seconds: float
     peak_rss_mib: float
     groups: int
     same_groups: bool | None  # None for scanarr itself
@@ -302,47 +306,51 @@ class Result:
 
 
 def bench(roots: Sequence[str], repeat: int, tools: Sequence[str]) -> list[Result]:
+    """Run every tool once (warming the caches; that answer is compared), then `repeat` rounds
+    of one run of each in turn, so a change in the machine's load hits every tool alike."""
     results: list[Result] = []
-    reference: set[Group] | None = None
     with tempfile.TemporaryDirectory(prefix="bench-dupes-") as scratch_name:
         scratch = Path(scratch_name)
+        chosen: list[tuple[Tool, list[str]]] = []
         for tool in TOOLS:
             if tool.name not in tools:
                 continue
             if tool.executable() is None:
                 print(f"skipping {tool.name}: not installed", file=sys.stderr)
                 continue
-            argv = tool.command(roots, scratch)
+            chosen.append((tool, tool.command(roots, scratch)))
+        first: dict[str, Run] = {}
+        groups: dict[str, set[Group]] = {}
+        for tool, argv in chosen:
             print(f"{tool.name}: {' '.join(argv)}", file=sys.stderr)
-            first = run_once(argv, scratch)  # warms the page cache; its answer is compared
-            groups = normalise(tool.parse(first.stdout, scratch))
-            runs = [run_once(argv, scratch) for _ in range(repeat)]
-            seconds = sorted(run.seconds for run in runs)
-            same: bool | None = None
-            missing = extra = 0
-            if reference is None:
-                reference = groups
-            else:
-                missing, extra = len(reference - groups), len(groups - reference)
-                same = not missing and not extra
+            first[tool.name] = run_once(argv, scratch)
+            groups[tool.name] = normalise(tool.parse(first[tool.name].stdout, scratch))
+        runs: dict[str, list[Run]] = {tool.name: [] for tool, _ in chosen}
+        for round_number in range(repeat):
+            print(f"round {round_number + 1} of {repeat}", file=sys.stderr)
+            for tool, argv in chosen:
+                runs[tool.name].append(run_once(argv, scratch))
+        reference = groups[chosen[0][0].name] if chosen else set()
+        for tool, argv in chosen:
+            name = tool.name
+            seconds = sorted(run.seconds for run in runs[name])
+            cpu = sorted(run.cpu_seconds for run in runs[name])
+            found = groups[name]
+            missing, extra = len(reference - found), len(found - reference)
             results.append(
                 Result(
-                    tool=tool.name,
+                    tool=name,
                     command=" ".join(_display_argv(argv, roots, scratch)),
                     best_seconds=seconds[0],
                     median_seconds=seconds[len(seconds) // 2],
-                    peak_rss_mib=max(run.peak_rss_kib for run in [first, *runs]) / 1024,
-                    groups=len(groups),
-                    same_groups=same,
+                    median_cpu_seconds=cpu[len(cpu) // 2],
+                    peak_rss_mib=max(run.peak_rss_kib for run in [first[name], *runs[name]]) / 1024,
+                    groups=len(found),
+                    same_groups=None if name == chosen[0][0].name else not missing and not extra,
                     missing=missing,
                     extra=extra,
                     runs=seconds,
                 )
-            )
-            print(
-                f"  best {seconds[0]:.3f} s, peak RSS {results[-1].peak_rss_mib:.0f} MiB, "
-                f"{len(groups)} groups",
-                file=sys.stderr,
             )
     return results
 
@@ -356,13 +364,15 @@ def _display_argv(argv: list[str], roots: Sequence[str], scratch: Path) -> list[
 
 
 def print_table(results: list[Result]) -> None:
-    base = next((r.best_seconds for r in results if r.tool == "scanarr"), None)
+    base = next((r for r in results if r.tool == "scanarr"), None)
     print(
-        "| tool | best wall (s) | median (s) | × scanarr | peak RSS (MiB) | groups | same groups |"
+        "| tool | best wall (s) | median wall (s) | wall × scanarr | median CPU (s) "
+        "| CPU × scanarr | peak RSS (MiB) | groups | same groups |"
     )
-    print("|---|---:|---:|---:|---:|---:|---|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
     for r in results:
-        ratio = f"{r.best_seconds / base:.1f}×" if base else "-"
+        wall_ratio = f"{r.best_seconds / base.best_seconds:.1f}×" if base else "-"
+        cpu_ratio = f"{r.median_cpu_seconds / base.median_cpu_seconds:.1f}×" if base else "-"
         if r.same_groups is None:
             same = "(reference)"
         elif r.same_groups:
@@ -370,8 +380,9 @@ def print_table(results: list[Result]) -> None:
         else:
             same = f"no: {r.missing} missing, {r.extra} extra"
         print(
-            f"| {r.tool} | {r.best_seconds:.3f} | {r.median_seconds:.3f} | {ratio} | "
-            f"{r.peak_rss_mib:.0f} | {r.groups} | {same} |"
+            f"| {r.tool} | {r.best_seconds:.3f} | {r.median_seconds:.3f} | {wall_ratio} | "
+            f"{r.median_cpu_seconds:.2f} | {cpu_ratio} | {r.peak_rss_mib:.0f} | {r.groups} | "
+            f"{same} |"
         )
     print()
     for r in results:
