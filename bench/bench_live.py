@@ -3,6 +3,7 @@
     python bench/bench_live.py latency [--files 300] [--gap 0.02] [--debounce 1.0] [--direct]
     python bench/bench_live.py burst [--files 10000] [--direct]
     python bench/bench_live.py index-memory [--files 1000000]
+    python bench/bench_live.py watch-memory [--files 100000] [--dir DIR]
 
 `latency`: a writer process creates media files one at a time; for each, the time from its
 ``close()`` to the moment its ``file.created`` frame reaches the API (p50/p99/max). `burst`: the
@@ -14,16 +15,22 @@ CLOCK_MONOTONIC, shared by the two processes. Targets: p99 ≤ debounce + 50 ms;
 under 2 s; zero lost, zero duplicated.
 
 `index-memory`: the memory of the live tree and of the ``(device, inode)`` index for N media
-files (no filesystem: the same structures filled directly), measured with tracemalloc.
+files (no filesystem: the same structures filled directly): bytes per file by tracemalloc, and
+the RSS growth of a fresh process filling them. `watch-memory`: the RSS growth of a
+`LiveWatcher` listing and watching a real library of N empty media files (one directory per
+film, a quarter of them hardlinked from a torrents/ volume; needs N·1.25 inotify watches).
+Target for both: at most 250 bytes per file.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import gc
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -35,7 +42,7 @@ import trio
 
 from scanarr.live import LiveEvent, LiveWatcher
 from scanarr.live.filters import MediaFilter
-from scanarr.live.tree import Directory, InodeIndex, VolumeTree
+from scanarr.live.tree import STAMP_MASK, InodeIndex, VolumeTree
 from scanarr.protocol import FileCreated, WatcherConfig, WatchPath
 
 WRITER = r"""
@@ -202,70 +209,146 @@ def bench_burst(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-def bench_index_memory(args: argparse.Namespace) -> dict[str, Any]:
-    """Fill the live structures for N media files laid out like an *arr library: one film per
-    directory, a third of the films hardlinked from a second volume (torrents/)."""
-    count = args.files
-    tracemalloc.start()
-    start, _peak = tracemalloc.get_traced_memory()
+def _fill_library(count: int) -> tuple[InodeIndex, list[VolumeTree]]:
+    """The live structures for `count` media files laid out like an *arr library: one film per
+    directory, a quarter of the files being links (in torrents/) of a film."""
     media_filter = MediaFilter(["mkv"])
     movies = VolumeTree("movies", "/volume1/media/movies", 2049, media_filter)
     torrents = VolumeTree("torrents", "/volume1/torrents", 2049, media_filter)
     index = InodeIndex()
-    linked = count // 4  # files of torrents/ that are links of a film: 3/4 films, 1/4 links
-    films = count - linked
-    for number in range(films):
+    linked = count // 4
+    for number in range(count - linked):
         title = f"Film Title Number {number} ({1950 + number % 75})"
-        directory = Directory(title, movies.root, movies)
-        movies.root.add_subdir(directory)
+        directory = movies.root.new_subdir(title)
         name = f"Film.Title.Number.{number}.{1950 + number % 75}.1080p.BluRay.x264-GRP.mkv"
         index.add_link_stamped(
-            directory, name, 10_000_000 + number, hash((4_000_000_000 + number, 17 * 10**17, 1))
+            directory,
+            name,
+            10_000_000 + number,
+            hash((4_000_000_000 + number, 17 * 10**17, 1)) & STAMP_MASK,
         )
-    after_tree, _ = tracemalloc.get_traced_memory()
     for number in range(linked):
         release = f"Film.Title.Number.{number}.{1950 + number % 75}.1080p.BluRay.x264-GRP"
-        directory = Directory(release, torrents.root, torrents)
-        torrents.root.add_subdir(directory)
+        directory = torrents.root.new_subdir(release)
         index.add_link_stamped(directory, release + ".mkv", 10_000_000 + number, 0)
+    return index, [movies, torrents]
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def bench_index_memory(args: argparse.Namespace) -> dict[str, Any]:
+    """Memory of the live state for N media files, filled directly (no filesystem): bytes per
+    file by tracemalloc, and the RSS growth of a fresh process filling the same (no tracemalloc
+    there: it costs memory of its own)."""
+    count = args.files
+    if args.measure == "rss":
+        gc.collect()
+        before = _rss_bytes()
+        kept = _fill_library(count)
+        gc.collect()
+        return {"rss_growth_bytes": _rss_bytes() - before, "directories": _directories(kept)}
+    child = subprocess.run(
+        [sys.executable, __file__, "index-memory", "--files", str(count), "--measure", "rss"],
+        capture_output=True,
+        check=True,
+        text=True,
+    )
+    rss = json.loads(child.stdout)
+    tracemalloc.start()
+    start, _peak = tracemalloc.get_traced_memory()
+    index, trees = _fill_library(count)
     total, _ = tracemalloc.get_traced_memory()
-    index_bytes = _index_bytes(index)
     tracemalloc.stop()
-    del after_tree
     return {
         "files": count,
         "inodes": len(index),
-        "hardlinked_files": 2 * linked,
-        "directories": films + linked,
+        "hardlinked_files": 2 * (count // 4),
+        "directories": _directories((index, trees)),
         "total_live_state_mib": round((total - start) / 2**20, 1),
         "total_bytes_per_file": round((total - start) / count),
-        "inode_index_mib": round(index_bytes / 2**20, 1),
-        "inode_index_bytes_per_file": round(index_bytes / count),
+        "rss_growth_mib": round(rss["rss_growth_bytes"] / 2**20, 1),
+        "rss_growth_bytes_per_file": round(rss["rss_growth_bytes"] / count),
     }
 
 
-def _index_bytes(index: InodeIndex) -> int:
-    """Bytes owned by the inode index alone: its dicts, entries, their ints and link lists
-    (names and directories belong to the tree; inode ints are shared with it, counted here)."""
-    size = sys.getsizeof(index._devices)
-    for inodes in index._devices.values():
-        size += sys.getsizeof(inodes)
-        for inode, entry in inodes.items():
-            size += sys.getsizeof(inode) + sys.getsizeof(entry) + sys.getsizeof(entry.stamp)
-            if entry.more:
-                size += sys.getsizeof(entry.more) + sum(sys.getsizeof(link) for link in entry.more)
-    return size
+def _directories(kept: tuple[InodeIndex, list[VolumeTree]]) -> int:
+    return sum(1 for tree in kept[1] for _ in tree.root.iter_tree())
+
+
+WATCH_MEMORY_MAKER = r"""
+import os, sys
+root, count = sys.argv[1], int(sys.argv[2])
+linked = count // 4
+os.makedirs(f"{root}/movies"); os.makedirs(f"{root}/torrents")
+for number in range(count - linked):
+    title = f"Film Title Number {number} ({1950 + number % 75})"
+    name = f"Film.Title.Number.{number}.{1950 + number % 75}.1080p.BluRay.x264-GRP"
+    os.mkdir(f"{root}/movies/{title}")
+    open(f"{root}/movies/{title}/{name}.mkv", "wb").close()
+    if number < linked:
+        os.mkdir(f"{root}/torrents/{name}")
+        os.link(f"{root}/movies/{title}/{name}.mkv", f"{root}/torrents/{name}/{name}.mkv")
+"""
+
+
+def bench_watch_memory(args: argparse.Namespace) -> dict[str, Any]:
+    """RSS growth of `LiveWatcher` watching a real library of N (empty) media files, same layout
+    as `index-memory`, from before `set_volumes` to after `wait_applied` (watches in place)."""
+    count = args.files
+    with tempfile.TemporaryDirectory(prefix="bench-live-memory-", dir=args.dir) as temporary:
+        made = time.monotonic()
+        subprocess.run(
+            [sys.executable, "-c", WATCH_MEMORY_MAKER, temporary, str(count)], check=True
+        )
+        made = time.monotonic() - made
+        result: dict[str, Any] = {}
+
+        async def watch() -> None:
+            async def emit(event: LiveEvent) -> None:
+                pass
+
+            def rescan(volume_id: str, reason: str) -> None:
+                pass
+
+            watcher = LiveWatcher(emit, rescan)
+            async with trio.open_nursery() as nursery:
+                await nursery.start(watcher.run)
+                gc.collect()
+                before = _rss_bytes()
+                started = time.monotonic()
+                watcher.set_volumes(
+                    [
+                        WatchPath(id="movies", path=f"{temporary}/movies"),
+                        WatchPath(id="torrents", path=f"{temporary}/torrents"),
+                    ],
+                    ["mkv"],
+                )
+                await watcher.wait_applied()
+                result["listing_s"] = round(time.monotonic() - started, 2)
+                gc.collect()
+                growth = _rss_bytes() - before
+                result["watches"] = watcher.stats().watches
+                result["rss_growth_mib"] = round(growth / 2**20, 1)
+                result["rss_growth_bytes_per_file"] = round(growth / count)
+                nursery.cancel_scope.cancel()
+
+        trio.run(watch)
+    return {"files": count, "make_library_s": round(made, 1), **result}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("mode", choices=["latency", "burst", "index-memory"])
+    parser.add_argument("mode", choices=["latency", "burst", "index-memory", "watch-memory"])
     parser.add_argument("--files", type=int)
     parser.add_argument("--gap", type=float, default=0.02, help="seconds between files (latency)")
     parser.add_argument("--debounce", type=float, default=1.0)
     parser.add_argument("--direct", action="store_true", help="measure up to emit(), no agent")
     parser.add_argument("--dir", help="where to create the volume (default: the temp dir)")
     parser.add_argument("--json", help="also write the result to this file")
+    parser.add_argument("--measure", choices=["rss"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.mode == "latency":
         args.files = args.files or 300
@@ -273,9 +356,15 @@ def main() -> int:
     elif args.mode == "burst":
         args.files = args.files or 10_000
         result = bench_burst(args)
-    else:
+    elif args.mode == "index-memory":
         args.files = args.files or 1_000_000
         result = bench_index_memory(args)
+        if args.measure:
+            print(json.dumps(result))
+            return 0
+    else:
+        args.files = args.files or 100_000
+        result = bench_watch_memory(args)
     result = {"mode": args.mode, "pipeline": "direct" if args.direct else "agent", **result}
     text = json.dumps(result, indent=2)
     print(text)

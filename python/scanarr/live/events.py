@@ -404,7 +404,7 @@ class EventTranslator:
                 del self._moved_to[event.cookie]
             return None
         if mask & IN_MOVED_FROM:
-            if name not in node.files:
+            if not node.has_file(name):
                 return None  # never reported: its IN_MOVED_TO alone tells the story
             destination = self._pair(event, read_at)
             if isinstance(destination, float):
@@ -429,16 +429,16 @@ class EventTranslator:
             # A new name with several links is a hard link made by link(): complete already.
             # Anything else is being written; IN_CLOSE_WRITE will tell when it is done. A name
             # already known was listed after this event was queued: nothing new.
-            if name in node.files:
+            if node.has_file(name):
                 return None
             st = _lstat(node.absolute_path(name))
             if st is not None and st.st_nlink > 1:
                 self._file_present(node, name, st, written=False)
         elif mask & IN_DELETE:
-            if name in node.files:
+            if node.has_file(name):
                 self._file_gone(node, name)
         elif mask & IN_ATTRIB:
-            inode = node.files.get(name)
+            inode = node.file_inode(name)
             if inode is not None:
                 self._schedule_check(volume.device, inode)
         return None
@@ -459,7 +459,7 @@ class EventTranslator:
         self, node: Directory, name: str, st: os.stat_result, *, written: bool
     ) -> None:
         """A complete media file is at `name`: created if new, else maybe modified."""
-        known = node.files.get(name)
+        known = node.file_inode(name)
         if known is not None:
             if known == st.st_ino:
                 if written:
@@ -476,7 +476,7 @@ class EventTranslator:
         other_links = [(d, n) for d, n in other_links if not (d is node and n == name)]
         if listed and self._moved_here(node, name, st, other_links):
             return
-        if name not in node.files:
+        if not node.has_file(name):
             self.index.add_link(node, name, st)
         self.out.append(
             FileCreated(
@@ -549,8 +549,10 @@ class EventTranslator:
                 if st is not None:
                     self._file_present(parent, new_name, st, written=False)
             return
-        inode = node.files[name]
-        if parent.files.get(new_name) is not None and not (parent is node and new_name == name):
+        inode = node.file_inode(name)
+        if inode is None:
+            raise KeyError(name)
+        if parent.has_file(new_name) and not (parent is node and new_name == name):
             self._file_gone(parent, new_name)  # the file it replaced
         st = _lstat(parent.absolute_path(new_name))
         if st is None or st.st_ino != inode:

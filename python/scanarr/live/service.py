@@ -467,7 +467,7 @@ class LiveWatcher:
                     if node.wd is not None and walker.nodes.get(node.wd) is node:
                         del walker.nodes[node.wd]
                         old_wds.add(node.wd)
-                    for name in list(node.files):
+                    for name in node.file_names():
                         self._index.remove_link(node, name)
                 volume.tree = None
             tree = self._open_root(volume)

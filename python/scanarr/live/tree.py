@@ -25,6 +25,7 @@ from typing import Any
 
 import attrs
 
+from scanarr.live import filetable
 from scanarr.live.filters import MediaFilter, is_utf8
 from scanarr.live.inotify import Inotify, WatchLimitReached
 
@@ -52,15 +53,15 @@ class VolumeTree:
         self.root = Directory("", None, self)
 
 
-# Most directories have no subdirectory or no media file: they share this read-only empty
-# mapping instead of holding an empty dict each (a write to it would raise, not corrupt).
+# Most directories have no subdirectory: they share this read-only empty mapping instead of
+# holding an empty dict each (a write to it would raise, not corrupt).
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 
 class Directory:
     """A watched (or, past the watch limit, unwatched) directory of a volume."""
 
-    __slots__ = ("files", "name", "parent", "subdirs", "volume", "wd")
+    __slots__ = ("_files", "name", "parent", "subdirs", "volume", "wd")
 
     def __init__(self, name: str, parent: Directory | None, volume: VolumeTree) -> None:
         self.name = name
@@ -68,7 +69,7 @@ class Directory:
         self.volume = volume
         self.wd: int | None = None  # None while not watched
         self.subdirs: Mapping[str, Directory] = _EMPTY
-        self.files: Mapping[str, int] = _EMPTY  # name → inode
+        self._files: filetable.FileTable = filetable.EMPTY
 
     def add_subdir(self, child: Directory) -> Directory:
         """Make `child` (whose parent is this directory) the subdirectory `child.name`."""
@@ -88,20 +89,46 @@ class Directory:
             if not subdirs:
                 self.subdirs = _EMPTY
 
-    def set_file(self, name: str, inode: int) -> None:
-        files = self.files
-        if not isinstance(files, dict):
-            files = self.files = {}
-        files[name] = inode
+    # --- media files (see `scanarr.live.filetable`) ---------------------------------------
+
+    def file_record(self, name: str) -> tuple[int, int] | None:
+        """(inode, stamp) of the media file `name`, None if not known."""
+        return filetable.record(self._files, name)
+
+    def file_inode(self, name: str) -> int | None:
+        record = filetable.record(self._files, name)
+        return None if record is None else record[0]
+
+    def has_file(self, name: str) -> bool:
+        return filetable.record(self._files, name) is not None
+
+    def file_records(self) -> list[tuple[str, tuple[int, int]]]:
+        """(name, (inode, stamp)) of every media file."""
+        return list(filetable.items(self._files).items())
+
+    def file_names(self) -> list[str]:
+        return list(filetable.items(self._files))
+
+    def file_count(self) -> int:
+        return filetable.count(self._files)
+
+    def names_of(self, inode: int) -> list[str]:
+        """Names of this directory's media files that are links of `inode`."""
+        return filetable.names_of(self._files, inode)
+
+    def set_file(self, name: str, inode: int, stamp: int) -> None:
+        self._files = filetable.with_file(self._files, name, inode, stamp)
+
+    def set_stamp(self, inode: int, stamp: int) -> None:
+        """Give every link of `inode` in this directory the stamp `stamp`."""
+        self._files = filetable.with_stamp(self._files, inode, stamp)
 
     def pop_file(self, name: str) -> int:
-        files = self.files
-        if not isinstance(files, dict):
-            raise KeyError(name)
-        inode: int = files.pop(name)
-        if not files:
-            self.files = _EMPTY
+        """Forget the media file `name`; returns its inode (KeyError if not known)."""
+        self._files, inode = filetable.without_file(self._files, name)
         return inode
+
+    # --- paths --------------------------------------------------------------------------
 
     def relative_path(self) -> str:
         names: list[str] = []
@@ -152,43 +179,60 @@ def stamp_of(st: os.stat_result) -> int:
 
 
 class InodeEntry:
-    """What was last reported for an inode (as a stamp), and its known links."""
+    """What was last reported for an inode (as a stamp), and its known links: a view of the
+    directories holding it, made on demand (nothing of it is kept)."""
 
-    # The first link in two slots (its name is the very string keying `Directory.files`, so it
-    # costs no memory); further links, rare, in a list.
-    __slots__ = ("directory", "more", "name", "stamp")
+    __slots__ = ("holders", "inode", "stamp")
 
-    def __init__(self, directory: Directory, name: str, stamp: int) -> None:
-        self.directory = directory
-        self.name = name
-        self.more: list[tuple[Directory, str]] | None = None
+    def __init__(self, inode: int, holders: tuple[Directory, ...], stamp: int) -> None:
+        self.inode = inode
+        self.holders = holders
         self.stamp = stamp
 
     def links(self) -> list[tuple[Directory, str]]:
-        first = (self.directory, self.name)
-        return [first, *self.more] if self.more else [first]
+        return [
+            (directory, name)
+            for directory in self.holders
+            for name in directory.names_of(self.inode)
+        ]
 
     def differs(self, st: os.stat_result) -> bool:
         return stamp_of(st) != self.stamp
 
     def update(self, st: os.stat_result) -> None:
         self.stamp = stamp_of(st)
+        for directory in self.holders:
+            directory.set_stamp(self.inode, self.stamp)
+
+
+Holders = Directory | tuple[Directory, ...]
 
 
 class InodeIndex:
-    """``(device, inode)`` → `InodeEntry`, for every media file of every watched volume."""
+    """``(device, inode)`` → the directories holding a link of it, for every media file of every
+    watched volume. A link's name and the inode's stamp are in the directory (`set_file`); an
+    inode held by one directory, nearly all of them, costs a dict slot and its key."""
 
     __slots__ = ("_devices",)
 
     def __init__(self) -> None:
-        self._devices: dict[int, dict[int, InodeEntry]] = {}
+        self._devices: dict[int, dict[int, Holders]] = {}
 
     def __len__(self) -> int:
         return sum(len(inodes) for inodes in self._devices.values())
 
     def get(self, device: int, inode: int) -> InodeEntry | None:
         inodes = self._devices.get(device)
-        return None if inodes is None else inodes.get(inode)
+        held = None if inodes is None else inodes.get(inode)
+        if held is None:
+            return None
+        holders = held if isinstance(held, tuple) else (held,)
+        for directory in holders:
+            for name in directory.names_of(inode):
+                record = directory.file_record(name)
+                assert record is not None
+                return InodeEntry(inode, holders, record[1])
+        raise AssertionError(f"inode {inode} indexed without a link")
 
     def add_link(self, directory: Directory, name: str, st: os.stat_result) -> InodeEntry:
         """Record `name` in `directory` as a link of ``st.st_ino``; returns the inode's entry."""
@@ -197,38 +241,39 @@ class InodeIndex:
     def add_link_stamped(
         self, directory: Directory, name: str, inode: int, stamp: int
     ) -> InodeEntry:
-        """`add_link` with the inode and stamp given (a new entry takes the stamp)."""
+        """`add_link` with the inode and stamp given (the first link of an inode sets its stamp;
+        a further one takes the inode's)."""
         inodes = self._devices.setdefault(directory.volume.device, {})
-        entry = inodes.get(inode)
-        if entry is None:
-            entry = inodes[inode] = InodeEntry(directory, name, stamp)
-        elif entry.more is None:
-            entry.more = [(directory, name)]
+        held = inodes.get(inode)
+        if held is None:
+            inodes[inode] = directory
+            holders: tuple[Directory, ...] = (directory,)
         else:
-            entry.more.append((directory, name))
-        # The same int object as the index key: one inode number in memory, not two.
-        directory.set_file(name, inode)
-        return entry
+            entry = self.get(directory.volume.device, inode)
+            assert entry is not None
+            stamp = entry.stamp
+            holders = held if isinstance(held, tuple) else (held,)
+            if not any(holder is directory for holder in holders):
+                holders = inodes[inode] = (*holders, directory)
+        directory.set_file(name, inode, stamp)
+        return InodeEntry(inode, holders, stamp)
 
     def remove_link(self, directory: Directory, name: str) -> tuple[int, InodeEntry | None]:
         """Forget `name` in `directory`; returns its inode and the entry if other links remain."""
         inode = directory.pop_file(name)
-        inodes = self._devices.get(directory.volume.device, {})
-        entry = inodes.get(inode)
-        if entry is None:
+        device = directory.volume.device
+        inodes = self._devices.get(device, {})
+        held = inodes.get(inode)
+        if held is None:
             return inode, None
-        if entry.directory is directory and entry.name == name:
-            if not entry.more:
+        if not directory.names_of(inode):
+            holders = held if isinstance(held, tuple) else (held,)
+            remaining = tuple(holder for holder in holders if holder is not directory)
+            if not remaining:
                 del inodes[inode]
                 return inode, None
-            entry.directory, entry.name = entry.more.pop(0)
-        elif entry.more:
-            entry.more = [
-                link for link in entry.more if not (link[0] is directory and link[1] == name)
-            ]
-        if not entry.more:
-            entry.more = None
-        return inode, entry
+            inodes[inode] = remaining if len(remaining) > 1 else remaining[0]
+        return inode, self.get(device, inode)
 
     def links(self, device: int, inode: int) -> list[tuple[Directory, str]]:
         """Every known ``(directory, name)`` of an inode."""
@@ -404,9 +449,9 @@ class TreeWalker:
                 self._drop(node, below, changes)
                 continue
             subdir_names, files = listing
-            for name in list(node.files):
+            for name, inode in [(name, record[0]) for name, record in node.file_records()]:
                 st = files.pop(name, None)
-                if st is not None and st.st_ino == node.files[name]:
+                if st is not None and st.st_ino == inode:
                     changes.kept.append((node, name, below, st))
                     continue
                 inode, _entry = index.remove_link(node, name)
@@ -440,7 +485,7 @@ class TreeWalker:
         removed: list[tuple[str, int]] = []
         for directory, below in list(node.iter_tree()):
             self.unwatch(directory)
-            for name in list(directory.files):
+            for name in directory.file_names():
                 inode, _entry = self.index.remove_link(directory, name)
                 removed.append((join(below, name), inode))
         return removed
