@@ -479,7 +479,7 @@ class LiveWatcher:
             return
 
         def list_volumes() -> list[SubtreeChanges]:
-            return [walker.sync(tree.root) for _volume, tree, _old in jobs]
+            return [walker.sync(tree.root, silent=True) for _volume, tree, _old in jobs]
 
         results: list[SubtreeChanges] = []
 

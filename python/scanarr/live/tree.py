@@ -413,13 +413,17 @@ class TreeWalker:
 
     # --- subtrees -----------------------------------------------------------------------
 
-    def sync(self, top: Directory, changes: SubtreeChanges | None = None) -> SubtreeChanges:
+    def sync(
+        self, top: Directory, changes: SubtreeChanges | None = None, *, silent: bool = False
+    ) -> SubtreeChanges:
         """Bring `top` and everything below it in line with the disk.
 
         Watches each directory before listing it, so nothing created in between is missed.
         Media files found and not known are recorded (inode index included) and returned in
         `added`; known ones still there in `kept`; known ones gone in `removed`. Directories
         gone are dropped (their files in `removed`); `top` itself too when it is gone.
+        `silent`: nothing will be reported, `added` and `kept` stay empty (a whole volume's
+        lstat results would otherwise be held until the end of its listing).
         """
         changes = changes or SubtreeChanges()
         index = self.index
@@ -452,7 +456,8 @@ class TreeWalker:
             for name, inode in [(name, record[0]) for name, record in node.file_records()]:
                 st = files.pop(name, None)
                 if st is not None and st.st_ino == inode:
-                    changes.kept.append((node, name, below, st))
+                    if not silent:
+                        changes.kept.append((node, name, below, st))
                     continue
                 inode, _entry = index.remove_link(node, name)
                 changes.removed.append((join(below, name), inode))
@@ -460,7 +465,8 @@ class TreeWalker:
                     files[name] = st  # another file under a known name: added below
             for name, st in files.items():
                 index.add_link(node, name, st)
-                changes.added.append((node, name, st))
+                if not silent:
+                    changes.added.append((node, name, st))
             present = set(subdir_names)
             for name in [name for name in node.subdirs if name not in present]:
                 self._drop(node.subdirs[name], join(below, name), changes)
