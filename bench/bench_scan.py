@@ -65,7 +65,8 @@ TARGETS = {
     "fingerprint": 5.0,
     "rss_mb": 100.0,  # peak RSS of a summary scan of 1,000,000 files, in MB (10^6 bytes)
 }
-# Forks, execs argv[2:], writes "wall_seconds max_rss_kib exit_code" to the descriptor argv[1].
+# Forks, execs argv[2:], writes "wall_seconds max_rss_kib exit_code user_seconds system_seconds"
+# to the descriptor argv[1].
 LAUNCHER = """\
 import os, sys, time
 report = int(sys.argv[1])
@@ -79,7 +80,8 @@ if pid == 0:
         os._exit(127)
 _, status, usage = os.wait4(pid, 0)
 seconds = time.perf_counter() - started
-os.write(report, f"{seconds} {usage.ru_maxrss} {os.waitstatus_to_exitcode(status)}".encode())
+code = os.waitstatus_to_exitcode(status)
+os.write(report, f"{seconds} {usage.ru_maxrss} {code} {usage.ru_utime} {usage.ru_stime}".encode())
 """
 
 
@@ -93,6 +95,7 @@ class Run:
     exit_code: int
     stdout: str
     stderr: str
+    cpu_seconds: float  # user + system time of the process and its threads
 
     def summary(self) -> dict[str, str]:
         """The `key: value` lines of a scan summary."""
@@ -124,13 +127,14 @@ def run_measured(argv: Sequence[str]) -> Run:
             os.close(write_end)
     if process.returncode != 0 or not report:
         raise RuntimeError(f"launcher failed ({process.returncode}): {stderr.decode()[-2000:]}")
-    seconds, rss, code = report.split()
+    seconds, rss, code, user, system = report.split()
     return Run(
         float(seconds),
         int(rss),
         int(code),
         stdout.decode("utf-8", "surrogateescape"),
         stderr.decode("utf-8", "surrogateescape"),
+        float(user) + float(system),
     )
 
 
@@ -191,6 +195,10 @@ class Side:
     @property
     def seconds(self) -> float:
         return statistics.median(run.seconds for run in self.runs)
+
+    @property
+    def cpu_seconds(self) -> float:
+        return statistics.median(run.cpu_seconds for run in self.runs)
 
     @property
     def walk_seconds(self) -> float:
@@ -356,7 +364,8 @@ def print_scan(state: str, sides: dict[str, Side], files: int) -> float:
         runs = ", ".join(f"{run.seconds:.3f}" for run in side.runs)
         print(
             f"  {state:<5} {label:<13} {side.seconds:8.3f} s {side.files_per_second(files):>10,.0f}"
-            f" files/s  peak RSS {side.peak_rss_mib:6.1f} MiB   (runs: {runs})"
+            f" files/s  cpu {side.cpu_seconds:6.3f} s  peak RSS {side.peak_rss_mib:6.1f} MiB"
+            f"   (runs: {runs})"
         )
     ratio = python.seconds / native.seconds
     target = TARGETS[state]
