@@ -241,6 +241,8 @@ def startup_seconds(commands: dict[str, list[str]], tree: Path, repeats: int) ->
 
 def scan_commands(tree: Path, threads: int | None) -> dict[str, list[str]]:
     scanarr = shutil.which("scanarr") or str(Path(sys.executable).with_name("scanarr"))
+    if not os.access(scanarr, os.X_OK):
+        raise SystemExit("bench_scan: no `scanarr` command: install scanarr in this environment")
     native = [scanarr, "scan", str(tree)] + ([] if threads is None else ["--threads", str(threads)])
     return {"native": native, "python": [sys.executable, str(BENCH_DIR / "pyscan.py"), str(tree)]}
 
@@ -424,6 +426,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    try:
+        from scanarr import _native  # noqa: F401  (the fingerprint benchmark calls it in-process)
+    except ImportError as error:
+        print(f"bench_scan: scanarr's native engine is not importable: {error}", file=sys.stderr)
+        return 2
     tree, generated = ensure_tree(args.workdir, args.movies, args.seed)
     reference = {key: generated[name] for key, name in EXPECTED_KEYS.items()} | {"errors": 0}
     media = reference["media files"]
@@ -457,7 +464,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"scanarr scan {startup['native']:.3f} s, pyscan.py {startup['python']:.3f} s"
         )
     except CountMismatch as error:
-        print(f"  COUNTS DIFFER: {error}")
+        print(f"  FAILED (a run exited non-zero or its counts differ): {error}")
         mismatch = True
     else:
         print(f"  counts identical in every run: {json.dumps(reference)}")
