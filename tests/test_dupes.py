@@ -317,3 +317,40 @@ def test_yes_without_relink_is_refused(tmp_path: Path) -> None:
     result = run_cli("dupes", "--yes", str(tmp_path))
     assert result.returncode == 2
     assert "--yes only applies to --relink" in result.stderr
+
+
+def test_relink_between_two_bind_mounts_of_one_filesystem_is_skipped(tmp_path: Path) -> None:
+    """torrents/ and media/ mounted separately (the Docker layout) share st_dev, yet the kernel
+    refuses links between them: the copy is skipped with the reason, nothing is lost."""
+    if shutil.which("unshare") is None:
+        pytest.skip("needs unshare")
+    probe_source, probe_target = tmp_path / "probe-source", tmp_path / "probe-target"
+    probe_source.mkdir()
+    probe_target.mkdir()
+    probe = subprocess.run(
+        ["unshare", "-m", "mount", "--bind", str(probe_source), str(probe_target)],
+        capture_output=True,
+    )
+    if probe.returncode != 0:
+        pytest.skip("needs bind mounts in a mount namespace (root with CAP_SYS_ADMIN)")
+    content = os.urandom(3 * SIZE)
+    data = tmp_path / "data"
+    write(data / "media/Film.mkv", content)
+    write(data / "torrents/Film.mkv", content)
+    media, torrents = tmp_path / "media", tmp_path / "torrents"
+    media.mkdir()
+    torrents.mkdir()
+    before = snapshot(data)
+    script = (
+        f"mount --bind {data / 'media'} {media} && mount --bind {data / 'torrents'} {torrents} "
+        f"&& exec {sys.executable} -m scanarr dupes --json --relink --yes {media} {torrents}"
+    )
+    result = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert document["groups"][0]["same_device"] is True
+    [outcome] = document["relink"]["outcomes"]
+    assert outcome["status"] == "skipped"
+    assert "another mount of this filesystem" in outcome["reason"]
+    assert snapshot(data) == before
+    assert not [n for _, _, names in os.walk(data) for n in names if n.startswith(".scanarr")]

@@ -448,7 +448,16 @@ class _Relinker:
             return 0
         self.verify_content(group, source, target, source_status, target_status)
         last_link = target_status.st_nlink == 1
-        safefs.link_replace(source.dir_fd, source.name, target.dir_fd, target.name)
+        try:
+            safefs.link_replace(source.dir_fd, source.name, target.dir_fd, target.name)
+        except OSError as error:
+            if error.errno == errno.EXDEV:
+                # Same st_dev but another mount (two bind mounts of one filesystem).
+                raise _Changed(
+                    "the kept file is on another mount of this filesystem: the kernel refuses "
+                    "hardlinks between mounts"
+                ) from None
+            raise
         return group.size_bytes if last_link else 0
 
     def verify_content(
