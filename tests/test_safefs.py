@@ -326,6 +326,34 @@ def test_link_replace_failure_keeps_the_old_target(volume: pathlib.Path) -> None
     assert sorted(os.listdir(volume)) == ["source.mkv", "target.mkv"]  # no temporary left
 
 
+def test_link_replace_last_check_can_cancel_and_keeps_the_old_target(
+    volume: pathlib.Path,
+) -> None:
+    (volume / "source.mkv").write_bytes(b"new")
+    (volume / "target.mkv").write_bytes(b"old")
+    seen_while_checking: list[str] = []
+
+    def last_check() -> None:
+        # The temporary link exists while the check runs; the target is still the old file.
+        seen_while_checking.extend(sorted(os.listdir(volume)))
+        assert (volume / "target.mkv").read_bytes() == b"old"
+        raise RuntimeError("content changed")
+
+    root = open_root(volume)
+    try:
+        with pytest.raises(RuntimeError, match="content changed"):
+            safefs.link_replace(
+                root.fd, "source.mkv", root.fd, "target.mkv", before_rename=last_check
+            )
+    finally:
+        root.close()
+    assert len(seen_while_checking) == 3
+    assert seen_while_checking[0].startswith(".scanarr-link-")
+    assert (volume / "target.mkv").read_bytes() == b"old"
+    assert sorted(os.listdir(volume)) == ["source.mkv", "target.mkv"]  # temporary removed
+    assert os.stat(volume / "source.mkv").st_nlink == 1
+
+
 def test_link_new_never_overwrites(volume: pathlib.Path) -> None:
     (volume / "source.mkv").write_bytes(b"new")
     (volume / "target.mkv").write_bytes(b"old")

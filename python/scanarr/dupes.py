@@ -446,10 +446,26 @@ class _Relinker:
         _check_as_scanned("file", target_status, copy, group.size_bytes)
         if not self.act:
             return 0
-        self.verify_content(group, source, target, source_status, target_status)
         last_link = target_status.st_nlink == 1
+
+        def verify_linked() -> None:
+            # The temporary link exists: re-check both files against the scan and re-hash them
+            # in full right before the rename. The link itself moved the kept file's link count
+            # and ctime, so its status is taken afresh.
+            kept_now = os.stat(source.name, dir_fd=source.dir_fd, follow_symlinks=False)
+            copy_now = os.stat(target.name, dir_fd=target.dir_fd, follow_symlinks=False)
+            _check_as_scanned("kept file", kept_now, kept, group.size_bytes)
+            _check_as_scanned("file", copy_now, copy, group.size_bytes)
+            self.verify_content(group, source, target, kept_now, copy_now)
+
         try:
-            safefs.link_replace(source.dir_fd, source.name, target.dir_fd, target.name)
+            safefs.link_replace(
+                source.dir_fd,
+                source.name,
+                target.dir_fd,
+                target.name,
+                before_rename=verify_linked,
+            )
         except OSError as error:
             if error.errno == errno.EXDEV:
                 # Same st_dev but another mount (two bind mounts of one filesystem).

@@ -48,7 +48,7 @@ import os
 import platform
 import secrets
 import stat
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 NAME_MAX = 255
 PATH_MAX = 4096
@@ -318,10 +318,19 @@ def link_new(source_fd: int, source_name: str, target_fd: int, target_name: str)
     )
 
 
-def link_replace(source_fd: int, source_name: str, target_fd: int, target_name: str) -> None:
+def link_replace(
+    source_fd: int,
+    source_name: str,
+    target_fd: int,
+    target_name: str,
+    *,
+    before_rename: Callable[[], None] | None = None,
+) -> None:
     """Make `target_name` a hardlink of `source_name`, replacing what is there atomically.
 
     Links to a fresh hidden temporary name beside the target, then renames it over the target.
+    `before_rename`, when given, runs once the temporary link exists and may raise to cancel:
+    the last check before the old target goes (e.g. that both files still hold the same bytes).
     On any failure the temporary name is removed and the old target is untouched.
     """
     while True:
@@ -331,6 +340,12 @@ def link_replace(source_fd: int, source_name: str, target_fd: int, target_name: 
             break
         except FileExistsError:
             continue
+    if before_rename is not None:
+        try:
+            before_rename()
+        except BaseException:
+            os.unlink(temporary, dir_fd=target_fd)
+            raise
     try:
         os.rename(temporary, target_name, src_dir_fd=target_fd, dst_dir_fd=target_fd)
     except OSError as error:
