@@ -18,11 +18,9 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any, TextIO
 
-from scanarr.cli.links import (
+from scanarr.cli.common import (
     add_walk_arguments,
-    collect_from_args,
     display,
-    full_path,
     human_bytes,
     json_dump,
     json_path,
@@ -30,6 +28,7 @@ from scanarr.cli.links import (
     report_walk_errors,
     walk_errors_json,
 )
+from scanarr.cli.links import collect_from_args, full_path
 from scanarr.dupes import (
     DEFAULT_SAMPLE_SIZE,
     DuplicateGroup,

@@ -9,7 +9,6 @@ still reported. Exit code 0 when the whole tree was read, 1 when a root or a sub
 from __future__ import annotations
 
 import argparse
-import errno
 import json
 import os
 import sys
@@ -17,7 +16,8 @@ import time
 from typing import Any, TextIO
 
 from scanarr import _native
-from scanarr.scan import Scan, WalkError
+from scanarr.cli.common import add_walk_arguments, describe, human_bytes, is_failure
+from scanarr.scan import Scan
 
 PROGRESS_AFTER_SECONDS = 1.0
 PROGRESS_EVERY_SECONDS = 0.25
@@ -43,81 +43,8 @@ def register(subparsers: Any) -> None:
         choices=("sampled", "full"),
         help="add an xxh3-128 fingerprint: 'sampled' (size + first and last MiB) or 'full'",
     )
-    parser.add_argument(
-        "--ext",
-        type=_extension_list,
-        metavar="EXT[,EXT...]",
-        help=f"media extensions to report (default: {','.join(_native.DEFAULT_EXTENSIONS)})",
-    )
-    parser.add_argument(
-        "--all-files",
-        action="store_true",
-        help="report every regular file, not only media (hidden names and system folders "
-        "such as @eaDir are still skipped)",
-    )
-    parser.add_argument(
-        "--threads",
-        type=_positive_int,
-        default=0,
-        metavar="N",
-        help=f"walker threads (default: {_native.DEFAULT_THREADS}, sized for disk latency)",
-    )
-    parser.add_argument(
-        "--cross-filesystems",
-        action="store_true",
-        help="also enter other filesystems mounted inside a PATH",
-    )
+    add_walk_arguments(parser)
     parser.set_defaults(func=run)
-
-
-def _extension_list(text: str) -> list[str]:
-    extensions = [part.strip().lower().lstrip(".") for part in text.split(",") if part.strip()]
-    if not extensions:
-        raise argparse.ArgumentTypeError("expected a comma-separated list such as mkv,mp4")
-    return extensions
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
-
-
-def _display(path: str | bytes) -> str:
-    return os.fsdecode(path) if isinstance(path, bytes) else path
-
-
-def _is_failure(error: WalkError) -> bool:
-    """Whether this error means part of the tree was not reported.
-
-    A file that vanished between the directory listing and its lstat is not a failure: the walk
-    saw the tree as it was at that moment.
-    """
-    return not (error.kind == "stat" and error.errno == errno.ENOENT)
-
-
-def _describe(error: WalkError) -> str:
-    path = _display(error.path)
-    what = {
-        "root": "cannot scan",
-        "read_dir": "cannot read directory",
-        "stat": "cannot stat",
-        "fingerprint": "cannot fingerprint",
-    }.get(error.kind, "error at")
-    return f"scanarr: {what} {path}: {error.message}"
-
-
-def _human_bytes(count: int) -> str:
-    value = float(count)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
 
 
 class _Progress:
@@ -174,10 +101,10 @@ def run(args: argparse.Namespace) -> int:
         try:
             for batch in running.batches():
                 for error in batch.errors:
-                    if _is_failure(error):
+                    if is_failure(error):
                         failures += 1
                     progress.clear()
-                    print(_describe(error), file=sys.stderr)
+                    print(describe(error), file=sys.stderr)
                 if args.jsonl and len(batch):
                     texts, skipped = batch.json_records(heads, "}")
                     if texts:
@@ -219,7 +146,7 @@ def _print_summary(stats: _native.WalkStats, duration: float, root_count: int) -
         f"media files: {stats.files}",
         f"directories: {stats.dirs}",
         f"total bytes: {stats.bytes_total}",
-        f"total size: {_human_bytes(stats.bytes_total)} (each hardlinked file counted once)",
+        f"total size: {human_bytes(stats.bytes_total)} (each hardlinked file counted once)",
         f"distinct inodes: {stats.distinct_inodes}",
         f"multi-link files: {stats.multi_link_files}",
         f"errors: {stats.errors}",
