@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import trio
 
+from scanarr import safefs
 from scanarr.config import Settings, parse_api_url
 from scanarr.dev_api import DevApiServer
 
@@ -214,3 +215,14 @@ def lstat_ground_truth(
                 "mtime_ns": status.st_mtime_ns,
             }
     return expected
+
+
+@pytest.fixture(params=["openat2", "component_walk"])
+def walk_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test with the kernel's openat2 resolution and again with the fallback walk."""
+    if request.param == "openat2":
+        if not safefs.USE_OPENAT2:
+            pytest.skip("openat2 is unavailable here (kernel older than 5.6 or blocked by seccomp)")
+    else:
+        monkeypatch.setattr(safefs, "USE_OPENAT2", False)
+    return str(request.param)

@@ -5,7 +5,6 @@ Every test keeps canaries outside every volume and checks they survive.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -18,7 +17,7 @@ from collections.abc import Iterator, Mapping, Sequence
 
 import pytest
 
-from scanarr import safefs
+from fsfixtures import immutable, mounted
 from scanarr.file_commands import DELETION_DISABLED, FileCommands
 from scanarr.protocol import (
     CommandFilesDelete,
@@ -32,52 +31,6 @@ from scanarr.protocol import (
 )
 
 # --- helpers ------------------------------------------------------------------------------
-
-
-@pytest.fixture(params=["openat2", "component_walk"])
-def walk_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Run a test with the kernel's openat2 resolution and again with the fallback walk."""
-    if request.param == "openat2":
-        if not safefs.USE_OPENAT2:
-            pytest.skip("openat2 is unavailable here (kernel older than 5.6 or blocked by seccomp)")
-    else:
-        monkeypatch.setattr(safefs, "USE_OPENAT2", False)
-    return str(request.param)
-
-
-@contextlib.contextmanager
-def mounted(target: pathlib.Path, bind_source: pathlib.Path | None = None) -> Iterator[None]:
-    """A tmpfs (or a bind mount of `bind_source`) on `target`; skips when mounting is denied."""
-    target.mkdir(exist_ok=True)
-    if bind_source is None:
-        command = ["mount", "-t", "tmpfs", "-o", "size=8m", "scanarr-test", str(target)]
-    else:
-        command = ["mount", "--bind", str(bind_source), str(target)]
-    try:
-        result = subprocess.run(command, capture_output=True, text=True, check=False)
-    except FileNotFoundError:
-        pytest.skip("no mount command on this machine")
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount here ({' '.join(command[:3])}): {result.stderr.strip()}")
-    try:
-        yield
-    finally:
-        subprocess.run(["umount", "-l", str(target)], check=True)
-
-
-@contextlib.contextmanager
-def immutable(path: pathlib.Path) -> Iterator[None]:
-    """`chattr +i` on `path` (even root cannot unlink or replace it); skips when unsupported."""
-    try:
-        result = subprocess.run(["chattr", "+i", str(path)], capture_output=True, text=True)
-    except FileNotFoundError:
-        pytest.skip("no chattr command on this machine")
-    if result.returncode != 0:
-        pytest.skip(f"chattr +i unsupported here: {result.stderr.strip()}")
-    try:
-        yield
-    finally:
-        subprocess.run(["chattr", "-i", str(path)], check=True)
 
 
 class Library:

@@ -14,6 +14,7 @@ import os
 import sys
 from typing import Any, TextIO
 
+from scanarr.cli.common import positive_int
 from scanarr.doctor import (
     DoctorOptions,
     Verdict,
@@ -52,7 +53,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--max-user-watches",
-        type=_positive_int,
+        type=positive_int,
         metavar="N",
         help="compare with this limit instead of fs.inotify.max_user_watches (what-if)",
     )
@@ -74,16 +75,6 @@ def register(subparsers: Any) -> None:
         help="how long the API has to answer (default: 10)",
     )
     parser.set_defaults(func=run)
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
 
 
 def _positive_float(text: str) -> float:
