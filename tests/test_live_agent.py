@@ -1,8 +1,7 @@
 """Live watching through the real agent and a real WebSocket API on 127.0.0.1.
 
-The agent runs in its own process (so it can be stopped with SIGSTOP), with a `LiveWatcher`
-plugged in the way the agent is meant to: events into ``agent.live.submit``, rescans into
-``agent.live.request_rescan``, volumes from the agent's config listener.
+The agent runs as the shipped `scanarr watch` process (so it can be stopped with SIGSTOP and
+killed with SIGKILL), configured through its environment as a user would.
 """
 
 from __future__ import annotations
@@ -20,47 +19,19 @@ from scanarr.dev_api import DevApiServer
 from scanarr.protocol import WatcherConfig, WatchPath
 from test_live import disk_view
 
-AGENT_WITH_LIVE_WATCHER = r"""
-import math
-import sys
-import trio
-from scanarr.agent import WatcherAgent
-from scanarr.agent.session import SessionLost
-from scanarr.config import Settings, parse_api_url
-from scanarr.live import LiveWatcher
-from scanarr.offline_queue import OfflineQueue, queue_path_for
 
-url, token, state_file = sys.argv[1:4]
-
-async def main():
-    agent = WatcherAgent(Settings(
-        api_url=parse_api_url(url), auth_token=token, state_file=state_file,
-        reconnect_delay=0.05, reconnect_max_delay=0.2, log_level="debug",
-    ))
-    watcher = LiveWatcher(agent.live.submit, agent.live.request_rescan, debounce=0.05)
-    agent.volumes.add_listener(
-        lambda volumes, change: watcher.set_volumes(volumes.ordered(), volumes.scan_extensions)
-    )
-    queue = OfflineQueue(queue_path_for(state_file), request_rescan=agent.live.request_rescan)
-    agent.live.offline_store = queue
-    # A session is attached once its first config is applied (§2): replay then.
-    sessions_in, sessions = trio.open_memory_channel(math.inf)
-    agent.link.add_listener(lambda session: session and sessions_in.send_nowait(session))
-
-    async def replay_on_each_session():
-        async for session in sessions:
-            try:
-                await queue.replay(session)
-            except SessionLost:
-                pass
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(replay_on_each_session)
-        await nursery.start(watcher.run)
-        await nursery.start(agent.run)
-
-trio.run(main)
-"""
+def watcher_command(url: str, state_file: Path) -> tuple[list[str], dict[str, str]]:
+    """The shipped `scanarr watch`, configured as a user would, with short reconnect delays."""
+    environment = {
+        **os.environ,
+        "SCANARR_API_URL": url,
+        "SCANARR_AUTH_TOKEN": TOKEN,
+        "SCANARR_STATE_FILE": str(state_file),
+        "SCANARR_RECONNECT_DELAY": "50ms",
+        "SCANARR_RECONNECT_MAX_DELAY": "200ms",
+        "SCANARR_LOG_LEVEL": "info",
+    }
+    return [sys.executable, "-m", "scanarr", "watch"], environment
 
 
 async def test_agent_stopped_by_sigstop_overflows_rescans_and_the_api_matches_the_disk(
@@ -71,9 +42,8 @@ async def test_agent_stopped_by_sigstop_overflows_rescans_and_the_api_matches_th
     (root / "Old").mkdir()
     (root / "Old" / "old.mkv").write_bytes(b"old")
     dev_api.config = WatcherConfig(watch_paths=[WatchPath(id="v", path=str(root))])
-    agent = await trio.lowlevel.open_process(
-        [sys.executable, "-c", AGENT_WITH_LIVE_WATCHER, dev_api.url, TOKEN, str(tmp_path / "s")],
-    )
+    command, environment = watcher_command(dev_api.url, tmp_path / "s")
+    agent = await trio.lowlevel.open_process(command, env=environment)
     try:
         with trio.fail_after(120):
             await dev_api.wait_connected()
@@ -99,9 +69,8 @@ async def test_agent_stopped_by_sigstop_overflows_rescans_and_the_api_matches_th
 
 
 async def start_agent(api: DevApiServer, state_file: Path) -> trio.Process:
-    return await trio.lowlevel.open_process(
-        [sys.executable, "-c", AGENT_WITH_LIVE_WATCHER, api.url, TOKEN, str(state_file)]
-    )
+    command, environment = watcher_command(api.url, state_file)
+    return await trio.lowlevel.open_process(command, env=environment)
 
 
 async def test_events_while_disconnected_survive_kill_9_and_are_replayed_after_reconnect(
