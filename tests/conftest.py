@@ -217,6 +217,25 @@ def lstat_ground_truth(
     return expected
 
 
+async def start_stalled_big_scan(
+    server: DevApiServer, start_watcher: Any, big_tree: Path, state_file: Path, scan_id: str
+) -> Any:
+    """A watcher (returned) whose scan of `big_tree`, volume "big", is under way while the API
+    reads nothing: the walk is held up by back-pressure in the middle of the tree."""
+    from scanarr.protocol import CommandScan, WatcherConfig, WatchPath
+    from scanarr.state import WatcherState, save_state
+
+    server.config = WatcherConfig(watch_paths=[WatchPath(id="big", path=str(big_tree))])
+    save_state(str(state_file), WatcherState(last_config=server.config))
+    agent = await start_watcher(server=server)
+    server.pause_reading()
+    await server.send(CommandScan(volume_id="big", scan_id=scan_id))
+    with trio.fail_after(10):
+        while agent.scans.live_scan("big") is None:
+            await trio.sleep(0.01)
+    return agent
+
+
 @pytest.fixture(params=["openat2", "component_walk"])
 def walk_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Run a test with the kernel's openat2 resolution and again with the fallback walk."""

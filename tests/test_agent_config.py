@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import attrs
 import trio
 
+from conftest import start_stalled_big_scan
 from scanarr.dev_api import DevApiServer
 from scanarr.protocol import CommandScan, WatcherConfig, WatchPath
 from scanarr.state import WatcherState, load_state, save_state
-
-
-async def wait_until(predicate: Callable[[], bool]) -> None:
-    while not predicate():
-        await trio.sleep(0.01)
 
 
 def _files_of(server: DevApiServer, scan_id: str) -> set[str]:
@@ -124,13 +119,7 @@ async def test_removing_a_volume_cancels_its_scan(
     tight_dev_api: DevApiServer, start_watcher: Any, big_tree: Path, state_file: Path
 ) -> None:
     server = tight_dev_api
-    server.config = WatcherConfig(watch_paths=[WatchPath(id="big", path=str(big_tree))])
-    save_state(str(state_file), WatcherState(last_config=server.config))
-    agent = await start_watcher(server=server)
-    server.pause_reading()
-    await server.send(CommandScan(volume_id="big", scan_id="r-1"))
-    with trio.fail_after(10):
-        await wait_until(lambda: agent.scans.running_job is not None)
+    await start_stalled_big_scan(server, start_watcher, big_tree, state_file, "r-1")
     await server.send_config(attrs.evolve(server.config, watch_paths=[]))
     server.resume_reading()
     with trio.fail_after(30):

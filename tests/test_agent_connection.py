@@ -12,7 +12,13 @@ import trio
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, Ping, Request, TextMessage
 
-from conftest import BIG_TREE_DIRECTORIES, BIG_TREE_FILES_PER_DIRECTORY, TOKEN, watcher_settings
+from conftest import (
+    BIG_TREE_DIRECTORIES,
+    BIG_TREE_FILES_PER_DIRECTORY,
+    TOKEN,
+    start_stalled_big_scan,
+    watcher_settings,
+)
 from scanarr.agent import WatcherAgent
 from scanarr.dev_api import DevApiServer
 from scanarr.protocol import CommandScan, WatcherAuth, WatcherConfig, WatchPath, encode
@@ -28,13 +34,7 @@ async def test_connection_killed_mid_scan_restarts_the_scan(
     tight_dev_api: DevApiServer, start_watcher: Any, big_tree: Path, state_file: Path
 ) -> None:
     server = tight_dev_api
-    server.config = WatcherConfig(watch_paths=[WatchPath(id="big", path=str(big_tree))])
-    save_state(str(state_file), WatcherState(last_config=server.config))
-    agent = await start_watcher(server=server)
-    server.pause_reading()
-    await server.send(CommandScan(volume_id="big", scan_id="k-1"))
-    with trio.fail_after(10):
-        await wait_until(lambda: agent.scans.live_scan("big") is not None)
+    await start_stalled_big_scan(server, start_watcher, big_tree, state_file, "k-1")
     await server.drop_connection()
     server.resume_reading()
     with trio.fail_after(60):

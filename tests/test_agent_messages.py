@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import trio
 
+from conftest import start_stalled_big_scan
 from scanarr.dev_api import DevApiServer
 from scanarr.protocol import (
     CommandFilesHardlink,
@@ -114,14 +115,7 @@ async def test_live_events_are_sent_and_mirrored_into_a_running_scan(
     tight_dev_api: DevApiServer, start_watcher: Any, big_tree: Path, state_file: Path
 ) -> None:
     server = tight_dev_api
-    server.config = WatcherConfig(watch_paths=[WatchPath(id="big", path=str(big_tree))])
-    save_state(str(state_file), WatcherState(last_config=server.config))
-    agent = await start_watcher(server=server)
-    server.pause_reading()
-    await server.send(CommandScan(volume_id="big", scan_id="live"))
-    with trio.fail_after(10):
-        while agent.scans.live_scan("big") is None:
-            await trio.sleep(0.01)
+    agent = await start_stalled_big_scan(server, start_watcher, big_tree, state_file, "live")
     # A file appears in a directory the walk may already have passed.
     relative_path = "Movie Title 0000 (1950)/Arrived.During.Scan.mkv"
     created = big_tree / relative_path
