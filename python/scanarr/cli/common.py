@@ -6,6 +6,7 @@ import argparse
 import errno
 import json
 import os
+import time
 from collections.abc import Iterable
 from typing import Any, TextIO
 
@@ -118,3 +119,39 @@ def walk_errors_json(errors: Iterable[WalkError]) -> list[dict[str, Any]]:
 
 def json_dump(value: object) -> str:
     return json.dumps(value, ensure_ascii=True, separators=(",", ":"))
+
+
+class ProgressLine:
+    """One line of progress on a terminal, shown only once the work has taken a second and
+    redrawn at most four times a second; nothing at all when `stream` is not a terminal."""
+
+    AFTER_SECONDS = 1.0
+    EVERY_SECONDS = 0.25
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._enabled = stream.isatty()
+        self.started = time.monotonic()
+        self._last = 0.0
+        self._shown = False
+
+    def due(self, *, final: bool = False) -> bool:
+        """Whether a `show` now would be seen (`final`: the last update, drawn even if early)."""
+        if not self._enabled:
+            return False
+        now = time.monotonic()
+        if now - self.started < self.AFTER_SECONDS:
+            return False
+        return final or now - self._last >= self.EVERY_SECONDS
+
+    def show(self, text: str) -> None:
+        self._last = time.monotonic()
+        self._stream.write(f"\r\x1b[K{text}")
+        self._stream.flush()
+        self._shown = True
+
+    def clear(self) -> None:
+        if self._shown:
+            self._stream.write("\r\x1b[K")
+            self._stream.flush()
+            self._shown = False

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections.abc import Iterator, Sequence
 from typing import Any, TextIO
 
 from scanarr.cli.common import (
+    ProgressLine,
     add_walk_arguments,
     display,
     human_bytes,
@@ -39,9 +39,6 @@ from scanarr.dupes import (
     relink,
 )
 from scanarr.links import RootsError, normalise_roots
-
-PROGRESS_AFTER_SECONDS = 1.0
-PROGRESS_EVERY_SECONDS = 0.25
 
 
 def register(subparsers: Any) -> None:
@@ -83,34 +80,6 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run, parser=parser)
 
 
-class _Progress:
-    """One line on a terminal while hashing takes longer than a second."""
-
-    def __init__(self, stream: TextIO) -> None:
-        self._stream = stream
-        self._enabled = stream.isatty()
-        self._started = time.monotonic()
-        self._last = 0.0
-        self._shown = False
-
-    def __call__(self, stage: Stage, done: int, total: int) -> None:
-        now = time.monotonic()
-        if not self._enabled or now - self._started < PROGRESS_AFTER_SECONDS:
-            return
-        if now - self._last < PROGRESS_EVERY_SECONDS and done < total:
-            return
-        self._last = now
-        self._stream.write(f"\r\x1b[Khashing ({stage}): {done}/{total} files")
-        self._stream.flush()
-        self._shown = True
-
-    def clear(self) -> None:
-        if self._shown:
-            self._stream.write("\r\x1b[K")
-            self._stream.flush()
-            self._shown = False
-
-
 def run(args: argparse.Namespace) -> int:
     parser: argparse.ArgumentParser = args.parser
     if args.yes and not args.relink:
@@ -121,14 +90,19 @@ def run(args: argparse.Namespace) -> int:
         parser.error(str(error))
     table, errors = collect_from_args(args, roots)
     failures = report_walk_errors(errors, sys.stderr)
-    progress = _Progress(sys.stderr)
+    progress = ProgressLine(sys.stderr)
+
+    def hashing_progress(stage: Stage, done: int, total: int) -> None:
+        if progress.due(final=done >= total):
+            progress.show(f"hashing ({stage}): {done}/{total} files")
+
     try:
         report = find_duplicates(
             table,
             sample_size=args.sample_size,
             threads=args.threads,
             min_size=args.min_size,
-            progress=progress,
+            progress=hashing_progress,
         )
     finally:
         progress.clear()

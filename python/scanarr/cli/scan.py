@@ -13,14 +13,17 @@ import json
 import os
 import sys
 import time
-from typing import Any, TextIO
+from typing import Any
 
 from scanarr import _native
-from scanarr.cli.common import add_walk_arguments, describe, human_bytes, is_failure
+from scanarr.cli.common import (
+    ProgressLine,
+    add_walk_arguments,
+    describe,
+    human_bytes,
+    is_failure,
+)
 from scanarr.scan import Scan
-
-PROGRESS_AFTER_SECONDS = 1.0
-PROGRESS_EVERY_SECONDS = 0.25
 
 
 def register(subparsers: Any) -> None:
@@ -47,45 +50,10 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
-class _Progress:
-    """A one-line progress display on a terminal, shown only for scans longer than a second."""
-
-    def __init__(self, stream: TextIO, started: float) -> None:
-        self._stream = stream
-        self._enabled = stream.isatty()
-        self._started = started
-        self._last = 0.0
-        self._shown = False
-
-    def update(self, running: Scan) -> None:
-        if not self._enabled:
-            return
-        now = time.monotonic()
-        if (
-            now - self._started < PROGRESS_AFTER_SECONDS
-            or now - self._last < PROGRESS_EVERY_SECONDS
-        ):
-            return
-        self._last = now
-        stats = running.stats()
-        rate = stats.files / max(now - self._started, 1e-9)
-        self._stream.write(
-            f"\r\x1b[Kscanning: {stats.files} media files, {stats.dirs} directories, "
-            f"{rate:,.0f} files/s"
-        )
-        self._stream.flush()
-        self._shown = True
-
-    def clear(self) -> None:
-        if self._shown:
-            self._stream.write("\r\x1b[K")
-            self._stream.flush()
-
-
 def run(args: argparse.Namespace) -> int:
     roots = [os.path.abspath(path) for path in args.paths]
-    started = time.monotonic()
-    progress = _Progress(sys.stderr, started)
+    progress = ProgressLine(sys.stderr)
+    started = progress.started
     failures = 0
     non_utf8 = 0
     with Scan(
@@ -119,7 +87,13 @@ def run(args: argparse.Namespace) -> int:
                             os.fsencode(file.relative_path),
                         )
                         print(f"scanarr: skipped non-UTF-8 name: {full!r}", file=sys.stderr)
-                progress.update(running)
+                if progress.due():
+                    stats = running.stats()
+                    rate = stats.files / max(time.monotonic() - started, 1e-9)
+                    progress.show(
+                        f"scanning: {stats.files} media files, {stats.dirs} directories, "
+                        f"{rate:,.0f} files/s"
+                    )
         except BrokenPipeError:
             # `scanarr scan --jsonl | head`: the reader is gone; stop quietly.
             running.cancel()
