@@ -354,3 +354,31 @@ def test_relink_between_two_bind_mounts_of_one_filesystem_is_skipped(tmp_path: P
     assert "another mount of this filesystem" in outcome["reason"]
     assert snapshot(data) == before
     assert not [n for _, _, names in os.walk(data) for n in names if n.startswith(".scanarr")]
+
+
+def test_relink_onto_a_name_linked_meanwhile_leaves_no_temporary_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """rename(2) between two names of one inode does nothing and reports success."""
+    content = os.urandom(3 * SIZE)
+    keep = write(tmp_path / "a/Keep.mkv", content)
+    copy = write(tmp_path / "b/Copy.mkv", content)
+    report = find(tmp_path)
+    rename = os.rename
+
+    def linked_by_another_process_first(
+        source: str, target: str, *, src_dir_fd: int | None = None, dst_dir_fd: int | None = None
+    ) -> None:
+        # After every check, just before the rename, someone else links the copy's name.
+        if source.startswith(".scanarr-link-"):
+            copy.unlink()
+            os.link(keep, copy)
+        rename(source, target, src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd)
+
+    monkeypatch.setattr(os, "rename", linked_by_another_process_first)
+    summary = relink(report, act=True)
+    monkeypatch.undo()
+
+    assert [outcome.status for outcome in summary.outcomes] == ["relinked"]
+    assert os.listdir(tmp_path / "b") == ["Copy.mkv"]
+    assert copy.stat().st_ino == keep.stat().st_ino and keep.stat().st_nlink == 2

@@ -18,6 +18,7 @@ from collections.abc import Iterator, Mapping, Sequence
 import pytest
 
 from fsfixtures import immutable, mounted
+from scanarr import safefs
 from scanarr.file_commands import DELETION_DISABLED, FileCommands
 from scanarr.protocol import (
     CommandFilesDelete,
@@ -44,6 +45,7 @@ class Library:
         for relative, content in self.canaries.items():
             self.write(self.outside / relative, content)
         self.volumes: list[WatchPath] = []
+        self.devices: dict[str, int] = {}  # as recorded by completed scans
         for name in names:
             self.add_volume(name, base / name)
         self.results_path = base / "state" / "command-results.json"
@@ -52,11 +54,11 @@ class Library:
             self.results_path, on_removing=lambda *entry: self.removed.append(entry)
         )
         self.progress: list[FilesDeleteProgress] = []
-        self.devices: dict[str, int] = {}
 
     def add_volume(self, volume_id: str, path: pathlib.Path) -> pathlib.Path:
         path.mkdir(parents=True, exist_ok=True)
         self.volumes.append(WatchPath(id=volume_id, path=str(path), name=volume_id))
+        self.devices[volume_id] = os.stat(path).st_dev
         return path
 
     def root(self, volume_id: str) -> pathlib.Path:
@@ -634,7 +636,9 @@ def test_only_the_last_results_are_kept(library: Library) -> None:
         command = CommandFilesDelete(
             request_id, "del-1", [library.media_file(("media", "film.mkv"))]
         )
-        return commands.delete(command, library.volumes, {}, False, lambda _progress: None)
+        return commands.delete(
+            command, library.volumes, library.devices, False, lambda _progress: None
+        )
 
     for request_id in ("req-1", "req-2", "req-3"):
         delete(request_id)
@@ -808,3 +812,214 @@ def test_repeated_hardlink_request_is_replayed(library: Library) -> None:
     library.write(target, b"the operator's own file")
     assert library.hardlink(("torrents", "film.mkv"), ("media", "film.mkv")) == first
     assert target.read_bytes() == b"the operator's own file"
+
+
+# --- the name changes between the check and the destructive step --------------------------
+# The observer runs between the first check and the step (it is a round trip to the live
+# watcher in the agent), so it is where another process's change lands in these tests.
+
+
+def replace_file(path: pathlib.Path, content: bytes) -> None:
+    """Put a new file (a new inode) at `path`, as a finished download does."""
+    fresh = Library.write(path.with_name(f".{path.name}.download"), content)
+    os.rename(fresh, path)
+
+
+def test_file_replaced_while_the_watcher_is_told_is_left_alone(library: Library) -> None:
+    film = library.write(library.root("media") / "film.mkv", b"old" * 10)
+
+    def redownload(volume_id: str, relative_path: str) -> None:
+        replace_file(film, b"new download")
+
+    library.commands.on_removing = redownload
+    [result] = library.delete(library.media_file(("media", "film.mkv"))).results
+
+    assert (result.status, result.paths_deleted) == ("failed", 0)
+    assert result.error is not None and result.error.startswith("inode_mismatch (")
+    assert (result.size_bytes, result.freed_bytes) == (0, 0)
+    assert film.read_bytes() == b"new download"
+
+
+def test_companion_rewritten_while_the_watcher_is_told_is_left_alone(library: Library) -> None:
+    directory = library.root("media") / "film"
+    library.write(directory / "film.mkv")
+    nfo = library.write(directory / "film.nfo", b"old")
+    poster = library.write(directory / "poster.jpg", b"old")
+
+    def rewrite_nfo(volume_id: str, relative_path: str) -> None:
+        if relative_path == "film/film.nfo":
+            replace_file(nfo, b"rewritten")
+
+    library.commands.on_removing = rewrite_nfo
+    [result] = library.delete(library.media_file(("media", "film/film.mkv"))).results
+
+    assert (result.status, result.dirs_removed) == ("deleted", 0)
+    assert nfo.read_bytes() == b"rewritten" and not poster.exists()
+    assert os.listdir(directory) == ["film.nfo"]
+
+
+@pytest.mark.parametrize("swapped_for", ["another file", "a symlink to outside"])
+def test_source_swapped_before_the_link_keeps_the_old_target(
+    library: Library, swapped_for: str
+) -> None:
+    source = library.write(library.root("torrents") / "film.mkv", b"checked")
+    target = library.write(library.root("media") / "film.mkv", b"old")
+    other = library.root("torrents") / "other.mkv"
+    if swapped_for == "another file":
+        library.write(other, b"another file")
+    else:
+        other.symlink_to(library.outside / "canary.mkv")
+
+    def swap_source(volume_id: str, relative_path: str) -> None:
+        os.rename(other, source)
+
+    library.commands.on_removing = swap_source
+    reply = library.hardlink(("torrents", "film.mkv"), ("media", "film.mkv"))
+
+    assert (reply.status, reply.source_inode, reply.target_inode) == ("failed", None, None)
+    assert reply.error is not None and reply.error.startswith("source_changed ("), reply.error
+    assert target.read_bytes() == b"old" and os.stat(target, follow_symlinks=False).st_nlink == 1
+    assert os.listdir(library.root("media")) == ["film.mkv"]
+    assert os.lstat(source).st_nlink == 1
+    assert os.stat(library.outside / "canary.mkv").st_nlink == 1
+
+
+@pytest.fixture(params=["renameat2", "link"])
+def new_name_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A new target name placed with renameat2(RENAME_NOREPLACE), and with its fallback."""
+    if request.param == "renameat2":
+        if not getattr(safefs, "USE_RENAMEAT2", False):
+            pytest.skip("no renameat2 in this C library")
+    else:
+        monkeypatch.setattr(safefs, "USE_RENAMEAT2", False, raising=False)
+    return str(request.param)
+
+
+def test_source_swapped_before_a_new_link_leaves_no_target_name(
+    new_name_mode: str, library: Library, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = library.write(library.root("torrents") / "film.mkv", b"checked")
+    other = library.write(library.root("torrents") / "other.mkv", b"another file")
+    checked = safefs.lstat_regular_file
+
+    def check_then_swap(dir_fd: int, name: str, device: int) -> os.stat_result:
+        # Another process renames a file over the source right after its check.
+        status = checked(dir_fd, name, device)
+        if name == "film.mkv" and other.exists():
+            os.rename(other, source)
+        return status
+
+    monkeypatch.setattr(safefs, "lstat_regular_file", check_then_swap)
+    reply = library.hardlink(("torrents", "film.mkv"), ("media", "film.mkv"))
+
+    assert reply.status == "failed"
+    assert reply.error is not None and reply.error.startswith("source_changed ("), reply.error
+    assert os.listdir(library.root("media")) == []
+    assert source.read_bytes() == b"another file" and os.stat(source).st_nlink == 1
+
+
+def test_new_link_is_made_in_both_modes(new_name_mode: str, library: Library) -> None:
+    source = library.write(library.root("torrents") / "film.mkv")
+    reply = library.hardlink(("torrents", "film.mkv"), ("media", "film.mkv"))
+    assert reply.status == "created"
+    assert os.listdir(library.root("media")) == ["film.mkv"]
+    assert os.stat(library.root("media") / "film.mkv").st_ino == os.stat(source).st_ino
+    assert os.stat(source).st_nlink == 2
+
+
+def test_target_linked_to_the_source_meanwhile_leaves_no_temporary_name(library: Library) -> None:
+    """rename(2) between two names of one inode does nothing and reports success."""
+    source = library.write(library.root("torrents") / "film.mkv", b"new")
+    target = library.write(library.root("media") / "film.mkv", b"old")
+
+    def link_it_first(volume_id: str, relative_path: str) -> None:
+        target.unlink()
+        os.link(source, target)
+
+    library.commands.on_removing = link_it_first
+    reply = library.hardlink(("torrents", "film.mkv"), ("media", "film.mkv"))
+
+    assert reply.status == "created" and reply.target_inode == os.stat(source).st_ino
+    assert os.listdir(library.root("media")) == ["film.mkv"]
+    assert os.stat(source).st_nlink == 2
+
+
+def test_target_replaced_while_the_watcher_is_told_is_not_overwritten(library: Library) -> None:
+    source = library.write(library.root("torrents") / "film.mkv", b"new")
+    target = library.write(library.root("media") / "film.mkv", b"old")
+
+    def redownload(volume_id: str, relative_path: str) -> None:
+        replace_file(target, b"a fresh download")
+
+    library.commands.on_removing = redownload
+    reply = library.hardlink(("torrents", "film.mkv"), ("media", "film.mkv"))
+
+    assert reply.status == "failed"
+    assert reply.error is not None and reply.error.startswith("target_changed ("), reply.error
+    assert target.read_bytes() == b"a fresh download"
+    assert os.listdir(library.root("media")) == ["film.mkv"]
+    assert os.stat(source).st_nlink == 1
+
+
+# --- volumes that cannot prove a path is gone ---------------------------------------------
+
+
+def test_missing_paths_of_a_volume_without_a_recorded_device_are_unverified(
+    library: Library,
+) -> None:
+    """An empty unmounted mount point looks like a volume whose files are all gone."""
+    del library.devices["media"]
+    film = library.write(library.root("media") / "film.mkv")
+
+    [result] = library.delete(
+        library.media_file(
+            ("media", "gone.mkv"), ("media", "no/dir/gone.mkv"), ("media", "film.mkv")
+        )
+    ).results
+
+    assert (result.status, result.paths_deleted) == ("failed", 1)  # the file that was there
+    assert result.error is not None and result.error.count("volume_unverified (") == 2
+    assert not film.exists()
+
+
+def test_unmounted_nested_volume_addressed_through_the_outer_one_is_unavailable(
+    library: Library,
+) -> None:
+    nested = library.add_volume("movies", library.root("media") / "movies")
+    with mounted(nested):
+        library.devices["movies"] = os.stat(nested).st_dev
+    # Unmounted: media/movies is an empty directory of the outer volume's filesystem.
+
+    [result] = library.delete(library.media_file(("media", "movies/Film/Film.mkv"))).results
+
+    assert (result.status, result.paths_deleted) == ("failed", 0)
+    assert result.error is not None and result.error.startswith("volume_unavailable (")
+    assert nested.is_dir()
+
+
+def test_missing_path_through_a_nested_volume_without_a_recorded_device_is_unverified(
+    library: Library,
+) -> None:
+    library.add_volume("movies", library.root("media") / "movies")
+    del library.devices["movies"]
+
+    [result] = library.delete(library.media_file(("media", "movies/Film/Film.mkv"))).results
+
+    assert (result.status, result.paths_deleted) == ("failed", 0)
+    assert result.error is not None and result.error.startswith("volume_unverified ("), result.error
+
+
+# --- a failed hardlink leaves nothing behind ----------------------------------------------
+
+
+def test_failed_hardlink_removes_the_directories_it_made(library: Library) -> None:
+    source = library.write(library.root("torrents") / "film.mkv")
+    library.write(library.root("media") / "Films" / "keep.nfo")
+    with immutable(source):  # link(2) of an immutable file is EPERM, even for root
+        reply = library.hardlink(
+            ("torrents", "film.mkv"), ("media", "Films/Film (2001)/Extras/film.mkv")
+        )
+    assert reply.status == "failed"
+    assert reply.error is not None and reply.error.startswith("Operation not permitted: ")
+    assert os.listdir(library.root("media") / "Films") == ["keep.nfo"]
+    assert os.stat(source).st_nlink == 1

@@ -32,6 +32,11 @@ def open_root(volume: pathlib.Path) -> safefs.VolumeRoot:
     return safefs.VolumeRoot(str(volume), os.stat(volume).st_dev)
 
 
+def identity(path: pathlib.Path) -> tuple[int, int]:
+    status = os.stat(path, follow_symlinks=False)
+    return (status.st_dev, status.st_ino)
+
+
 # --- lexical checks -----------------------------------------------------------------------
 
 
@@ -258,7 +263,9 @@ def test_link_replace_swaps_the_target_atomically(volume: pathlib.Path) -> None:
     (volume / "target.mkv").write_bytes(b"old")
     root = open_root(volume)
     try:
-        safefs.link_replace(root.fd, "source.mkv", root.fd, "target.mkv")
+        safefs.link_replace(
+            root.fd, "source.mkv", root.fd, "target.mkv", source=identity(volume / "source.mkv")
+        )
     finally:
         root.close()
     assert os.stat(volume / "target.mkv").st_ino == os.stat(volume / "source.mkv").st_ino
@@ -271,7 +278,9 @@ def test_link_replace_failure_keeps_the_old_target(volume: pathlib.Path) -> None
     root = open_root(volume)
     try:
         with immutable(volume / "target.mkv"), pytest.raises(PermissionError):
-            safefs.link_replace(root.fd, "source.mkv", root.fd, "target.mkv")
+            safefs.link_replace(
+                root.fd, "source.mkv", root.fd, "target.mkv", source=identity(volume / "source.mkv")
+            )
     finally:
         root.close()
     assert (volume / "target.mkv").read_bytes() == b"old"
@@ -295,7 +304,12 @@ def test_link_replace_last_check_can_cancel_and_keeps_the_old_target(
     try:
         with pytest.raises(RuntimeError, match="content changed"):
             safefs.link_replace(
-                root.fd, "source.mkv", root.fd, "target.mkv", before_rename=last_check
+                root.fd,
+                "source.mkv",
+                root.fd,
+                "target.mkv",
+                source=identity(volume / "source.mkv"),
+                before_rename=last_check,
             )
     finally:
         root.close()
@@ -316,3 +330,112 @@ def test_link_new_never_overwrites(volume: pathlib.Path) -> None:
     finally:
         root.close()
     assert (volume / "target.mkv").read_bytes() == b"old"
+
+
+def test_link_replace_refuses_a_source_swapped_before_the_link(volume: pathlib.Path) -> None:
+    (volume / "source.mkv").write_bytes(b"checked")
+    checked = identity(volume / "source.mkv")
+    (volume / "other.mkv").write_bytes(b"other")
+    os.rename(volume / "other.mkv", volume / "source.mkv")  # after the caller's check
+    (volume / "target.mkv").write_bytes(b"old")
+    root = open_root(volume)
+    try:
+        with pytest.raises(safefs.Refused) as refused:
+            safefs.link_replace(root.fd, "source.mkv", root.fd, "target.mkv", source=checked)
+    finally:
+        root.close()
+    assert refused.value.reason == "source_changed"
+    assert (volume / "target.mkv").read_bytes() == b"old"
+    assert sorted(os.listdir(volume)) == ["source.mkv", "target.mkv"]
+    assert os.stat(volume / "source.mkv").st_nlink == 1
+
+
+def test_link_replace_onto_a_link_of_the_source_leaves_no_temporary_name(
+    volume: pathlib.Path,
+) -> None:
+    """rename(2) between two names of one inode does nothing and reports success."""
+    (volume / "source.mkv").write_bytes(b"new")
+    (volume / "target.mkv").write_bytes(b"old")
+
+    def link_target_meanwhile() -> None:
+        (volume / "target.mkv").unlink()
+        os.link(volume / "source.mkv", volume / "target.mkv")
+
+    root = open_root(volume)
+    try:
+        safefs.link_replace(
+            root.fd,
+            "source.mkv",
+            root.fd,
+            "target.mkv",
+            source=identity(volume / "source.mkv"),
+            before_rename=link_target_meanwhile,
+        )
+    finally:
+        root.close()
+    assert sorted(os.listdir(volume)) == ["source.mkv", "target.mkv"]
+    assert os.stat(volume / "source.mkv").st_nlink == 2
+
+
+@pytest.mark.parametrize("use_renameat2", [True, False])
+def test_link_create_never_overwrites_and_leaves_no_temporary_name(
+    volume: pathlib.Path, monkeypatch: pytest.MonkeyPatch, use_renameat2: bool
+) -> None:
+    if use_renameat2 and not safefs.USE_RENAMEAT2:
+        pytest.skip("no renameat2 in this C library")
+    monkeypatch.setattr(safefs, "USE_RENAMEAT2", use_renameat2)
+    (volume / "source.mkv").write_bytes(b"new")
+    (volume / "taken.mkv").write_bytes(b"old")
+    source = identity(volume / "source.mkv")
+    root = open_root(volume)
+    try:
+        safefs.link_create(root.fd, "source.mkv", root.fd, "new.mkv", source=source)
+        with pytest.raises(FileExistsError):
+            safefs.link_create(root.fd, "source.mkv", root.fd, "taken.mkv", source=source)
+    finally:
+        root.close()
+    assert sorted(os.listdir(volume)) == ["new.mkv", "source.mkv", "taken.mkv"]
+    assert identity(volume / "new.mkv") == source and (volume / "taken.mkv").read_bytes() == b"old"
+
+
+def test_remove_temporary_links_removes_only_the_exact_pattern_with_another_link(
+    volume: pathlib.Path, outside: pathlib.Path
+) -> None:
+    (volume / "film.mkv").write_bytes(b"film")
+    left = ".scanarr-link-0123456789abcdef.tmp"
+    os.link(volume / "film.mkv", volume / left)
+    lookalikes = [".scanarr-link-0123456789ABCDEF.tmp", ".scanarr-link-01234.tmp", "x" + left]
+    for name in lookalikes:
+        os.link(volume / "film.mkv", volume / name)
+    only_name = ".scanarr-link-fedcba9876543210.tmp"
+    (volume / only_name).write_bytes(b"the only name of a file")
+    symlink = ".scanarr-link-00000000000000ff.tmp"
+    (volume / symlink).symlink_to(outside / "canary.mkv")
+    root = open_root(volume)
+    try:
+        assert safefs.remove_temporary_links(root.fd, root.device) == [left]
+    finally:
+        root.close()
+    assert sorted(os.listdir(volume)) == sorted(["film.mkv", only_name, symlink, *lookalikes])
+    assert (outside / "canary.mkv").read_bytes() == b"canary"
+
+
+def test_remove_created_removes_only_the_directories_the_walk_made_while_empty(
+    walk_mode: str, volume: pathlib.Path
+) -> None:
+    (volume / "a").mkdir()
+    root = open_root(volume)
+    try:
+        walk = safefs.ParentDirectories(root, ["a", "b", "c", "d"], create=True)
+        (volume / "a" / "b" / "in-use.nfo").write_bytes(b"")  # someone else writes there now
+        walk.remove_created()
+        walk.close()
+        swapped = safefs.ParentDirectories(root, ["e", "f"], create=True)
+        (volume / "e" / "f").rmdir()
+        (volume / "e" / "f").mkdir()  # another process's directory under the same name
+        swapped.remove_created()
+        swapped.close()
+    finally:
+        root.close()
+    assert sorted(os.listdir(volume / "a" / "b")) == ["in-use.nfo"]  # c and d went
+    assert os.listdir(volume / "e") == ["f"]

@@ -464,6 +464,7 @@ class _Relinker:
                 source.name,
                 target.dir_fd,
                 target.name,
+                source=(kept.device_id, kept.inode),
                 before_rename=verify_linked,
             )
         except OSError as error:

@@ -11,7 +11,13 @@ Deletion
   - With ``inode``/``device_id`` given, a file whose current identity differs is left alone
     (``inode_mismatch``). A symlink, directory or special file at the name is refused
     (``not_a_regular_file``): the API only ever asks for media files.
-  - A missing path counts as deleted only while the volume root is still the recorded one.
+  - A missing path counts as deleted only while the volume root, and the root of every nested
+    volume the path passes through, is present on its recorded device (else
+    ``volume_unavailable``); a volume with no recorded device yet cannot tell an empty root from
+    an unmounted mount point, so its missing paths fail with ``volume_unverified``.
+  - Identity is taken again right before each unlink, after ``on_removing`` (a round trip to the
+    live watcher): a file put at the name meanwhile (re-downloaded) is left alone
+    (``inode_mismatch``), a companion rewritten meanwhile is left in place.
   - After unlinking a path: companion metadata files (``nfo jpg png srt sub idx``, regular files,
     directly beside it) when no media file remains in that directory, then empty parent directories
     upward, never the volume root nor any configured volume root. Never recursive.
@@ -24,7 +30,15 @@ Hardlink
   - Source and target volume on different devices or mounts → ``cross_device`` before anything is
     written (target directories are created only after that check).
   - Target already the source's inode → success. Target another regular file → replaced by
-    link-then-rename (refused with ``disable_deletion``); a failure leaves the old target.
+    link-then-rename (refused with ``disable_deletion``); a missing target is made through the
+    same checked temporary link, never overwriting. The temporary link must be the source's
+    inode as checked (else ``source_changed``) and, right before the rename, the target must
+    still be the file checked or a link of the source (else ``target_changed``).
+  - A failure leaves nothing behind: the old target, no temporary name, no target name, and
+    none of the parent directories this command made. The directory of each temporary link is
+    written down beside the replay store (``*.pending-links.json``) until the link is in
+    place, so that one left by a kill is removed by `clean_leftovers` (the agent calls it after
+    each config) or by the next command.
 
 Both
   - Commands run one at a time (a lock), so the dispatcher may call from any worker thread.
@@ -34,8 +48,9 @@ Both
     re-downloaded to the same path must not be deleted by an old request.
   - Errors read ``"<reason>: <volume_path>/<relative_path>"``, one per failed path joined by
     ``"; "``; the reason is a protocol code (``unknown_volume``, ``invalid_path (…)``,
-    ``volume_unavailable (…)``, ``inode_mismatch (…)``, ``cross_device (…)``,
-    ``symlink_on_path``, ``not_a_regular_file (…)``) or the errno text (``Permission denied``).
+    ``volume_unavailable (…)``, ``volume_unverified (…)``, ``inode_mismatch (…)``,
+    ``cross_device (…)``, ``symlink_on_path``, ``not_a_regular_file (…)``,
+    ``source_changed (…)``, ``target_changed (…)``) or the errno text (``Permission denied``).
 
 Observer hook: ``on_removing(volume_id, relative_path)`` is called just *before* this module
 unlinks a file or renames over one (media paths, companions, replaced hardlink targets), with the
@@ -168,6 +183,21 @@ class _Volumes:
             raise root
         return root
 
+    def recorded(self, volume: WatchPath) -> int | None:
+        """The device recorded for `volume` at its last completed scan, if any."""
+        return self._devices.get(volume.id)
+
+    def crossed(self, volume: WatchPath, names: Sequence[str]) -> list[WatchPath]:
+        """The configured volumes nested in `volume` whose root the path `names` passes through."""
+        absolute = _location(volume.path, "/".join(names))
+        outer = volume.path.rstrip("/")
+        return [
+            candidate
+            for candidate in self._volumes
+            if len(candidate.path.rstrip("/")) > len(outer)
+            and absolute.startswith(candidate.path.rstrip("/") + "/")
+        ]
+
     def protected(self) -> set[tuple[int, int]]:
         """Identities of every configured root present now: never removed as an empty directory."""
         if self._protected is None:
@@ -261,6 +291,68 @@ class _ResultStore:
             os.close(directory_fd)
 
 
+class _PendingLinks:
+    """Directories where a temporary link may exist, written down while it may.
+
+    A kill between link and rename leaves a ``.scanarr-link-*.tmp`` name that keeps the file's
+    space allocated after the API deletes its other names. Finding one by walking the volumes
+    would read every directory of a million-file library at each start; instead the directory is
+    written down (with fsync) before the link and struck off once the link is in place, so a
+    start reads one small file and lists only the directories in it (normally none). A failed
+    link stays written down until the next cleanup: safefs removes its temporary name, but a
+    cleanup that finds nothing costs one directory listing.
+    """
+
+    def __init__(self, path: pathlib.Path | None) -> None:
+        self._path = path
+        self._entries: list[tuple[str, str]] = []
+        if path is None:
+            return
+        try:
+            document = json.loads(path.read_text(encoding="utf-8"))
+            self._entries = [(str(volume), str(directory)) for volume, directory in document]
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError, TypeError) as error:
+            log.warning("ignoring unreadable pending links %s: %s", path, error)
+
+    def entries(self) -> list[tuple[str, str]]:
+        return list(self._entries)
+
+    @contextlib.contextmanager
+    def linking(self, volume_path: str, directory: Sequence[str]) -> Iterator[None]:
+        entry = (volume_path, "/".join(directory))
+        self._entries.append(entry)
+        self._save(durable=True)
+        yield
+        self.discard(*entry)
+
+    def discard(self, volume_path: str, directory: str) -> None:
+        self._entries.remove((volume_path, directory))
+        self._save(durable=False)  # a lost strike-off only costs one listing
+
+    def _save(self, *, durable: bool) -> None:
+        if self._path is None:
+            return
+        temporary = self._path.with_name(f".{self._path.name}.tmp")
+        try:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+            fd = os.open(temporary, flags, 0o600)
+            try:
+                os.write(fd, json.dumps(self._entries).encode("utf-8"))
+                if durable:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(temporary, self._path)
+        except OSError as error:
+            # The link itself is still safe; only a kill in its middle would go uncleaned.
+            log.error("cannot save pending links to %s: %s", self._path, error)
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+
+
 class FileCommands:
     """Runs deletion and hardlink commands one at a time and remembers their replies."""
 
@@ -273,6 +365,11 @@ class FileCommands:
     ) -> None:
         """`results_path`: the replay store beside the state file (None keeps it in memory)."""
         self._store = _ResultStore(results_path, max_results)
+        self._pending = _PendingLinks(
+            None
+            if results_path is None
+            else results_path.with_name(f"{results_path.stem}.pending-links.json")
+        )
         self._lock = threading.Lock()
         self.on_removing = on_removing
 
@@ -311,6 +408,7 @@ class FileCommands:
             progress_sent: list[dict[str, Any]] = []
             freed_inodes: set[tuple[int, int]] = set()
             try:
+                self._clean_leftovers(context)
                 for file in command.files:
                     outcome = self._delete_media_file(file, context, freed_inodes, extensions)
                     results.append(_result(file, outcome))
@@ -365,19 +463,27 @@ class FileCommands:
         volume = context.find(path.volume_path)
         names = safefs.split_relative_path(path.relative_path)
         root = context.root(volume)
+        # Each nested volume root on the way must be present on its recorded device too: an
+        # unmounted one is an empty directory of the outer volume, where every file is "missing".
+        on_the_way = [volume, *context.crossed(volume, names)]
+        for crossed in on_the_way[1:]:
+            context.root(crossed)
         try:
             parents = safefs.ParentDirectories(root, names[:-1])
         except FileNotFoundError:
-            self._count_missing(root, outcome)
+            self._count_missing(context, on_the_way, outcome)
             return
         try:
             try:
                 status = safefs.lstat_regular_file(parents.fd, names[-1], root.device)
+                _check_identity(file, status)
+                self._announce(context, volume, names)
+                # Telling the live watcher is a round trip to the trio thread: the name may hold
+                # another file by now (re-downloaded). Checked again right before the unlink.
+                status = _same_file(parents.fd, names[-1], root.device, status)
             except FileNotFoundError:
-                self._count_missing(root, outcome)
+                self._count_missing(context, on_the_way, outcome)
                 return
-            _check_identity(file, status)
-            self._announce(context, volume, names)
             safefs.unlink_file(parents.fd, names[-1])
             identity = (status.st_dev, status.st_ino)
             log.info(
@@ -407,10 +513,19 @@ class FileCommands:
             parents.close()
 
     @staticmethod
-    def _count_missing(root: safefs.VolumeRoot, outcome: _MediaFileOutcome) -> None:
-        """ENOENT means deleted only while the root is the recorded one (not unmounted)."""
-        if not root.still_present():
-            raise safefs.Refused("volume_unavailable", f"{root.path} is gone or was remounted")
+    def _count_missing(
+        context: _Volumes, on_the_way: Sequence[WatchPath], outcome: _MediaFileOutcome
+    ) -> None:
+        """ENOENT means deleted only while every volume root on the way is the recorded one."""
+        for volume in on_the_way:
+            root = context.root(volume)
+            if context.recorded(volume) is None:
+                # Nothing tells an empty root from an unmounted mount point yet.
+                raise safefs.Refused(
+                    "volume_unverified", f"no device recorded for {volume.path} (not scanned yet)"
+                )
+            if not root.still_present():
+                raise safefs.Refused("volume_unavailable", f"{root.path} is gone or was remounted")
         outcome.paths_deleted += 1
 
     def _remove_companions(
@@ -429,11 +544,18 @@ class FileCommands:
             if not _is_companion_name(name):
                 continue
             try:
-                safefs.lstat_regular_file(parents.fd, name, root.device)
+                status = safefs.lstat_regular_file(parents.fd, name, root.device)
             except safefs.Refused:
                 continue  # a symlink or directory named like metadata: not ours to remove
             companion = [*names[:-1], name]
             self._announce(context, volume, companion)
+            try:
+                _same_file(parents.fd, name, root.device, status)  # as for the media file
+            except (safefs.Refused, FileNotFoundError) as changed:
+                log.info(
+                    "companion %s left: %s", _location(volume.path, "/".join(companion)), changed
+                )
+                continue
             safefs.unlink_file(parents.fd, name)
             log.info("deleted companion %s", _location(volume.path, "/".join(companion)))
 
@@ -486,6 +608,7 @@ class FileCommands:
             context = _Volumes(volumes, volume_devices)
             refused_by_config = False
             try:
+                self._clean_leftovers(context)
                 inode = self._hardlink(command, context, disable_deletion)
             except PathFailure as failure:
                 refused_by_config = failure.reason == DELETION_DISABLED
@@ -556,6 +679,9 @@ class FileCommands:
                         source,
                         disable_deletion,
                     )
+                except BaseException:
+                    target_parents.remove_created()  # a failed command leaves nothing behind
+                    raise
                 finally:
                     target_parents.close()
         finally:
@@ -579,17 +705,96 @@ class FileCommands:
         try:
             existing = os.stat(target_name, dir_fd=target_parents.fd, follow_symlinks=False)
         except FileNotFoundError:
-            safefs.link_new(source_parents.fd, source_name, target_parents.fd, target_name)
-        else:
-            if (existing.st_dev, existing.st_ino) != source_identity:
-                safefs.lstat_regular_file(target_parents.fd, target_name, source.st_dev)
-                if disable_deletion:
-                    raise safefs.Refused(DELETION_DISABLED, "the target exists with another inode")
-                self._announce(context, target_volume, target_names)
-                safefs.link_replace(source_parents.fd, source_name, target_parents.fd, target_name)
-        linked = os.stat(target_name, dir_fd=target_parents.fd, follow_symlinks=False)
-        if (linked.st_dev, linked.st_ino) != source_identity:
-            raise safefs.Refused("source_changed", "the source was replaced while linking")
+            with self._pending.linking(target_volume.path, target_names[:-1]):
+                safefs.link_create(
+                    source_parents.fd,
+                    source_name,
+                    target_parents.fd,
+                    target_name,
+                    source=source_identity,
+                )
+            return
+        old_identity = (existing.st_dev, existing.st_ino)
+        if old_identity == source_identity:
+            return
+        safefs.lstat_regular_file(target_parents.fd, target_name, source.st_dev)
+        if disable_deletion:
+            raise safefs.Refused(DELETION_DISABLED, "the target exists with another inode")
+        self._announce(context, target_volume, target_names)
+
+        def target_unchanged() -> None:
+            # After the round trip to the live watcher and the link: a file put at the target
+            # name meanwhile (a new download) is not the one the API asked to replace.
+            try:
+                now = os.stat(target_name, dir_fd=target_parents.fd, follow_symlinks=False)
+            except FileNotFoundError:
+                return  # nothing left to lose: the rename makes the name
+            if (now.st_dev, now.st_ino) not in (old_identity, source_identity):
+                raise safefs.Refused("target_changed", "the target was replaced while linking")
+
+        with self._pending.linking(target_volume.path, target_names[:-1]):
+            safefs.link_replace(
+                source_parents.fd,
+                source_name,
+                target_parents.fd,
+                target_name,
+                source=source_identity,
+                before_rename=target_unchanged,
+            )
+
+    # --- leftovers ------------------------------------------------------------------------
+
+    def clean_leftovers(
+        self, volumes: Sequence[WatchPath], volume_devices: Mapping[str, int]
+    ) -> None:
+        """Remove the temporary links a kill between link and rename left (see `_PendingLinks`).
+
+        Cheap when there are none (nothing on disk is read); a directory whose volume is not
+        configured or not available now stays pending for the next call (every command makes
+        one first).
+        """
+        with self._lock:
+            context = _Volumes(volumes, volume_devices)
+            try:
+                self._clean_leftovers(context)
+            finally:
+                context.close()
+
+    def _clean_leftovers(self, context: _Volumes) -> None:
+        for volume_path, directory in self._pending.entries():
+            where = _location(volume_path, directory) if directory else volume_path
+            try:
+                volume = context.find(volume_path)
+                root = context.root(volume)
+            except safefs.Refused as refused:
+                log.info("temporary links in %s not checked yet: %s", where, refused)
+                continue
+            try:
+                names = safefs.split_relative_path(directory) if directory else []
+                parents = safefs.ParentDirectories(root, names)
+            except (OSError, safefs.UnsafePath) as error:
+                log.info("no temporary links to clean in %s: %s", where, error)
+            else:
+                try:
+                    for name in safefs.remove_temporary_links(parents.fd, root.device):
+                        log.warning("removed %s/%s, left by an interrupted hardlink", where, name)
+                except OSError as error:
+                    log.error("cannot clean temporary links in %s: %s", where, error)
+                    continue
+                finally:
+                    parents.close()
+            self._pending.discard(volume_path, directory)
+
+
+def _same_file(dir_fd: int, name: str, device: int, checked: os.stat_result) -> os.stat_result:
+    """The status of `name` now, or `Refused("inode_mismatch")` unless it is still `checked`."""
+    status = safefs.lstat_regular_file(dir_fd, name, device)
+    if (status.st_dev, status.st_ino) != (checked.st_dev, checked.st_ino):
+        raise safefs.Refused(
+            "inode_mismatch",
+            f"replaced while being deleted: inode {status.st_ino}, checked {checked.st_ino}",
+        )
+    return status
 
 
 def _check_identity(file: DeleteFile, status: os.stat_result) -> None:

@@ -32,20 +32,28 @@ descriptor. Its guarantees:
 6. **Replace without loss.** `link_replace` links the source to a fresh temporary name beside the
    target and renames it over the target: the target name always points at the old file or the
    new one, and any failure leaves the old target and removes the temporary name.
+   `link_create` makes a new name the same way but never overwrites (``RENAME_NOREPLACE``, or a
+   second link). Both check that the temporary link is the source inode the caller checked
+   before it can reach the target name, so a source replaced meanwhile fails
+   (``source_changed``) with nothing changed. Neither leaves the temporary name behind, not
+   even when the target became a link of the source (where rename(2) does nothing);
+   `remove_temporary_links` clears those a killed process left. A failed `ParentDirectories`
+   walk with ``create`` removes the directories it made (`remove_created`, for its caller too).
 
-What it cannot promise: between `lstat_regular_file` and `unlink_file` another process may put a
-different file at the same name inside the checked directory; Linux has no "unlink if inode
-matches". The damage is bounded to that name inside the volume, and only by someone who could
-delete it anyway.
+What it cannot promise: between the last check of a name (`lstat_regular_file`, or the caller's
+`before_rename`) and `unlink_file` or the rename, another process may put a different file at the
+same name inside the checked directory; Linux has no "unlink if inode matches". Callers therefore
+check right before the step, with nothing slow in between. The damage is bounded to that name
+inside the volume, and only by someone who could delete it anyway.
 """
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import errno
 import os
 import platform
+import re
 import secrets
 import stat
 from collections.abc import Callable, Iterable, Sequence
@@ -62,6 +70,8 @@ _RESOLVE_BENEATH = 0x08
 # Elsewhere (alpha, mips, ia64 number it differently) the fallback walk is used.
 _OPENAT2_MACHINES = {"x86_64", "aarch64", "armv7l", "armv6l", "i686", "i386", "riscv64", "ppc64le"}
 _SYS_OPENAT2 = 437 if platform.machine() in _OPENAT2_MACHINES else None
+#: The temporary names `link_replace` and `link_create` make beside a target, and nothing else.
+TEMPORARY_LINK_NAME = re.compile(r"\.scanarr-link-[0-9a-f]{16}\.tmp")
 
 
 class UnsafePath(ValueError):
@@ -238,10 +248,12 @@ class ParentDirectories:
         self.root = root
         self.names = list(names)
         self.fds = [root.fd]
+        self.created: list[int] = []  # indexes into `names` of the directories this walk made
         try:
             for name in self.names:
                 self.fds.append(self._open(name, create))
         except BaseException:
+            self.remove_created()
             self.close()
             raise
 
@@ -251,10 +263,33 @@ class ParentDirectories:
         except FileNotFoundError:
             if not create:
                 raise
-        # FileExistsError: made meanwhile by someone else; open_child checks what it is.
-        with contextlib.suppress(FileExistsError):
+        try:
             os.mkdir(name, 0o777, dir_fd=self.fds[-1])
+        except FileExistsError:
+            pass  # made meanwhile by someone else: not ours; open_child checks what it is
+        else:
+            self.created.append(len(self.fds) - 1)
         return self.root.open_child(self.fds[-1], name)
+
+    def remove_created(self) -> None:
+        """Undo the walk's `create`: rmdir the directories it made, deepest first, while empty.
+
+        A directory is removed only while its name still holds the directory this walk opened;
+        the first one that is not empty (someone else uses it now), gone or replaced stops the
+        removal, as its parents are then not empty either.
+        """
+        for index in reversed(self.created):
+            if index + 1 >= len(self.fds):
+                return  # made, but the walk failed opening it: not known to be ours
+            made = os.fstat(self.fds[index + 1])
+            try:
+                now = os.stat(self.names[index], dir_fd=self.fds[index], follow_symlinks=False)
+                if _identity(now) != _identity(made):
+                    return
+                os.rmdir(self.names[index], dir_fd=self.fds[index])
+            except OSError:
+                return
+        self.created = []
 
     @property
     def fd(self) -> int:
@@ -318,21 +353,19 @@ def link_new(source_fd: int, source_name: str, target_fd: int, target_name: str)
     )
 
 
-def link_replace(
-    source_fd: int,
-    source_name: str,
-    target_fd: int,
-    target_name: str,
-    *,
-    before_rename: Callable[[], None] | None = None,
-) -> None:
-    """Make `target_name` a hardlink of `source_name`, replacing what is there atomically.
+def _identity(status: os.stat_result) -> tuple[int, int]:
+    return (status.st_dev, status.st_ino)
 
-    Links to a fresh hidden temporary name beside the target, then renames it over the target.
-    `before_rename`, when given, runs once the temporary link exists and may raise to cancel:
-    the last check before the old target goes (e.g. that both files still hold the same bytes).
-    On any failure the temporary name is removed and the old target is untouched.
-    """
+
+def is_temporary_link_name(name: str) -> bool:
+    """Whether `name` is exactly a temporary name `link_replace` / `link_create` make."""
+    return TEMPORARY_LINK_NAME.fullmatch(name) is not None
+
+
+def _link_temporary(
+    source_fd: int, source_name: str, target_fd: int, source: tuple[int, int]
+) -> str:
+    """Link `source_name` to a fresh temporary name in `target_fd`, checked to be `source`."""
     while True:
         temporary = f".scanarr-link-{secrets.token_hex(8)}.tmp"
         try:
@@ -340,20 +373,143 @@ def link_replace(
             break
         except FileExistsError:
             continue
-    if before_rename is not None:
-        try:
-            before_rename()
-        except BaseException:
-            os.unlink(temporary, dir_fd=target_fd)
-            raise
+    # link(2) links whatever holds the source name *now*: it may have been replaced since the
+    # caller checked it. The temporary name pins the inode, so one check here is final.
     try:
-        os.rename(temporary, target_name, src_dir_fd=target_fd, dst_dir_fd=target_fd)
-    except OSError as error:
-        try:
-            os.unlink(temporary, dir_fd=target_fd)
-        except OSError as cleanup:
-            raise OSError(
-                error.errno,
-                f"{error.strerror}; temporary link {temporary} left: {cleanup.strerror}",
-            ) from error
+        linked = os.stat(temporary, dir_fd=target_fd, follow_symlinks=False)
+        if _identity(linked) != source:
+            raise Refused(
+                "source_changed",
+                f"the source name now holds inode {linked.st_ino}, inode {source[1]} was checked",
+            )
+    except BaseException as error:
+        _discard_after(error, target_fd, temporary)
         raise
+    return temporary
+
+
+def _discard_after(error: BaseException, target_fd: int, temporary: str) -> None:
+    """Remove the temporary name after `error`; if that fails too, say it was left."""
+    try:
+        os.unlink(temporary, dir_fd=target_fd)
+    except OSError as cleanup:
+        code = error.errno if isinstance(error, OSError) else cleanup.errno
+        text = error.strerror if isinstance(error, OSError) else str(error)
+        raise OSError(
+            code, f"{text}; temporary link {temporary} left: {cleanup.strerror}"
+        ) from error
+
+
+def _remove_if_still_there(target_fd: int, temporary: str, source: tuple[int, int]) -> None:
+    """Remove the temporary name if it is still the source: rename(2) between two names of one
+    inode does nothing and succeeds, so a target that became a link of the source meanwhile
+    leaves it behind (and the fallback of `link_create` leaves it on purpose)."""
+    try:
+        status = os.stat(temporary, dir_fd=target_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return  # moved onto the target: the usual case
+    if _identity(status) == source:
+        os.unlink(temporary, dir_fd=target_fd)
+
+
+def link_replace(
+    source_fd: int,
+    source_name: str,
+    target_fd: int,
+    target_name: str,
+    *,
+    source: tuple[int, int],
+    before_rename: Callable[[], None] | None = None,
+) -> None:
+    """Make `target_name` a hardlink of `source_name`, replacing what is there atomically.
+
+    `source` is the ``(st_dev, st_ino)`` the caller checked at the source name. Links to a fresh
+    hidden temporary name beside the target, checks that name is `source` (else
+    `Refused("source_changed")`), runs `before_rename`, then renames it over the target.
+    `before_rename`, when given, may raise to cancel: the last check before the old target goes
+    (e.g. that the target is still the file the caller meant to replace). On any failure the
+    temporary name is removed and the old target is untouched.
+    """
+    temporary = _link_temporary(source_fd, source_name, target_fd, source)
+    try:
+        if before_rename is not None:
+            before_rename()
+        os.rename(temporary, target_name, src_dir_fd=target_fd, dst_dir_fd=target_fd)
+    except BaseException as error:
+        _discard_after(error, target_fd, temporary)
+        raise
+    _remove_if_still_there(target_fd, temporary, source)
+
+
+def link_create(
+    source_fd: int,
+    source_name: str,
+    target_fd: int,
+    target_name: str,
+    *,
+    source: tuple[int, int],
+) -> None:
+    """Make the new name `target_name` a hardlink of `source_name` (checked `source`).
+
+    Never overwrites (`FileExistsError`). Like `link_replace` it goes through a checked temporary
+    name, so a source replaced after the caller's check never gets the target name
+    (`Refused("source_changed")`, nothing left). The temporary name is then moved with
+    ``renameat2(RENAME_NOREPLACE)``; where that is missing (old glibc or kernel, NFS, some FUSE
+    file systems) it is linked to the target name — link(2) never overwrites either — and removed.
+    """
+    temporary = _link_temporary(source_fd, source_name, target_fd, source)
+    try:
+        if not _rename_noreplace(target_fd, temporary, target_name):
+            link_new(target_fd, temporary, target_fd, target_name)
+    except BaseException as error:
+        _discard_after(error, target_fd, temporary)
+        raise
+    _remove_if_still_there(target_fd, temporary, source)
+
+
+_RENAME_NOREPLACE = 1
+_renameat2 = getattr(_libc, "renameat2", None)  # glibc >= 2.28
+if _renameat2 is not None:
+    _renameat2.argtypes = (
+        ctypes.c_int,
+        ctypes.c_char_p,
+        ctypes.c_int,
+        ctypes.c_char_p,
+        ctypes.c_uint,
+    )
+    _renameat2.restype = ctypes.c_int
+
+#: Whether `link_create` tries renameat2; set it to False to force the link-then-unlink fallback.
+USE_RENAMEAT2: bool = _renameat2 is not None
+
+
+def _rename_noreplace(dir_fd: int, old: str, new: str) -> bool:
+    """renameat2(RENAME_NOREPLACE) in `dir_fd`; False where this system or file system lacks it."""
+    if not USE_RENAMEAT2 or _renameat2 is None:
+        return False
+    if _renameat2(dir_fd, os.fsencode(old), dir_fd, os.fsencode(new), _RENAME_NOREPLACE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), new)
+
+
+def remove_temporary_links(dir_fd: int, device: int) -> list[str]:
+    """Remove what a kill between link and rename left in `dir_fd`; the names removed.
+
+    Only names exactly of the temporary pattern, only regular files on `device` with another
+    link (the temporary name is never the only name of a file), never following a symlink.
+    """
+    removed = []
+    for name in os.listdir(dir_fd):
+        if not is_temporary_link_name(name):
+            continue
+        try:
+            status = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            continue
+        if stat.S_ISREG(status.st_mode) and status.st_dev == device and status.st_nlink > 1:
+            os.unlink(name, dir_fd=dir_fd)
+            removed.append(name)
+    return removed

@@ -168,10 +168,11 @@ class WatcherAgent:
         # command.files.delete / .hardlink, replies remembered beside the state file.
         self.file_commands: FileCommandHandlers | None = None
         if file_commands:
-            self.file_commands = FileCommandHandlers(
+            self.file_commands = handlers = FileCommandHandlers(
                 FileCommands(results_path_for(settings.state_file))
             )
             self.file_commands.register(self.dispatcher)
+            self.volumes.add_listener(lambda _volumes, _change: handlers.config_applied())
         for module_name in command_modules:
             importlib.import_module(module_name).register(self.dispatcher)
         self.sessions_opened = 0
@@ -219,6 +220,8 @@ class WatcherAgent:
                 await nursery.start(self.status.run)
                 await nursery.start(self.live.run)
                 await nursery.start(self.dispatcher.run_commands, self.context)
+                if self.file_commands is not None:
+                    await nursery.start(self.file_commands.clean_leftovers, self.context)
 
     async def _close_gracefully(self, services: trio.CancelScope) -> None:
         self._stopping = True

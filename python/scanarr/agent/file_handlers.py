@@ -10,6 +10,10 @@ is done. The dispatcher runs these handlers one at a time.
 `on_removing(volume_id, relative_path)` — set by whoever needs to know a path is about to be
 unlinked (the live watcher, so that the deletion is not reported back as ``file.deleted``); it is
 called in the trio thread, just before the unlink.
+
+`clean_leftovers` is a service: after each config (the first one included) it removes, in a
+worker thread, the temporary links a kill between link and rename left
+(`FileCommands.clean_leftovers`; nothing is read from disk when there are none).
 """
 
 from __future__ import annotations
@@ -40,10 +44,34 @@ class FileCommandHandlers:
         self.commands = commands
         self.on_removing: Callable[[str, str], None] | None = None
         commands.on_removing = self._removing_from_thread
+        self._config_applied = trio.Event()
 
     def register(self, dispatcher: Dispatcher) -> None:
         dispatcher.register_command(CommandFilesDelete, self.delete)
         dispatcher.register_command(CommandFilesHardlink, self.hardlink)
+
+    def config_applied(self) -> None:
+        """The volumes are known or changed: look for leftovers in them (soon, not here)."""
+        self._config_applied.set()
+
+    async def clean_leftovers(
+        self,
+        context: CommandContext,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        task_status.started()
+        while True:
+            await self._config_applied.wait()
+            self._config_applied = trio.Event()
+            try:
+                await trio.to_thread.run_sync(
+                    self.commands.clean_leftovers,
+                    list(context.volumes.values()),
+                    context.volume_devices,
+                )
+            except Exception:
+                log.exception("cleaning temporary links failed")
 
     def _removing_from_thread(self, volume_id: str, relative_path: str) -> None:
         observer = self.on_removing
