@@ -154,7 +154,9 @@ async def test_request_stop_closes_with_1000_and_saves_state(
     dev_api: DevApiServer, nursery: trio.Nursery, make_volume: Any, state_file: Path
 ) -> None:
     movies = make_volume("movies", {"a.mkv": 1})
-    dev_api.config = WatcherConfig(watch_paths=[WatchPath(id="movies", path=str(movies))])
+    dev_api.config = WatcherConfig(
+        watch_paths=[WatchPath(id="movies", path=str(movies))], scan_on_start=True
+    )
     agent = WatcherAgent(watcher_settings(dev_api.url, state_file))
     stopped = trio.Event()
 

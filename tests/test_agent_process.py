@@ -130,7 +130,9 @@ async def test_signal_closes_with_1000_saves_state_and_exits_0(
     signal_number: int,
 ) -> None:
     movies = make_volume("movies", {"a.mkv": 1})
-    dev_api.config = WatcherConfig(watch_paths=[WatchPath(id="movies", path=str(movies))])
+    dev_api.config = WatcherConfig(
+        watch_paths=[WatchPath(id="movies", path=str(movies))], scan_on_start=True
+    )
     environment = settings_environment(watcher_settings(dev_api.url, state_file))
     log = tmp_path / "watch.log"
     process = await _start_watch(nursery, environment, log)
@@ -154,7 +156,9 @@ async def test_live_events_from_the_shipped_watcher(
 ) -> None:
     """`scanarr watch` as installed: after its scan, a new file is reported live."""
     movies = make_volume("movies", {"old.mkv": 1})
-    dev_api.config = WatcherConfig(watch_paths=[WatchPath(id="movies", path=str(movies))])
+    dev_api.config = WatcherConfig(
+        watch_paths=[WatchPath(id="movies", path=str(movies))], scan_on_start=True
+    )
     environment = settings_environment(watcher_settings(dev_api.url, state_file))
     log = tmp_path / "watch.log"
     process = await _start_watch(nursery, environment, log)
@@ -176,7 +180,9 @@ async def test_a_deletion_is_not_echoed_as_file_deleted(
 ) -> None:
     """The command reports its deletion; the live watcher must not report it again."""
     movies = make_volume("movies", {"Gone/gone.mkv": 1, "kept.mkv": 1})
-    dev_api.config = WatcherConfig(watch_paths=[WatchPath(id="movies", path=str(movies))])
+    dev_api.config = WatcherConfig(
+        watch_paths=[WatchPath(id="movies", path=str(movies))], scan_on_start=True
+    )
     environment = settings_environment(watcher_settings(dev_api.url, state_file))
     process = await _start_watch(nursery, environment, tmp_path / "watch.log")
     try:
@@ -276,7 +282,9 @@ def test_unreadable_subdirectory_fails_the_scan(tmp_path: Path) -> None:
         state_directory.mkdir()
         if is_root():
             os.chown(state_directory, NOBODY, NOBODY)
-        api, api_lines = _start_dev_api(["--volume", f"v={root}", "--record", str(record)])
+        api, api_lines = _start_dev_api(
+            ["--scan-on-start", "--volume", f"v={root}", "--record", str(record)]
+        )
         pid = None
         try:
             url = api_lines.wait_for(r"listening on (ws://\S+)").group(1)
@@ -426,7 +434,9 @@ def test_dev_api_and_watch_commands_end_to_end(make_volume: Any, tmp_path: Path)
     """The README's two commands: `scanarr dev-api` then `scanarr watch`, then `scan movies`."""
     movies = make_volume("movies", {"Heat (1995)/Heat.mkv": 10, "notes.txt": 1})
     record = tmp_path / "received.jsonl"
-    api, api_lines = _start_dev_api(["--volume", f"movies={movies}", "--record", str(record)])
+    api, api_lines = _start_dev_api(
+        ["--scan-on-start", "--volume", f"movies={movies}", "--record", str(record)]
+    )
     assert api.stdin is not None
     watch = None
     try:

@@ -240,6 +240,9 @@ async def test_device_recorded_after_a_completed_scan(
     await dev_api.send(CommandScan(volume_id="disk", scan_id="r-1"))
     with trio.fail_after(10):
         await dev_api.wait_for_type("scan.completed", scan_id="r-1")
+        # Recorded once the scan.completed went out.
+        while not load_state(str(state_file)).volume_devices:
+            await trio.sleep(0.01)
     state = load_state(str(state_file))
     assert state.volume_devices == {"disk": os.stat(root).st_dev}
     assert set(state.last_scan_timestamps) == {"disk"}
@@ -250,11 +253,12 @@ async def test_scan_all_runs_volumes_one_after_another(
 ) -> None:
     volumes = [make_volume(name, {f"{name}/{n}.mkv": 1 for n in range(150)}) for name in "abc"]
     dev_api.config = WatcherConfig(
-        watch_paths=[WatchPath(id=path.name, path=str(path)) for path in volumes]
+        watch_paths=[WatchPath(id=path.name, path=str(path)) for path in volumes],
+        scan_on_start=True,
     )
     await start_watcher()
     with trio.fail_after(10):
-        for path in volumes:  # the scans of the new volumes, first
+        for path in volumes:  # the scans at start, first
             await dev_api.wait_for(
                 lambda message, name=path.name: (
                     message.type == "scan.completed" and message.data["volume_id"] == name

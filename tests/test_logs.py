@@ -122,7 +122,9 @@ async def test_a_running_watcher_logs_json_without_the_token(
     """Debug level, a whole handshake and scan: every line parses, none carries the token, and
     the lines about the volume name it."""
     root = make_volume("movies", {"A/a.mkv": b"1", "b.mkv": b"22"})
-    dev_api.config = WatcherConfig(watch_paths=[WatchPath(id="movies", path=str(root))])
+    dev_api.config = WatcherConfig(
+        watch_paths=[WatchPath(id="movies", path=str(root))], scan_on_start=True
+    )
     stream = io.StringIO()
     configure_logging("debug", "json", secrets=[TOKEN], stream=stream)
     await start_watcher()

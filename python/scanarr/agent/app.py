@@ -248,11 +248,17 @@ class WatcherAgent:
             # Another path may be another filesystem: its device is learnt at the next scan.
             state.volume_devices.pop(new.id, None)
         _log_change(change)
-        self.scans.on_config(change, scan_new_volumes=from_api)
-        if from_api and not self._api_config_seen:
+        # §3: the first config from the API after start is governed by scan_on_start alone,
+        # even for volumes the state file never saw (the API may know them already and asks
+        # with command.scan when it wants); later configs scan what they add or move.
+        first_from_api = from_api and not self._api_config_seen
+        self.scans.on_config(change, scan_changes=from_api and not first_from_api)
+        if first_from_api:
             self._api_config_seen = True
             if config.scan_on_start:
                 self.scans.request_all(reason="scan_on_start")
+            else:
+                log.info("scan_on_start is off: no volume is scanned until the API asks")
         state.last_config = config
         await self.state_keeper.save()
         return True

@@ -210,19 +210,25 @@ class ScanService:
             return
         self.request(volume_id, reason=reason)
 
-    def on_config(self, change: ConfigChange, *, scan_new_volumes: bool) -> None:
-        """Follow a config change (§3)."""
+    def on_config(self, change: ConfigChange, *, scan_changes: bool) -> None:
+        """Follow a config change (§3).
+
+        Removed volumes always lose their scans. With `scan_changes` false (a config from the
+        state file, or the first config from the API, which `scan_on_start` alone governs),
+        nothing is scanned for the change itself.
+        """
         for volume in change.removed:
             self.cancel(volume.id, reason="volume removed from the config")
+        if not scan_changes:
+            return
         for old, new in change.moved:
             log.info("volume %s moved from %s to %s", new.id, old.path, new.path)
             self.restart(new.id, reason=f"path changed to {new.path}")
         if change.extensions_changed:
             for volume in self._volumes.ordered():
                 self.restart(volume.id, reason="scan extensions changed")
-        if scan_new_volumes:
-            for volume in change.added:
-                self.request(volume.id, reason="new volume")
+        for volume in change.added:
+            self.request(volume.id, reason="new volume")
 
     def live_scan(self, volume_id: str) -> tuple[str, Session] | None:
         """(scan_id, session) of the volume's scan in progress, once scan.started was sent."""
