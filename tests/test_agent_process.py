@@ -17,6 +17,8 @@ from typing import IO, Any
 
 import pytest
 import trio
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, CloseConnection, Request, TextMessage
 
 from conftest import TOKEN, settings_environment, watcher_settings
 from privileges import NOBODY, is_root, world_traversable_tmp
@@ -149,6 +151,81 @@ async def test_signal_closes_with_1000_saves_state_and_exits_0(
     text = log.read_text()
     assert TOKEN not in text  # even at log level debug
     assert "stopped" in text
+
+
+class _StallingApi:
+    """An API on 127.0.0.1 that accepts the TCP connection and then stalls: it holds the
+    WebSocket upgrade back until `answer_upgrade` is set, and never answers the hello. It
+    records the close code of the watcher's close frame, if one arrives."""
+
+    def __init__(self, listener: trio.SocketListener) -> None:
+        self.listener = listener
+        self.port: int = listener.socket.getsockname()[1]
+        self.answer_upgrade = trio.Event()
+        self.upgrade_requested = trio.Event()
+        self.hello_received = trio.Event()
+        self.close_codes: list[int] = []
+        self.ended = trio.Event()
+
+    async def serve(self) -> None:
+        stream = await self.listener.accept()
+        connection = WSConnection(ConnectionType.SERVER)
+        try:
+            while True:
+                data = await stream.receive_some(65536)
+                if not data:
+                    return
+                connection.receive_data(data)
+                for event in connection.events():
+                    if isinstance(event, Request):
+                        self.upgrade_requested.set()
+                        await self.answer_upgrade.wait()
+                        await stream.send_all(connection.send(AcceptConnection()))
+                    elif isinstance(event, TextMessage):
+                        if json.loads(event.data).get("type") == "watcher.hello":
+                            self.hello_received.set()
+                    elif isinstance(event, CloseConnection):
+                        self.close_codes.append(event.code)
+                        await stream.send_all(connection.send(event.response()))
+                        return
+        except trio.BrokenResourceError:
+            return
+        finally:
+            self.ended.set()
+            await stream.aclose()
+
+
+@pytest.mark.parametrize("phase", ["handshake", "upgrade"])
+async def test_sigterm_during_the_handshake_closes_with_1000(
+    nursery: trio.Nursery, state_file: Path, tmp_path: Path, phase: str
+) -> None:
+    """§9: a clean shutdown closes with 1000 even before the API authenticated the watcher:
+    while the hello waits for its answer, or while the WebSocket upgrade is still under way."""
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    api = _StallingApi(listeners[0])
+    nursery.start_soon(api.serve)
+    settings = watcher_settings(f"ws://127.0.0.1:{api.port}/ws/watcher", state_file)
+    log = tmp_path / "watch.log"
+    process = await _start_watch(nursery, settings_environment(settings), log)
+    try:
+        with trio.fail_after(20):
+            if phase == "handshake":
+                api.answer_upgrade.set()
+                await api.hello_received.wait()
+                process.send_signal(signal.SIGTERM)
+            else:
+                await api.upgrade_requested.wait()
+                process.send_signal(signal.SIGTERM)
+                # The upgrade completes after the signal: the watcher closes that socket
+                # properly instead of dropping it.
+                await trio.sleep(0.2)
+                api.answer_upgrade.set()
+            await api.ended.wait()
+        assert await _wait_exit(process, 10) == 0, log.read_text()
+    finally:
+        if process.returncode is None:
+            process.kill()
+    assert api.close_codes == [1000], log.read_text()
 
 
 async def test_live_events_from_the_shipped_watcher(
