@@ -36,6 +36,7 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket
 
 from scanarr.config import Settings
 from scanarr.file_commands import FileCommands
+from scanarr.logs import redact_url
 from scanarr.metrics import Metrics
 from scanarr.protocol import (
     CommandScan,
@@ -306,7 +307,7 @@ class WatcherAgent:
     # --- connection ------------------------------------------------------------------------
 
     async def _connection_loop(self) -> None:
-        url = self.settings.api_url
+        url_text = redact_url(self.settings.api_url.url)
         while not self._stopping:
             try:
                 await self._connect_once()
@@ -326,7 +327,7 @@ class WatcherAgent:
                 OSError,
                 ConnectionClosed,
             ) as error:
-                log.warning("connection to %s failed: %s", url.url, _describe(error))
+                log.warning("connection to %s failed: %s", url_text, _describe(error))
                 delay = self._backoff.next_delay()
             if self._stopping:
                 return
@@ -370,7 +371,7 @@ class WatcherAgent:
         self._rejected_backoff.reset()
         log.info(
             "connected to %s as %s (%s)",
-            url.url,
+            redact_url(url.url),
             result.auth.watcher_name or "?",
             result.auth.watcher_id or "?",
         )
@@ -388,7 +389,7 @@ class WatcherAgent:
                 nursery.cancel_scope.cancel()
         finally:
             self.link.detach(session)
-        log.warning("connection to %s lost (%s)", url.url, websocket.closed)
+        log.warning("connection to %s lost (%s)", redact_url(url.url), websocket.closed)
 
     async def _read_messages(self, websocket: WebSocketConnection) -> None:
         while True:
