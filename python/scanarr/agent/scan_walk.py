@@ -229,6 +229,9 @@ async def scan_volume(
         [request.volume_path],
         extensions=list(request.extensions),
         exclude=list(request.exclude),
+        # §4: the totals cover exactly the scan.file messages; names json_records cannot
+        # encode (not UTF-8) are counted apart, in skipped_files.
+        utf8_totals=True,
     )
     files_sent = 0
     dirs_walked = 0
@@ -321,6 +324,7 @@ async def scan_volume(
         total_files=files_sent,
         total_dirs=totals.dirs,
         total_size_bytes=totals.bytes_total,
+        skipped_files=skipped_names,
         duration_ms=int((trio.current_time() - started) * 1000),
         disk_total_bytes=disk.f_blocks * disk.f_frsize,
         disk_free_bytes=disk.f_bavail * disk.f_frsize,
