@@ -156,11 +156,16 @@ def test_redact_url_keeps_query_values_and_user_info_out() -> None:
 
 def test_a_short_token_does_not_mangle_every_line(restore_logging: None) -> None:
     """The scrub is a backstop for tokens of 8+ characters; a shorter one is kept out of the
-    records where they are produced instead."""
+    records where they are produced instead (a hello logged by mistake shows no token)."""
+    from scanarr.agent.session import watcher_hello
+
     stream = io.StringIO()
-    configure_logging("debug", "human", secrets=["t"], stream=stream)
+    configure_logging("debug", "human", secrets=["t", "Zq7"], stream=stream)
     log.warning("watch limit reached on volume %s", "tv")
-    assert stream.getvalue().rstrip().endswith("watch limit reached on volume tv")
+    log.debug("hello: %r", watcher_hello("Zq7"))
+    lines = stream.getvalue().splitlines()
+    assert lines[0].endswith("watch limit reached on volume tv")
+    assert "Zq7" not in lines[1] and "watcher.hello" not in lines[1]
     assert REDACTED not in stream.getvalue()
 
 

@@ -42,7 +42,7 @@ class WatcherHello(Message):
     version: str
     os: str
     arch: str
-    token: str
+    token: str = attrs.field(repr=False)  # a secret: kept out of every repr, hence of logs
 
 
 @attrs.frozen
