@@ -347,6 +347,8 @@ pub struct PyWalkStats {
     errors: u64,
     #[pyo3(get)]
     skipped_mounts: u64,
+    #[pyo3(get)]
+    non_utf8_files: u64,
 }
 
 impl From<WalkStats> for PyWalkStats {
@@ -359,6 +361,7 @@ impl From<WalkStats> for PyWalkStats {
             multi_link_files: s.multi_link_files,
             errors: s.errors,
             skipped_mounts: s.skipped_mounts,
+            non_utf8_files: s.non_utf8_files,
         }
     }
 }
@@ -368,14 +371,15 @@ impl PyWalkStats {
     fn __repr__(&self) -> String {
         format!(
             "WalkStats(files={}, dirs={}, bytes_total={}, distinct_inodes={}, \
-             multi_link_files={}, errors={}, skipped_mounts={})",
+             multi_link_files={}, errors={}, skipped_mounts={}, non_utf8_files={})",
             self.files,
             self.dirs,
             self.bytes_total,
             self.distinct_inodes,
             self.multi_link_files,
             self.errors,
-            self.skipped_mounts
+            self.skipped_mounts,
+            self.non_utf8_files
         )
     }
 }
@@ -441,11 +445,13 @@ impl Walker {
         max_pending_batches = 4,
         fingerprint = None,
         sample_size = crate::DEFAULT_SAMPLE_SIZE,
+        utf8_totals = false,
     ))]
     #[pyo3(
         text_signature = "(roots, *, extensions=..., skip_hidden=True, skip_temp=True, \
         skip_metadata=True, skip_system_dirs=True, exclude=(), same_device=True, threads=0, \
-        batch_size=1024, max_pending_batches=4, fingerprint=None, sample_size=...)"
+        batch_size=1024, max_pending_batches=4, fingerprint=None, sample_size=..., \
+        utf8_totals=False)"
     )]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -463,6 +469,7 @@ impl Walker {
         max_pending_batches: usize,
         fingerprint: Option<&str>,
         sample_size: u64,
+        utf8_totals: bool,
     ) -> PyResult<Walker> {
         check_positive("batch_size", batch_size as u64)?;
         check_range(
@@ -492,6 +499,7 @@ impl Walker {
             batch_size,
             max_pending_batches,
             fingerprint,
+            utf8_totals,
         };
         let start_roots = given_roots.clone();
         let walk = py.detach(move || Walk::start(start_roots, options))?;

@@ -19,6 +19,9 @@ pub struct WalkStats {
     pub multi_link_files: u64,
     pub errors: u64,
     pub skipped_mounts: u64,
+    /// Files left out of the totals because their relative path is not valid UTF-8
+    /// (`WalkOptions::utf8_totals`); they are still delivered.
+    pub non_utf8_files: u64,
 }
 
 impl WalkStats {
@@ -36,6 +39,7 @@ struct AtomicStats {
     multi_link_files: AtomicU64,
     errors: AtomicU64,
     skipped_mounts: AtomicU64,
+    non_utf8_files: AtomicU64,
 }
 
 impl AtomicStats {
@@ -52,6 +56,7 @@ impl AtomicStats {
         add(&self.multi_link_files, d.multi_link_files);
         add(&self.errors, d.errors);
         add(&self.skipped_mounts, d.skipped_mounts);
+        add(&self.non_utf8_files, d.non_utf8_files);
     }
 
     fn load(&self) -> WalkStats {
@@ -63,6 +68,7 @@ impl AtomicStats {
             multi_link_files: self.multi_link_files.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
             skipped_mounts: self.skipped_mounts.load(Ordering::Relaxed),
+            non_utf8_files: self.non_utf8_files.load(Ordering::Relaxed),
         }
     }
 }
@@ -137,6 +143,11 @@ impl StatsDelta {
     pub fn skipped_mount(&mut self, root: u32) {
         self.overall.skipped_mounts += 1;
         self.root(root).skipped_mounts += 1;
+    }
+
+    pub fn non_utf8_file(&mut self, root: u32) {
+        self.overall.non_utf8_files += 1;
+        self.root(root).non_utf8_files += 1;
     }
 }
 

@@ -166,6 +166,10 @@ pub struct WalkOptions {
     pub max_pending_batches: usize,
     /// Fingerprint every reported file on the walker threads.
     pub fingerprint: Option<Spec>,
+    /// Leave files whose relative path is not valid UTF-8 out of the totals (files, bytes,
+    /// inodes), counting them in `non_utf8_files` instead: the totals then cover exactly the
+    /// files a JSON consumer can send (`Batch::json_records` skips the others).
+    pub utf8_totals: bool,
 }
 
 /// Called by tests after a directory listing was read, with the directory's relative path.
@@ -189,6 +193,7 @@ impl Default for WalkOptions {
             batch_size: 1024,
             max_pending_batches: 4,
             fingerprint: None,
+            utf8_totals: false,
         }
     }
 }
@@ -236,6 +241,7 @@ struct Shared {
     same_device: bool,
     batch_size: usize,
     fingerprint: Option<Spec>,
+    utf8_totals: bool,
     queue: Mutex<VecDeque<Job>>,
     work_ready: Condvar,
     /// Threads waiting for work (others share theirs when this is not 0).
@@ -353,6 +359,7 @@ impl Walk {
             same_device: options.same_device,
             batch_size: options.batch_size.max(1),
             fingerprint: options.fingerprint,
+            utf8_totals: options.utf8_totals,
             queue: Mutex::new((0..root_count).map(Job::Root).collect()),
             work_ready: Condvar::new(),
             idle: AtomicUsize::new(0),
@@ -757,9 +764,17 @@ impl Worker {
                 }
             }
         };
-        self.shared
-            .stats
-            .file(&mut self.delta, dir.root, st.dev, st.ino, st.nlink, st.size);
+        // A path is valid UTF-8 exactly when both parts are: they are joined by an ASCII '/'.
+        if self.shared.utf8_totals
+            && (std::str::from_utf8(dir.rel()).is_err()
+                || std::str::from_utf8(name.to_bytes()).is_err())
+        {
+            self.delta.non_utf8_file(dir.root);
+        } else {
+            self.shared
+                .stats
+                .file(&mut self.delta, dir.root, st.dev, st.ino, st.nlink, st.size);
+        }
         let paths = &mut self.batch.paths;
         let path_start = paths.len();
         if !dir.rel().is_empty() {

@@ -359,6 +359,54 @@ fn names_that_are_not_utf8_keep_their_bytes() {
 }
 
 #[test]
+fn utf8_totals_leave_out_exactly_the_files_with_a_non_utf8_path() {
+    use std::os::unix::ffi::OsStrExt;
+    let tree = Tree::new("utf8-totals");
+    tree.file("ok/a.mkv", b"aaaa");
+    // Alone under a bad name: its bytes must not be counted.
+    let bad = tree
+        .path("ok")
+        .join(std::ffi::OsStr::from_bytes(b"b\xff.mkv"));
+    fs::write(&bad, b"bbbbbbbb").unwrap();
+    // A bad directory name: everything below it is left out too.
+    let bad_dir = tree.path("").join(std::ffi::OsStr::from_bytes(b"d\xfe"));
+    fs::create_dir_all(&bad_dir).unwrap();
+    fs::write(bad_dir.join("c.mkv"), b"cc").unwrap();
+    // One inode under a bad and a good name: counted once, through the good one.
+    let shared = tree.file("ok/shared.mkv", b"ssssssssssssssss");
+    fs::hard_link(
+        &shared,
+        tree.path("ok")
+            .join(std::ffi::OsStr::from_bytes(b"s\xff.mkv")),
+    )
+    .unwrap();
+    for threads in [1, 4] {
+        let options = WalkOptions {
+            utf8_totals: true,
+            threads,
+            ..WalkOptions::default()
+        };
+        let out = run(&[tree.root()], options);
+        assert_eq!(out.files.len(), 5, "every file is still delivered");
+        assert_eq!(out.stats.files, 2);
+        assert_eq!(out.stats.non_utf8_files, 3);
+        assert_eq!(out.stats.bytes_total, 4 + 16);
+        assert_eq!(out.stats.distinct_inodes, 2);
+        assert_eq!(out.per_root[0].non_utf8_files, 3);
+        assert_eq!(out.per_root[0].bytes_total, 4 + 16);
+    }
+    let all = run(&[tree.root()], WalkOptions::default());
+    assert_eq!(
+        (
+            all.stats.files,
+            all.stats.bytes_total,
+            all.stats.non_utf8_files
+        ),
+        (5, 4 + 8 + 2 + 16, 0)
+    );
+}
+
+#[test]
 fn entries_that_vanish_or_turn_into_symlinks_mid_walk() {
     let tree = Tree::new("races");
     tree.file("V/gone.mkv", b"g");

@@ -30,7 +30,8 @@ async def _library(
         watch_paths=[
             WatchPath(id="media", path=str(media)),
             WatchPath(id="torrents", path=str(torrents)),
-        ]
+        ],
+        scan_on_start=True,
     )
     await start_watcher()
     with trio.fail_after(10):  # the new volumes are scanned: their devices are recorded

@@ -21,19 +21,62 @@ def _files_of(server: DevApiServer, scan_id: str) -> set[str]:
     return {m.data["relative_path"] for m in messages[last_start:] if m.type == "scan.file"}
 
 
-async def test_first_config_scans_new_volumes_and_is_persisted(
+async def test_first_config_with_scan_on_start_scans_and_is_persisted(
     dev_api: DevApiServer, start_watcher: Any, make_volume: Any, state_file: Path
 ) -> None:
     movies = make_volume("movies", {"a.mkv": 1, "b.mp4": 2})
     dev_api.config = WatcherConfig(
         watch_paths=[WatchPath(id="movies", path=str(movies), name="Films")],
         scan_extensions=["mkv"],
+        scan_on_start=True,
     )
     await start_watcher()
     with trio.fail_after(10):
         completed = await dev_api.wait_for_type("scan.completed", volume_id="movies")
     assert _files_of(dev_api, completed.data["scan_id"]) == {"a.mkv"}
     assert load_state(str(state_file)).last_config == dev_api.config
+    # Scanned once: by scan_on_start, not again as a volume new to the state file.
+    await dev_api.send(CommandScan(volume_id="movies", scan_id="probe"))
+    with trio.fail_after(10):
+        await dev_api.wait_for_type("scan.completed", scan_id="probe")
+    assert len(dev_api.of_type("scan.started")) == 2
+
+
+async def test_first_config_without_scan_on_start_scans_nothing_even_with_a_fresh_state(
+    dev_api: DevApiServer, start_watcher: Any, make_volume: Any, state_file: Path
+) -> None:
+    """§3: the first config after start is governed by scan_on_start alone, even for volumes
+    the (here missing) state file never saw; a volume a later config adds is scanned."""
+    movies = make_volume("movies", {"a.mkv": 1})
+    series = make_volume("series", {"b.mkv": 1})
+    dev_api.config = WatcherConfig(
+        watch_paths=[
+            WatchPath(id="movies", path=str(movies)),
+            WatchPath(id="series", path=str(series)),
+        ],
+        scan_on_start=False,
+    )
+    assert not state_file.exists()
+    await start_watcher()
+    with trio.fail_after(10):
+        await dev_api.wait_for_type("watcher.status")
+    await dev_api.send(CommandScan(volume_id="movies", scan_id="probe"))
+    with trio.fail_after(10):
+        await dev_api.wait_for_type("scan.completed", scan_id="probe")
+    assert [m.data["scan_id"] for m in dev_api.of_type("scan.started")] == ["probe"]
+    assert load_state(str(state_file)).last_config == dev_api.config
+    # A later config that adds a volume scans it, whatever scan_on_start says.
+    added = make_volume("added", {"c.mkv": 1})
+    await dev_api.send_config(
+        attrs.evolve(
+            dev_api.config,
+            watch_paths=[*dev_api.config.watch_paths, WatchPath(id="added", path=str(added))],
+        )
+    )
+    with trio.fail_after(10):
+        completed = await dev_api.wait_for_type("scan.completed", volume_id="added")
+    assert _files_of(dev_api, completed.data["scan_id"]) == {"c.mkv"}
+    assert {m.data["volume_id"] for m in dev_api.of_type("scan.started")} == {"movies", "added"}
 
 
 async def test_known_volumes_are_not_rescanned_at_start(
@@ -81,7 +124,9 @@ async def test_hot_reload_add_and_remove(
 ) -> None:
     movies = make_volume("movies", {"a.mkv": 1})
     series = make_volume("series", {"s/e1.mkv": 1, "s/e2.mkv": 1})
-    dev_api.config = WatcherConfig(watch_paths=[WatchPath(id="movies", path=str(movies))])
+    dev_api.config = WatcherConfig(
+        watch_paths=[WatchPath(id="movies", path=str(movies))], scan_on_start=True
+    )
     agent = await start_watcher()
     with trio.fail_after(10):
         await dev_api.wait_for_type("scan.completed", volume_id="movies")
@@ -140,6 +185,7 @@ async def test_extension_change_rescans_every_volume(
             WatchPath(id="movies", path=str(movies)),
             WatchPath(id="series", path=str(series)),
         ],
+        scan_on_start=True,
         scan_extensions=["mkv"],
     )
     await start_watcher()
@@ -159,7 +205,9 @@ async def test_path_change_rescans_the_new_path(
 ) -> None:
     old = make_volume("old", {"old.mkv": 1})
     new = make_volume("new", {"new.mkv": 1})
-    dev_api.config = WatcherConfig(watch_paths=[WatchPath(id="v", path=str(old))])
+    dev_api.config = WatcherConfig(
+        watch_paths=[WatchPath(id="v", path=str(old))], scan_on_start=True
+    )
     await start_watcher()
     with trio.fail_after(10):
         await dev_api.wait_for_type("scan.completed", volume_id="v")
@@ -175,7 +223,9 @@ async def test_bad_config_keeps_the_previous_one(
     dev_api: DevApiServer, start_watcher: Any, make_volume: Any, state_file: Path
 ) -> None:
     movies = make_volume("movies", {"a.mkv": 1})
-    dev_api.config = WatcherConfig(watch_paths=[WatchPath(id="movies", path=str(movies))])
+    dev_api.config = WatcherConfig(
+        watch_paths=[WatchPath(id="movies", path=str(movies))], scan_on_start=True
+    )
     agent = await start_watcher()
     with trio.fail_after(10):
         await dev_api.wait_for_type("scan.completed", volume_id="movies")

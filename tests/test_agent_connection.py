@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import random
 import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, Ping, Request, TextMessage
@@ -154,7 +156,9 @@ async def test_request_stop_closes_with_1000_and_saves_state(
     dev_api: DevApiServer, nursery: trio.Nursery, make_volume: Any, state_file: Path
 ) -> None:
     movies = make_volume("movies", {"a.mkv": 1})
-    dev_api.config = WatcherConfig(watch_paths=[WatchPath(id="movies", path=str(movies))])
+    dev_api.config = WatcherConfig(
+        watch_paths=[WatchPath(id="movies", path=str(movies))], scan_on_start=True
+    )
     agent = WatcherAgent(watcher_settings(dev_api.url, state_file))
     stopped = trio.Event()
 
@@ -183,7 +187,7 @@ def test_backoff_doubles_with_jitter_caps_and_resets() -> None:
     for _ in range(8):
         ceiling = backoff.ceiling()
         delay = backoff.next_delay()
-        assert ceiling / 2 <= delay <= ceiling
+        assert ceiling <= delay <= min(ceiling * 1.25, 60.0)
         ceilings.append(ceiling)
     assert ceilings == [5.0, 10.0, 20.0, 40.0, 60.0, 60.0, 60.0, 60.0]
     backoff.reset()
@@ -192,3 +196,26 @@ def test_backoff_doubles_with_jitter_caps_and_resets() -> None:
     for _ in range(20):
         rejected.next_delay()
     assert rejected.ceiling() == 300.0
+
+
+@pytest.mark.parametrize(("configured", "expected_cap"), [(5.0, 60.0), (90.0, 90.0)])
+def test_backoff_jitter_never_retries_sooner_than_the_configured_delay(
+    configured: float, expected_cap: float
+) -> None:
+    """§9: jitter only lengthens a delay (by up to 25 %); the cap is 60 s, or the configured
+    delay when that is longer. Many draws, as many watchers restarted together would make."""
+    from scanarr.agent.backoff import Backoff
+
+    rng = random.Random(1)
+    first_delays = []
+    for _ in range(2000):
+        backoff = Backoff(configured, 60.0, rng=rng)
+        first_delays.append(backoff.next_delay())
+        delays = [backoff.next_delay() for _ in range(10)]
+        assert all(configured <= delay <= expected_cap for delay in delays)
+        assert max(delays) == expected_cap
+    assert min(first_delays) >= configured
+    assert max(first_delays) <= min(configured * 1.25, expected_cap)
+    if configured * 1.25 <= expected_cap:
+        # The draws spread over the range: not all watchers retry at the same moment.
+        assert max(first_delays) - min(first_delays) > configured * 0.2

@@ -39,7 +39,9 @@ async def test_the_header_alone_authenticates(
 ) -> None:
     """A server that only reads the header accepts the watcher too (and vice versa)."""
     root = make_volume("movies", {"a.mkv": b"1"})
-    dev_api.config = WatcherConfig(watch_paths=[WatchPath(id="m", path=str(root))])
+    dev_api.config = WatcherConfig(
+        watch_paths=[WatchPath(id="m", path=str(root))], scan_on_start=True
+    )
     await start_watcher()
     with trio.fail_after(10):
         await dev_api.wait_for_type("scan.completed", volume_id="m")

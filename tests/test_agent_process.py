@@ -17,6 +17,8 @@ from typing import IO, Any
 
 import pytest
 import trio
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, CloseConnection, Request, TextMessage
 
 from conftest import TOKEN, settings_environment, watcher_settings
 from privileges import NOBODY, is_root, world_traversable_tmp
@@ -130,7 +132,9 @@ async def test_signal_closes_with_1000_saves_state_and_exits_0(
     signal_number: int,
 ) -> None:
     movies = make_volume("movies", {"a.mkv": 1})
-    dev_api.config = WatcherConfig(watch_paths=[WatchPath(id="movies", path=str(movies))])
+    dev_api.config = WatcherConfig(
+        watch_paths=[WatchPath(id="movies", path=str(movies))], scan_on_start=True
+    )
     environment = settings_environment(watcher_settings(dev_api.url, state_file))
     log = tmp_path / "watch.log"
     process = await _start_watch(nursery, environment, log)
@@ -149,12 +153,89 @@ async def test_signal_closes_with_1000_saves_state_and_exits_0(
     assert "stopped" in text
 
 
+class _StallingApi:
+    """An API on 127.0.0.1 that accepts the TCP connection and then stalls: it holds the
+    WebSocket upgrade back until `answer_upgrade` is set, and never answers the hello. It
+    records the close code of the watcher's close frame, if one arrives."""
+
+    def __init__(self, listener: trio.SocketListener) -> None:
+        self.listener = listener
+        self.port: int = listener.socket.getsockname()[1]
+        self.answer_upgrade = trio.Event()
+        self.upgrade_requested = trio.Event()
+        self.hello_received = trio.Event()
+        self.close_codes: list[int] = []
+        self.ended = trio.Event()
+
+    async def serve(self) -> None:
+        stream = await self.listener.accept()
+        connection = WSConnection(ConnectionType.SERVER)
+        try:
+            while True:
+                data = await stream.receive_some(65536)
+                if not data:
+                    return
+                connection.receive_data(data)
+                for event in connection.events():
+                    if isinstance(event, Request):
+                        self.upgrade_requested.set()
+                        await self.answer_upgrade.wait()
+                        await stream.send_all(connection.send(AcceptConnection()))
+                    elif isinstance(event, TextMessage):
+                        if json.loads(event.data).get("type") == "watcher.hello":
+                            self.hello_received.set()
+                    elif isinstance(event, CloseConnection):
+                        self.close_codes.append(event.code)
+                        await stream.send_all(connection.send(event.response()))
+                        return
+        except trio.BrokenResourceError:
+            return
+        finally:
+            self.ended.set()
+            await stream.aclose()
+
+
+@pytest.mark.parametrize("phase", ["handshake", "upgrade"])
+async def test_sigterm_during_the_handshake_closes_with_1000(
+    nursery: trio.Nursery, state_file: Path, tmp_path: Path, phase: str
+) -> None:
+    """§9: a clean shutdown closes with 1000 even before the API authenticated the watcher:
+    while the hello waits for its answer, or while the WebSocket upgrade is still under way."""
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    api = _StallingApi(listeners[0])
+    nursery.start_soon(api.serve)
+    settings = watcher_settings(f"ws://127.0.0.1:{api.port}/ws/watcher", state_file)
+    log = tmp_path / "watch.log"
+    process = await _start_watch(nursery, settings_environment(settings), log)
+    try:
+        with trio.fail_after(20):
+            if phase == "handshake":
+                api.answer_upgrade.set()
+                await api.hello_received.wait()
+                process.send_signal(signal.SIGTERM)
+            else:
+                await api.upgrade_requested.wait()
+                process.send_signal(signal.SIGTERM)
+                # The upgrade completes after the signal: the watcher closes that socket
+                # properly instead of dropping it.
+                await trio.sleep(0.2)
+                api.answer_upgrade.set()
+            await api.ended.wait()
+        assert await _wait_exit(process, 10) == 0, log.read_text()
+    finally:
+        if process.returncode is None:
+            process.kill()
+    assert api.close_codes == [1000], log.read_text()
+
+
 async def test_live_events_from_the_shipped_watcher(
     dev_api: DevApiServer, nursery: trio.Nursery, make_volume: Any, state_file: Path, tmp_path: Path
 ) -> None:
     """`scanarr watch` as installed: after its scan, a new file is reported live."""
     movies = make_volume("movies", {"old.mkv": 1})
-    dev_api.config = WatcherConfig(watch_paths=[WatchPath(id="movies", path=str(movies))])
+    dev_api.config = WatcherConfig(
+        watch_paths=[WatchPath(id="movies", path=str(movies))], scan_on_start=True
+    )
     environment = settings_environment(watcher_settings(dev_api.url, state_file))
     log = tmp_path / "watch.log"
     process = await _start_watch(nursery, environment, log)
@@ -176,7 +257,9 @@ async def test_a_deletion_is_not_echoed_as_file_deleted(
 ) -> None:
     """The command reports its deletion; the live watcher must not report it again."""
     movies = make_volume("movies", {"Gone/gone.mkv": 1, "kept.mkv": 1})
-    dev_api.config = WatcherConfig(watch_paths=[WatchPath(id="movies", path=str(movies))])
+    dev_api.config = WatcherConfig(
+        watch_paths=[WatchPath(id="movies", path=str(movies))], scan_on_start=True
+    )
     environment = settings_environment(watcher_settings(dev_api.url, state_file))
     process = await _start_watch(nursery, environment, tmp_path / "watch.log")
     try:
@@ -276,7 +359,9 @@ def test_unreadable_subdirectory_fails_the_scan(tmp_path: Path) -> None:
         state_directory.mkdir()
         if is_root():
             os.chown(state_directory, NOBODY, NOBODY)
-        api, api_lines = _start_dev_api(["--volume", f"v={root}", "--record", str(record)])
+        api, api_lines = _start_dev_api(
+            ["--scan-on-start", "--volume", f"v={root}", "--record", str(record)]
+        )
         pid = None
         try:
             url = api_lines.wait_for(r"listening on (ws://\S+)").group(1)
@@ -426,7 +511,9 @@ def test_dev_api_and_watch_commands_end_to_end(make_volume: Any, tmp_path: Path)
     """The README's two commands: `scanarr dev-api` then `scanarr watch`, then `scan movies`."""
     movies = make_volume("movies", {"Heat (1995)/Heat.mkv": 10, "notes.txt": 1})
     record = tmp_path / "received.jsonl"
-    api, api_lines = _start_dev_api(["--volume", f"movies={movies}", "--record", str(record)])
+    api, api_lines = _start_dev_api(
+        ["--scan-on-start", "--volume", f"movies={movies}", "--record", str(record)]
+    )
     assert api.stdin is not None
     watch = None
     try:

@@ -240,6 +240,9 @@ async def test_device_recorded_after_a_completed_scan(
     await dev_api.send(CommandScan(volume_id="disk", scan_id="r-1"))
     with trio.fail_after(10):
         await dev_api.wait_for_type("scan.completed", scan_id="r-1")
+        # Recorded once the scan.completed went out.
+        while not load_state(str(state_file)).volume_devices:
+            await trio.sleep(0.01)
     state = load_state(str(state_file))
     assert state.volume_devices == {"disk": os.stat(root).st_dev}
     assert set(state.last_scan_timestamps) == {"disk"}
@@ -250,11 +253,12 @@ async def test_scan_all_runs_volumes_one_after_another(
 ) -> None:
     volumes = [make_volume(name, {f"{name}/{n}.mkv": 1 for n in range(150)}) for name in "abc"]
     dev_api.config = WatcherConfig(
-        watch_paths=[WatchPath(id=path.name, path=str(path)) for path in volumes]
+        watch_paths=[WatchPath(id=path.name, path=str(path)) for path in volumes],
+        scan_on_start=True,
     )
     await start_watcher()
     with trio.fail_after(10):
-        for path in volumes:  # the scans of the new volumes, first
+        for path in volumes:  # the scans at start, first
             await dev_api.wait_for(
                 lambda message, name=path.name: (
                     message.type == "scan.completed" and message.data["volume_id"] == name
@@ -359,3 +363,32 @@ async def test_progress_also_on_a_timer(
     counts = [m.data["files_scanned"] for m in dev_api.of_type("scan.progress", scan_id="t")]
     # Fewer than 100 files: every progress came from the timer.
     assert counts and counts == sorted(counts) and counts[-1] == 50
+
+
+async def test_totals_cover_exactly_the_files_sent_and_skipped_names_are_counted_apart(
+    dev_api: DevApiServer, start_watcher: Any, make_volume: Any
+) -> None:
+    """§4: a name that is not UTF-8 cannot be sent; its file is in neither total, even its
+    bytes, and is counted in skipped_files. A hard link of a sent file under such a name does
+    not take the inode's bytes away either."""
+    root = make_volume("v", {"A/sent.mkv": 1000, "B/linked.mkv": 300})
+    raw = os.fsencode(root)
+    with open(os.path.join(raw, b"A", b"skipped-\xff.mkv"), "wb") as file:
+        file.write(b"x" * 5000)
+    os.mkdir(os.path.join(raw, b"dir-\xfe"))
+    with open(os.path.join(raw, b"dir-\xfe", b"below.mkv"), "wb") as file:
+        file.write(b"y" * 7000)
+    os.link(root / "B/linked.mkv", os.path.join(raw, b"B", b"link-\xff.mkv"))
+    dev_api.config = WatcherConfig(watch_paths=[WatchPath(id="v", path=str(root))])
+    await start_watcher()
+    await dev_api.send(CommandScan(volume_id="v", scan_id="u-1"))
+    with trio.fail_after(10):
+        completed = await dev_api.wait_for_type("scan.completed", scan_id="u-1")
+    sent = [m.data for m in _scan_of(dev_api, "u-1", "v") if m.type == "scan.file"]
+    assert sorted(data["relative_path"] for data in sent) == ["A/sent.mkv", "B/linked.mkv"]
+    expected = lstat_ground_truth(root)
+    assert set(expected) == {"A/sent.mkv", "B/linked.mkv"}
+    assert completed.data["total_files"] == len(sent) == 2
+    assert completed.data["total_size_bytes"] == sum(data["size_bytes"] for data in sent) == 1300
+    assert completed.data["skipped_files"] == 3
+    decode(completed.raw)

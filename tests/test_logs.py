@@ -12,9 +12,14 @@ import pytest
 import trio
 
 from conftest import TOKEN
-from scanarr.config import SettingsError
+from scanarr.config import SettingsError, parse_api_url
 from scanarr.dev_api import DevApiServer
-from scanarr.logs import REDACTED, configure_logging, log_format_from_env, volume_logger
+from scanarr.logs import (
+    REDACTED,
+    configure_logging,
+    log_format_from_env,
+    volume_logger,
+)
 from scanarr.protocol import WatcherConfig, WatchPath
 
 log = logging.getLogger("scanarr.test")
@@ -122,7 +127,9 @@ async def test_a_running_watcher_logs_json_without_the_token(
     """Debug level, a whole handshake and scan: every line parses, none carries the token, and
     the lines about the volume name it."""
     root = make_volume("movies", {"A/a.mkv": b"1", "b.mkv": b"22"})
-    dev_api.config = WatcherConfig(watch_paths=[WatchPath(id="movies", path=str(root))])
+    dev_api.config = WatcherConfig(
+        watch_paths=[WatchPath(id="movies", path=str(root))], scan_on_start=True
+    )
     stream = io.StringIO()
     configure_logging("debug", "json", secrets=[TOKEN], stream=stream)
     await start_watcher()
@@ -135,3 +142,63 @@ async def test_a_running_watcher_logs_json_without_the_token(
     assert about_the_volume
     for record in about_the_volume:
         assert "movies" in record["message"] or record.get("volume_id") == "movies", record
+
+
+def test_redact_url_keeps_query_values_and_user_info_out() -> None:
+    from scanarr.logs import redact_url
+
+    assert redact_url("ws://127.0.0.1:8081/ws/watcher") == "ws://127.0.0.1:8081/ws/watcher"
+    assert (
+        redact_url("wss://user:pw-secret@api.example:443/ws?token=q-secret&x#frag-secret")
+        == f"wss://api.example:443/ws?token={REDACTED}&{REDACTED}#{REDACTED}"
+    )
+
+
+def test_a_short_token_does_not_mangle_every_line(restore_logging: None) -> None:
+    """The scrub is a backstop for tokens of 8+ characters; a shorter one is kept out of the
+    records where they are produced instead (a hello logged by mistake shows no token)."""
+    from scanarr.agent.session import watcher_hello
+
+    stream = io.StringIO()
+    configure_logging("debug", "human", secrets=["t", "Zq7"], stream=stream)
+    log.warning("watch limit reached on volume %s", "tv")
+    log.debug("hello: %r", watcher_hello("Zq7"))
+    lines = stream.getvalue().splitlines()
+    assert lines[0].endswith("watch limit reached on volume tv")
+    assert "Zq7" not in lines[1] and "watcher.hello" not in lines[1]
+    assert REDACTED not in stream.getvalue()
+
+
+@pytest.mark.parametrize("log_format", ["human", "json"])
+async def test_a_watcher_with_a_short_token_logs_intact_lines_without_its_secrets(
+    restore_logging: None,
+    serve_dev_api: Any,
+    start_watcher: Any,
+    make_volume: Any,
+    log_format: str,
+) -> None:
+    """A short token (not scrubbed) and a secret in the URL's query: neither reaches a line,
+    because neither is put into a record; the lines themselves stay whole."""
+    short_token = "t"
+    server = await serve_dev_api(token=short_token)
+    root = make_volume("movies", {"A/a.mkv": b"1"})
+    server.config = WatcherConfig(
+        watch_paths=[WatchPath(id="movies", path=str(root))], scan_on_start=True
+    )
+    url = server.url + "?watcher_key=query-secret-42"
+    stream = io.StringIO()
+    configure_logging("debug", log_format, secrets=[short_token], stream=stream)
+    await start_watcher(server=server, auth_token=short_token, api_url=parse_api_url(url))
+    with trio.fail_after(10):
+        await server.wait_for_type("scan.completed", volume_id="movies")
+    output = stream.getvalue()
+    assert server.connections[0].authorization == f"Bearer {short_token}"
+    assert "query-secret-42" not in output
+    assert "Bearer" not in output and "watcher.hello" not in output
+    assert REDACTED in output  # only where the URL's query value was
+    assert output.count(REDACTED) == output.count(f"watcher_key={REDACTED}")
+    expected = (
+        f"connected to ws://{server.host}:{server.port}/ws/watcher?watcher_key={REDACTED} "
+        "as Development watcher (dev-watcher)"
+    )
+    assert expected in output

@@ -320,7 +320,8 @@ async def test_readyz_names_an_unavailable_volume(
         watch_paths=[
             WatchPath(id="movies", path=str(present)),
             WatchPath(id="tv", path=str(missing)),
-        ]
+        ],
+        scan_on_start=True,
     )
     agent = await start_watcher()
     server = MetricsServer(("127.0.0.1", 0), Metrics(process_metrics=False), agent_readiness(agent))
@@ -364,7 +365,9 @@ async def test_values_move_when_scans_and_commands_run(
 ) -> None:
     files = {f"Film {number}/film.mkv": b"x" * number for number in range(1, 8)}
     root = make_volume("movies", files)
-    dev_api.config = WatcherConfig(watch_paths=[WatchPath(id="movies", path=str(root))])
+    dev_api.config = WatcherConfig(
+        watch_paths=[WatchPath(id="movies", path=str(root))], scan_on_start=True
+    )
     agent = await start_watcher()
     server = MetricsServer(("127.0.0.1", 0), agent.metrics, agent_readiness(agent))
     await nursery.start(server.serve)

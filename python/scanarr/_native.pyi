@@ -106,6 +106,9 @@ class WalkStats:
     multi_link_files: int  # files with hardlink_count > 1
     errors: int
     skipped_mounts: int  # directories on another device, not entered (same_device=True)
+    # Files delivered but left out of files/bytes_total/distinct_inodes because their relative
+    # path is not valid UTF-8 (only with utf8_totals=True; else 0).
+    non_utf8_files: int
 
 @final
 class Walker:
@@ -137,6 +140,10 @@ class Walker:
         max_pending_batches: int = 4,  # bound of the queue between walker threads and Python
         fingerprint: FingerprintMode | None = None,
         sample_size: int = ...,  # DEFAULT_SAMPLE_SIZE
+        # Totals cover only files whose relative path is valid UTF-8 (exactly those
+        # `Batch.json_records` encodes); the others are still delivered, counted in
+        # `WalkStats.non_utf8_files`.
+        utf8_totals: bool = False,
     ) -> Walker: ...
     @property
     def roots(self) -> list[str | bytes]:

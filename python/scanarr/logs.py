@@ -7,10 +7,14 @@ module:
   and the record carries the id as ``extra={"volume_id": ...}`` — or use `volume_logger`, a
   `logging.LoggerAdapter` that adds it to every call. JSON lines then have a ``volume_id`` field
   to filter on; human lines end with ``[volume=<id>]`` when the text does not already name it.
-- **The token never appears.** `RedactSecrets`, installed on the handler by `configure_logging`,
-  replaces each secret in the message, its arguments, extra fields, the formatted traceback and
-  stack — whatever formats the record afterwards — with ``[redacted]``. Both formatters check
-  the finished line once more, so no path around the filter leaks it either.
+- **The token never appears.** Secrets are kept out of log records where they are produced:
+  the hello and the ``Authorization`` header are never logged, and a URL is logged through
+  `redact_url` (no user info, query values replaced). `RedactSecrets`, installed on the handler
+  by `configure_logging`, is only a backstop: it replaces each secret of at least
+  `MIN_REDACTED_LENGTH` characters in the message, its arguments, extra fields, the formatted
+  traceback and stack with ``[redacted]``, and both formatters check the finished line once
+  more. A shorter secret is not scrubbed: replacing every occurrence of a few common characters
+  would mangle every line (and tell a reader which characters the token is made of).
 
 Extra fields (``extra={...}``) other than LogRecord's own attributes become JSON fields.
 """
@@ -21,6 +25,7 @@ import datetime
 import json
 import logging
 import sys
+import urllib.parse
 from collections.abc import Iterable, Mapping, MutableMapping
 from typing import Any, TextIO
 
@@ -29,6 +34,8 @@ from scanarr.config import LOG_LEVELS, SettingsError
 LOG_FORMAT_VARIABLE = "SCANARR_LOG_FORMAT"
 LOG_FORMATS = ("human", "json")
 REDACTED = "[redacted]"
+# Shorter secrets are not scrubbed from log lines (see the module docstring).
+MIN_REDACTED_LENGTH = 8
 VOLUME_FIELD = "volume_id"
 
 # Attributes every LogRecord has; anything else on a record came from `extra`.
@@ -55,12 +62,33 @@ def extra_fields(record: logging.LogRecord) -> dict[str, Any]:
     return {key: value for key, value in vars(record).items() if key not in _RECORD_ATTRIBUTES}
 
 
+def redact_url(url: str) -> str:
+    """`url` fit for a log line: user info dropped, every query value and the fragment replaced
+    with ``[redacted]`` (a token may ride in either)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return REDACTED
+    netloc = parts.netloc.rpartition("@")[2]
+    query = "&".join(
+        f"{name}={REDACTED}" if separator else REDACTED
+        for name, separator, _value in (
+            item.partition("=") for item in parts.query.split("&") if item
+        )
+    )
+    fragment = REDACTED if parts.fragment else ""
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, fragment))
+
+
 class RedactSecrets(logging.Filter):
-    """Replaces every secret in a record, whatever part of it would carry it."""
+    """Backstop: replaces every secret of `MIN_REDACTED_LENGTH` characters or more in a record,
+    whatever part of it would carry it."""
 
     def __init__(self, secrets: Iterable[str]) -> None:
         super().__init__()
-        self.secrets = tuple(secret for secret in secrets if secret)
+        self.secrets = tuple(
+            secret for secret in secrets if secret and len(secret) >= MIN_REDACTED_LENGTH
+        )
         # A secret also shows escaped: inside a repr() (a %r argument, an exception's args) and
         # inside a JSON string. Longest first, so no variant leaves a piece of another behind.
         variants: set[str] = set()

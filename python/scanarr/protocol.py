@@ -42,7 +42,7 @@ class WatcherHello(Message):
     version: str
     os: str
     arch: str
-    token: str
+    token: str = attrs.field(repr=False)  # a secret: kept out of every repr, hence of logs
 
 
 @attrs.frozen
@@ -122,6 +122,8 @@ class ScanCompleted(Message):
     duration_ms: int
     disk_total_bytes: int
     disk_free_bytes: int
+    # Extension (§4): files left out of the scan (and of its totals), their name not UTF-8.
+    skipped_files: int = 0
 
 
 @attrs.frozen

@@ -36,6 +36,7 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket
 
 from scanarr.config import Settings
 from scanarr.file_commands import FileCommands
+from scanarr.logs import redact_url
 from scanarr.metrics import Metrics
 from scanarr.protocol import (
     CommandScan,
@@ -179,6 +180,10 @@ class WatcherAgent:
         self._api_config_seen = False
         self._stop_requested = trio.Event()
         self._stopping = False
+        # The WebSocket of the connection attempt in progress (upgraded, maybe not yet
+        # authenticated), and an event set once the attempt's upgrade has succeeded or failed.
+        self._websocket: WebSocketConnection | None = None
+        self._upgrade_settled: trio.Event | None = None
         self._backoff = Backoff(settings.reconnect_delay, settings.reconnect_max_delay)
         self._rejected_backoff = Backoff(settings.reconnect_delay, settings.rejected_max_delay)
 
@@ -227,11 +232,16 @@ class WatcherAgent:
         self._stopping = True
         deadline = trio.current_time() + max(self.settings.shutdown_timeout - 0.5, 0.1)
         services.cancel()
-        session = self.link.current
-        if session is not None:
-            log.info("closing the connection (1000)")
-            with trio.move_on_at(deadline):
-                await session.websocket.aclose(1000, "watcher shutting down")
+        with trio.move_on_at(deadline):
+            # §9: a clean shutdown closes with 1000 in every phase of the connection, the
+            # handshake included; an upgrade under way is given the deadline to finish so that
+            # its socket can be closed properly too.
+            if self._upgrade_settled is not None:
+                await self._upgrade_settled.wait()
+            websocket = self._websocket
+            if websocket is not None and websocket.closed is None:
+                log.info("closing the connection (1000)")
+                await websocket.aclose(1000, "watcher shutting down")
 
     # --- config and state ----------------------------------------------------------------
 
@@ -251,11 +261,17 @@ class WatcherAgent:
             # Another path may be another filesystem: its device is learnt at the next scan.
             state.volume_devices.pop(new.id, None)
         _log_change(change)
-        self.scans.on_config(change, scan_new_volumes=from_api)
-        if from_api and not self._api_config_seen:
+        # §3: the first config from the API after start is governed by scan_on_start alone,
+        # even for volumes the state file never saw (the API may know them already and asks
+        # with command.scan when it wants); later configs scan what they add or move.
+        first_from_api = from_api and not self._api_config_seen
+        self.scans.on_config(change, scan_changes=from_api and not first_from_api)
+        if first_from_api:
             self._api_config_seen = True
             if config.scan_on_start:
                 self.scans.request_all(reason="scan_on_start")
+            else:
+                log.info("scan_on_start is off: no volume is scanned until the API asks")
         state.last_config = config
         await self.state_keeper.save()
         return True
@@ -294,7 +310,7 @@ class WatcherAgent:
     # --- connection ------------------------------------------------------------------------
 
     async def _connection_loop(self) -> None:
-        url = self.settings.api_url
+        url_text = redact_url(self.settings.api_url.url)
         while not self._stopping:
             try:
                 await self._connect_once()
@@ -314,7 +330,7 @@ class WatcherAgent:
                 OSError,
                 ConnectionClosed,
             ) as error:
-                log.warning("connection to %s failed: %s", url.url, _describe(error))
+                log.warning("connection to %s failed: %s", url_text, _describe(error))
                 delay = self._backoff.next_delay()
             if self._stopping:
                 return
@@ -325,46 +341,58 @@ class WatcherAgent:
         settings = self.settings
         url = settings.api_url
         headers = [(b"Authorization", b"Bearer " + settings.auth_token.encode("utf-8"))]
-        async with open_websocket(
-            url.host,
-            url.port,
-            url.resource,
-            use_ssl=url.secure,
-            extra_headers=headers,
-            max_message_size=MAX_INCOMING_MESSAGE,
-            connect_timeout=settings.hello_timeout,
-            disconnect_timeout=CLOSE_TIMEOUT,
-        ) as websocket:
-            writer = FrameWriter(websocket)
-            result = await handshake(
-                websocket,
-                writer,
-                watcher_hello(settings.auth_token),
-                timeout=settings.hello_timeout,
-            )
-            self._backoff.reset()
-            self._rejected_backoff.reset()
-            log.info(
-                "connected to %s as %s (%s)",
-                url.url,
-                result.auth.watcher_name or "?",
-                result.auth.watcher_id or "?",
-            )
-            if result.config is not None:
-                await self.apply_config(result.config, from_api=True)
-            self.sessions_opened += 1
-            session = Session(self.sessions_opened, websocket, writer, self.metrics)
-            self.link.attach(session)
-            try:
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._keepalive, websocket)
-                    for text in result.early_messages:
-                        await self.dispatcher.dispatch(text, self.context)
-                    await self._read_messages(websocket)
-                    nursery.cancel_scope.cancel()
-            finally:
-                self.link.detach(session)
-            log.warning("connection to %s lost (%s)", url.url, websocket.closed)
+        upgrade_settled = self._upgrade_settled = trio.Event()
+        try:
+            async with open_websocket(
+                url.host,
+                url.port,
+                url.resource,
+                use_ssl=url.secure,
+                extra_headers=headers,
+                max_message_size=MAX_INCOMING_MESSAGE,
+                connect_timeout=settings.hello_timeout,
+                disconnect_timeout=CLOSE_TIMEOUT,
+            ) as websocket:
+                self._websocket = websocket
+                upgrade_settled.set()
+                await self._converse(websocket)
+        finally:
+            upgrade_settled.set()
+            self._websocket = None
+
+    async def _converse(self, websocket: WebSocketConnection) -> None:
+        settings = self.settings
+        url = settings.api_url
+        writer = FrameWriter(websocket)
+        result = await handshake(
+            websocket,
+            writer,
+            watcher_hello(settings.auth_token),
+            timeout=settings.hello_timeout,
+        )
+        self._backoff.reset()
+        self._rejected_backoff.reset()
+        log.info(
+            "connected to %s as %s (%s)",
+            redact_url(url.url),
+            result.auth.watcher_name or "?",
+            result.auth.watcher_id or "?",
+        )
+        if result.config is not None:
+            await self.apply_config(result.config, from_api=True)
+        self.sessions_opened += 1
+        session = Session(self.sessions_opened, websocket, writer, self.metrics)
+        self.link.attach(session)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._keepalive, websocket)
+                for text in result.early_messages:
+                    await self.dispatcher.dispatch(text, self.context)
+                await self._read_messages(websocket)
+                nursery.cancel_scope.cancel()
+        finally:
+            self.link.detach(session)
+        log.warning("connection to %s lost (%s)", redact_url(url.url), websocket.closed)
 
     async def _read_messages(self, websocket: WebSocketConnection) -> None:
         while True:

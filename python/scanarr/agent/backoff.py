@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import random
 
+# §9: jitter only lengthens a delay, by up to this fraction of it.
+JITTER = 0.25
+
 
 class Backoff:
     """Delays that start at `initial`, double on each failure and stop growing at `cap`.
 
-    Each delay is drawn in [d/2, d] ("equal jitter") so that many watchers restarted together do
-    not reconnect in lockstep, while the delay still grows. `reset` after a good handshake.
+    Each delay is drawn in [d, 1.25 d], d being the doubled delay, so that many watchers
+    restarted together do not reconnect in lockstep — and never beyond `cap`: jitter only ever
+    lengthens a delay, so no retry comes sooner than `initial` (``SCANARR_RECONNECT_DELAY``),
+    and a delay at the cap is the cap. `reset` after a good handshake.
     """
 
     def __init__(self, initial: float, cap: float, *, rng: random.Random | None = None) -> None:
         self.initial = max(initial, 0.0)
+        # The cap never shortens the configured delay (§9: "or the configured delay if longer").
         self.cap = max(cap, self.initial)
         self._failures = 0
         self._rng = rng or random.Random()
@@ -26,13 +32,13 @@ class Backoff:
         self._failures = 0
 
     def ceiling(self) -> float:
-        """The un-jittered delay the next `next_delay` draws below."""
+        """The un-jittered delay d of the next `next_delay` (which draws in [d, 1.25 d])."""
         if self.initial == 0:
             return 0.0
         # Bound the exponent: 2**1024 overflows a float long before anyone waits that long.
         return min(self.cap, self.initial * 2.0 ** min(self._failures, 64))
 
     def next_delay(self) -> float:
-        ceiling = self.ceiling()
+        base = self.ceiling()
         self._failures += 1
-        return ceiling / 2 + self._rng.uniform(0, ceiling / 2)
+        return self._rng.uniform(base, min(base * (1 + JITTER), self.cap))

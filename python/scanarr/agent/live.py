@@ -8,6 +8,8 @@ The live watcher (inotify) produces `FileCreated`, `FileModified`, `FileDeleted`
 the producer instead of growing a queue. While the event's volume is being scanned it ALSO
 sends the file as ``scan.file`` with the running scan_id (§5): without that, a file created in
 a directory the walk has already passed would be missing from the scan and wiped by the API.
+That copy never follows the scan's ``scan.completed`` (see `ScanEnd`): once the scan has ended
+the live event alone is sent.
 
 While disconnected, events go to the `OfflineStore` when one is installed (§9's bounded on-disk
 queue); without one, or when the store reports it overflowed, the volume is rescanned once
@@ -18,6 +20,7 @@ until the replay is over `submit` waits, so live events reach the API in the ord
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import os
@@ -121,10 +124,13 @@ class LiveEvents:
             return
         try:
             await session.send(event)
-            self.events_sent += 1
-            await self._mirror_into_scan(event)
         except SessionLost:
             self._keep_offline(event)
+            return
+        self.events_sent += 1
+        # On a lost session the scan restarts from the beginning and walks the file anyway.
+        with contextlib.suppress(SessionLost):
+            await self._mirror_into_scan(event)
 
     def _keep_offline(self, event: LiveEvent) -> None:
         store = self.offline_store
@@ -147,7 +153,7 @@ class LiveEvents:
         running = self._scans.live_scan(event.volume_id)
         if running is None:
             return
-        scan_id, session = running
+        scan_id = running.scan_id
         volume = self._volumes.get(event.volume_id)
         if volume is None:
             return
@@ -162,7 +168,8 @@ class LiveEvents:
         except OSError as error:
             log.warning("cannot stat %s for scan %s: %s", path, scan_id, error.strerror)
             return
-        await session.send(
+        # Dropped when the scan ended during the lstat: nothing of a scan after its end.
+        await running.send(
             ScanFile(
                 scan_id=scan_id,
                 volume_id=volume.id,

@@ -29,7 +29,14 @@ from collections.abc import Callable, Sequence
 import attrs
 import trio
 
-from scanarr.protocol import ScanCompleted, ScanFailed, ScanProgress, ScanStarted, utc_timestamp
+from scanarr.protocol import (
+    Message,
+    ScanCompleted,
+    ScanFailed,
+    ScanProgress,
+    ScanStarted,
+    utc_timestamp,
+)
 
 from .session import Session
 
@@ -50,6 +57,38 @@ class ScanRequest:
     extensions: Sequence[str]
     exclude: Sequence[str]  # nested volume roots
     recorded_device: int | None  # st_dev of the root at the last completed scan
+
+
+class ScanEnd:
+    """Orders what other tasks add to a running scan with the scan's end (§5).
+
+    The live path sends ``scan.file`` copies of live events through `send_within`; the scan
+    sends its ``scan.completed`` or ``scan.failed`` through `send_final`. Both hold one lock, so
+    no message of a scan leaves after its end, even while the scan's task is still busy with
+    what follows the end (saving its state).
+    """
+
+    def __init__(self) -> None:
+        self._lock = trio.Lock()
+        self.ended = False
+
+    async def send_final(self, session: Session, message: Message) -> None:
+        """Send the scan's last message. Raises SessionLost (the scan then has not ended)."""
+        async with self._lock:
+            await session.send(message)
+            self.ended = True
+
+    def end(self) -> None:
+        """The scan ends without a final message (cancelled on a lost connection)."""
+        self.ended = True
+
+    async def send_within(self, session: Session, message: Message) -> bool:
+        """Send `message` as part of the scan; False (not sent) once the scan has ended."""
+        async with self._lock:
+            if self.ended:
+                return False
+            await session.send(message)
+            return True
 
 
 @attrs.frozen
@@ -147,8 +186,12 @@ async def scan_volume(
     *,
     progress_interval: float,
     on_started: Callable[[], None] = lambda: None,
+    end: ScanEnd | None = None,
 ) -> ScanOutcome:
-    """Walk `request`'s volume and stream the scan on `session`. Raises SessionLost."""
+    """Walk `request`'s volume and stream the scan on `session`. Raises SessionLost.
+
+    The final ``scan.completed`` / ``scan.failed`` goes through `end` (see `ScanEnd`)."""
+    end = end if end is not None else ScanEnd()
     from scanarr import _native
 
     started = trio.current_time()
@@ -157,7 +200,7 @@ async def scan_volume(
             _check_root, request.volume_path, request.recorded_device
         )
     except _Failure as failure:
-        return await _fail(session, request, failure)
+        return await _fail(session, request, failure, end)
 
     await session.send(
         ScanStarted(
@@ -186,6 +229,9 @@ async def scan_volume(
         [request.volume_path],
         extensions=list(request.extensions),
         exclude=list(request.exclude),
+        # §4: the totals cover exactly the scan.file messages; names json_records cannot
+        # encode (not UTF-8) are counted apart, in skipped_files.
+        utf8_totals=True,
     )
     files_sent = 0
     dirs_walked = 0
@@ -200,7 +246,7 @@ async def scan_volume(
                 walk_failure = _first_failure(batch.errors)
                 if walk_failure is not None:
                     walker.cancel()
-                    return await _fail(session, request, walk_failure)
+                    return await _fail(session, request, walk_failure, end)
             dirs_walked += batch.dirs_walked
             timestamp = utc_timestamp()
             if len(batch):
@@ -246,7 +292,7 @@ async def scan_volume(
         )
         disk = await trio.to_thread.run_sync(os.statvfs, request.volume_path)
     except _Failure as failure:
-        return await _fail(session, request, failure)
+        return await _fail(session, request, failure, end)
     except OSError as error:
         return await _fail(
             session,
@@ -255,6 +301,7 @@ async def scan_volume(
                 f"volume root cannot be read: {request.volume_path}: {error.strerror}",
                 unavailable=True,
             ),
+            end,
         )
     if skipped_names:
         log.warning(
@@ -277,11 +324,12 @@ async def scan_volume(
         total_files=files_sent,
         total_dirs=totals.dirs,
         total_size_bytes=totals.bytes_total,
+        skipped_files=skipped_names,
         duration_ms=int((trio.current_time() - started) * 1000),
         disk_total_bytes=disk.f_blocks * disk.f_frsize,
         disk_free_bytes=disk.f_bavail * disk.f_frsize,
     )
-    await session.send(completed)
+    await end.send_final(session, completed)
     log.info(
         "scan %s of volume %s completed: %d files, %d directories in %d ms",
         request.scan_id,
@@ -316,8 +364,10 @@ def _first_failure(errors: Sequence[object]) -> _Failure | None:
     return None
 
 
-async def _fail(session: Session, request: ScanRequest, failure: _Failure) -> ScanOutcome:
+async def _fail(
+    session: Session, request: ScanRequest, failure: _Failure, end: ScanEnd
+) -> ScanOutcome:
     failed = ScanFailed(scan_id=request.scan_id, volume_id=request.volume_id, reason=failure.reason)
     log.error("scan %s of volume %s failed: %s", request.scan_id, request.volume_id, failure.reason)
-    await session.send(failed)
+    await end.send_final(session, failed)
     return ScanOutcome(failed=failed, unavailable=failure.unavailable)

@@ -21,8 +21,9 @@ Other services use:
 
 - `request(volume_id, scan_id=None, reason=...)` — e.g. the live watcher after an inotify
   overflow (``reason`` ends up in the logs);
-- `live_scan(volume_id)` — the (scan_id, session) of the volume's running scan once its
-  ``scan.started`` went out, so a live event can also be sent as ``scan.file`` (§5);
+- `live_scan(volume_id)` — the volume's running scan (`LiveScan`) once its ``scan.started``
+  went out and until its end, so a live event can also be sent as ``scan.file`` (§5); what is
+  sent through it never follows the scan's ``scan.completed`` or ``scan.failed``;
 - `before_scan` — awaited before each walk starts; the live watcher sets it to "wait until the
   watches of the current config are in place", so a file created during the scan is either
   walked or reported live.
@@ -40,9 +41,9 @@ from collections.abc import Awaitable, Callable
 import attrs
 import trio
 
-from scanarr.protocol import ScanFailed, utc_timestamp
+from scanarr.protocol import Message, ScanFailed, utc_timestamp
 
-from .scan_walk import ScanOutcome, ScanRequest, scan_volume
+from .scan_walk import ScanEnd, ScanOutcome, ScanRequest, scan_volume
 from .session import Link, Session, SessionLost
 from .status import StatusBoard
 from .volumes import ConfigChange, VolumeSet
@@ -76,6 +77,21 @@ class _Running:
     session: Session | None = None  # where its scan.started went, once it did
     cancel_reason: str | None = None  # why it was cancelled (None: restarted or not cancelled)
     concluded: bool = False  # scan.completed or scan.failed sent: nothing left to cancel
+    end: ScanEnd = attrs.Factory(ScanEnd)
+
+
+@attrs.frozen
+class LiveScan:
+    """A volume's scan in progress, as the live path adds to it (§5)."""
+
+    scan_id: str
+    session: Session
+    _end: ScanEnd
+
+    async def send(self, message: Message) -> bool:
+        """Send `message` within the scan; False (not sent) when the scan has ended meanwhile.
+        Raises SessionLost."""
+        return await self._end.send_within(self.session, message)
 
 
 # Called after each completed scan: (volume_id, root st_dev, completion timestamp).
@@ -210,28 +226,34 @@ class ScanService:
             return
         self.request(volume_id, reason=reason)
 
-    def on_config(self, change: ConfigChange, *, scan_new_volumes: bool) -> None:
-        """Follow a config change (§3)."""
+    def on_config(self, change: ConfigChange, *, scan_changes: bool) -> None:
+        """Follow a config change (§3).
+
+        Removed volumes always lose their scans. With `scan_changes` false (a config from the
+        state file, or the first config from the API, which `scan_on_start` alone governs),
+        nothing is scanned for the change itself.
+        """
         for volume in change.removed:
             self.cancel(volume.id, reason="volume removed from the config")
+        if not scan_changes:
+            return
         for old, new in change.moved:
             log.info("volume %s moved from %s to %s", new.id, old.path, new.path)
             self.restart(new.id, reason=f"path changed to {new.path}")
         if change.extensions_changed:
             for volume in self._volumes.ordered():
                 self.restart(volume.id, reason="scan extensions changed")
-        if scan_new_volumes:
-            for volume in change.added:
-                self.request(volume.id, reason="new volume")
+        for volume in change.added:
+            self.request(volume.id, reason="new volume")
 
-    def live_scan(self, volume_id: str) -> tuple[str, Session] | None:
-        """(scan_id, session) of the volume's scan in progress, once scan.started was sent."""
+    def live_scan(self, volume_id: str) -> LiveScan | None:
+        """The volume's scan in progress, once scan.started was sent and until its end."""
         running = self._running
         if running is None or running.job.volume_id != volume_id or running.session is None:
             return None
-        if not running.session.alive:
+        if not running.session.alive or running.end.ended:
             return None
-        return running.job.scan_id, running.session
+        return LiveScan(running.job.scan_id, running.session, running.end)
 
     # --- the runner --------------------------------------------------------------------------
 
@@ -253,25 +275,28 @@ class ScanService:
         try:
             with running.scope:
                 await self._scan_until_done(running)
+            if running.scope.cancelled_caught and running.cancel_reason is not None:
+                log.info(
+                    "scan %s of volume %s cancelled: %s",
+                    job.scan_id,
+                    job.volume_id,
+                    running.cancel_reason,
+                )
+                if running.session is not None and running.session.alive:
+                    with contextlib.suppress(SessionLost):
+                        await running.end.send_final(
+                            running.session,
+                            ScanFailed(
+                                scan_id=job.scan_id,
+                                volume_id=job.volume_id,
+                                reason=f"cancelled: {running.cancel_reason}",
+                            ),
+                        )
         finally:
+            # Ended, whatever happened: a restart is a new run with its own scan.started.
+            running.end.end()
             self._running = None
             self._status.set_scanning(job.volume_id, False)
-        if running.scope.cancelled_caught and running.cancel_reason is not None:
-            log.info(
-                "scan %s of volume %s cancelled: %s",
-                job.scan_id,
-                job.volume_id,
-                running.cancel_reason,
-            )
-            if running.session is not None and running.session.alive:
-                with contextlib.suppress(SessionLost):
-                    await running.session.send(
-                        ScanFailed(
-                            scan_id=job.scan_id,
-                            volume_id=job.volume_id,
-                            reason=f"cancelled: {running.cancel_reason}",
-                        )
-                    )
 
     async def _scan_until_done(self, running: _Running) -> None:
         job = running.job
@@ -300,6 +325,7 @@ class ScanService:
                     request,
                     progress_interval=self._progress_interval,
                     on_started=started,
+                    end=running.end,
                 )
             except SessionLost:
                 running.session = None
@@ -321,7 +347,8 @@ class ScanService:
                     reason=f"internal error: {type(error).__name__}: {error}",
                 )
                 with contextlib.suppress(SessionLost):
-                    await session.send(failed)
+                    await running.end.send_final(session, failed)
+                running.end.end()
                 self._status.mark_scan_result(job.volume_id, "failed")
                 return
             running.concluded = True
