@@ -15,7 +15,7 @@ import trio
 from prometheus_client.parser import text_string_to_metric_families
 
 from scanarr import __version__
-from scanarr.config import SettingsError
+from scanarr.config import SettingsError, parse_api_url
 from scanarr.dev_api import DevApiServer
 from scanarr.metrics import (
     LABEL_VALUES_LIMIT,
@@ -396,3 +396,25 @@ async def test_values_move_when_scans_and_commands_run(
     assert moved('scanarr_commands_total{result="unknown",type="command.from.the.future"}') == 1
     assert moved('scanarr_commands_total{result="malformed",type="command.scan"}') == 1
     assert after["scanarr_connected"] == 1
+
+
+async def test_readyz_keeps_a_secret_in_the_api_url_out(
+    nursery: trio.Nursery, start_watcher: Any
+) -> None:
+    # Nothing listens on port 9: the watcher stays disconnected and /readyz says where it tries.
+    url = "ws://127.0.0.1:9/ws/watcher?token=s3cr3t-in-query"
+    agent = await start_watcher(
+        server=_UrlOnly(url), wait_connected=False, api_url=parse_api_url(url)
+    )
+    server = MetricsServer(("127.0.0.1", 0), agent.metrics, agent_readiness(agent))
+    await nursery.start(server.serve)
+    status, _, body = await get(server.url + "/readyz")
+    assert status == 503
+    text = body.decode()
+    assert text.startswith("not connected to the API at ws://127.0.0.1:9/ws/watcher?token=")
+    assert "s3cr3t-in-query" not in text
+
+
+class _UrlOnly:
+    def __init__(self, url: str) -> None:
+        self.url = url

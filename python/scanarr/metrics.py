@@ -49,6 +49,7 @@ from prometheus_client.exposition import choose_encoder
 
 from scanarr import __version__, native_version
 from scanarr.config import SettingsError
+from scanarr.logs import redact_url
 from scanarr.protocol import Message, ScanCompleted
 
 if TYPE_CHECKING:
@@ -290,7 +291,7 @@ def agent_readiness(agent: WatcherAgent) -> Readiness:
 
     def readiness() -> tuple[bool, str]:
         if agent.link.current is None:
-            return False, f"not connected to the API at {agent.settings.api_url.url}"
+            return False, f"not connected to the API at {redact_url(agent.settings.api_url.url)}"
         if agent.volumes.config is None:
             return False, "connected, but no valid watcher.config was received yet"
         status = agent.status.snapshot()
