@@ -50,12 +50,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import logging
 import os
 import pathlib
 import threading
-from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -75,6 +73,7 @@ from scanarr.protocol import (
     WatchPath,
     converter,
 )
+from scanarr.results_store import ResultStore as _ResultStore
 
 log = logging.getLogger(__name__)
 
@@ -202,63 +201,6 @@ class _MediaFileOutcome:
     size_bytes: int | None = None
     freed_bytes: int = 0
     failures: list[str] = attrs.field(factory=list)
-
-
-class _ResultStore:
-    """Replies by request_id, oldest first, persisted to `path` (None: memory only)."""
-
-    def __init__(self, path: pathlib.Path | None, max_results: int) -> None:
-        self._path = path
-        self._max_results = max_results
-        self._entries: OrderedDict[tuple[str, str], dict[str, Any]] = OrderedDict()
-        if path is not None:
-            self._load(path)
-
-    def _load(self, path: pathlib.Path) -> None:
-        try:
-            document = json.loads(path.read_text(encoding="utf-8"))
-            entries = document["results"]
-            for entry in entries:
-                self._entries[(entry["type"], entry["request_id"])] = entry
-        except FileNotFoundError:
-            return
-        except (OSError, ValueError, KeyError, TypeError) as error:
-            self._entries.clear()
-            log.warning("ignoring unreadable command results %s: %s", path, error)
-        while len(self._entries) > self._max_results:
-            self._entries.popitem(last=False)
-
-    def get(self, kind: str, request_id: str) -> dict[str, Any] | None:
-        return self._entries.get((kind, request_id))
-
-    def put(self, kind: str, request_id: str, entry: dict[str, Any]) -> None:
-        self._entries[(kind, request_id)] = {"type": kind, "request_id": request_id, **entry}
-        self._entries.move_to_end((kind, request_id))
-        while len(self._entries) > self._max_results:
-            self._entries.popitem(last=False)
-        if self._path is not None:
-            try:
-                self._write(self._path)
-            except OSError as error:
-                log.error("cannot save command results to %s: %s", self._path, error)
-
-    def _write(self, path: pathlib.Path) -> None:
-        text = json.dumps({"results": list(self._entries.values())}, separators=(",", ":"))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.name}.tmp")
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
-        fd = os.open(temporary, flags, 0o600)
-        try:
-            os.write(fd, text.encode("utf-8"))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(temporary, path)
-        directory_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            os.fsync(directory_fd)
-        finally:
-            os.close(directory_fd)
 
 
 class FileCommands:
