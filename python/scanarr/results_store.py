@@ -107,7 +107,7 @@ class ResultStore:
                         "dropping stored command result %d of %s: %s", number, path, problem
                     )
                 continue
-            key = (entry["type"], entry["request_id"])
+            key = (entry["type"], as_text(entry["request_id"]))
             self._entries.pop(key, None)
             self._entries[key] = _as_text_everywhere(entry)
         if dropped:
@@ -122,12 +122,13 @@ class ResultStore:
             self._entries.popitem(last=False)
 
     def get(self, kind: str, request_id: str) -> dict[str, Any] | None:
-        return self._entries.get((kind, request_id))
+        return self._entries.get((kind, as_text(request_id)))
 
     def put(self, kind: str, request_id: str, entry: dict[str, Any]) -> None:
-        stored = _as_text_everywhere({"type": kind, "request_id": request_id, **entry})
-        self._entries[(kind, request_id)] = stored
-        self._entries.move_to_end((kind, request_id))
+        stored = _as_text_everywhere({**entry, "type": kind, "request_id": request_id})
+        key = (kind, stored["request_id"])
+        self._entries[key] = stored
+        self._entries.move_to_end(key)
         while len(self._entries) > self._max_results:
             self._entries.popitem(last=False)
         if self._path is not None:
