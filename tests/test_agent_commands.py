@@ -163,7 +163,12 @@ async def test_damaged_stored_results_are_dropped_not_replayed(
         {"type": delete, "request_id": "no-reply", "progress": []},
         {"type": delete, "request_id": "bad-reply", "reply": {"deleted": "all"}, "progress": []},
         {"type": "command.files.hardlink", "request_id": "bad-link", "reply": {"status": 1}},
-        {"type": delete, "request_id": "good", "reply": _stored_reply("good", "old"), "progress": []},
+        {
+            "type": delete,
+            "request_id": "good",
+            "reply": _stored_reply("good", "old"),
+            "progress": [],
+        },
     ]
     results.write_text(json.dumps({"results": entries}))
     caplog.set_level(logging.WARNING, logger="scanarr")
@@ -186,9 +191,7 @@ async def test_damaged_stored_results_are_dropped_not_replayed(
     for request_id in ("no-progress", "no-reply", "bad-reply"):
         await dev_api.send(command(request_id))
         with trio.fail_after(10):
-            completed = await dev_api.wait_for_type(
-                "files.delete.completed", request_id=request_id
-            )
+            completed = await dev_api.wait_for_type("files.delete.completed", request_id=request_id)
         assert completed.data["results"][0]["media_file_id"] == request_id, completed.data
         assert completed.data["results"][0]["status"] == "deleted", completed.data
         assert not (media / names[request_id]).exists()

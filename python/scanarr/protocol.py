@@ -63,6 +63,13 @@ def as_text(value: str) -> str:
     return _SURROGATES.sub(REPLACEMENT_CHARACTER, value)
 
 
+def shown(text: str, limit: int = 200) -> str:
+    """`text` for a log line: encodable, and cut after `limit` characters (the API may send a
+    megabyte)."""
+    text = as_text(text)
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
+
+
 def storage_json(value: Any, **dumps_options: Any) -> bytes:
     """`value` as UTF-8 JSON for a file scanarr keeps, readable (non-ASCII as is) and exact: a
     surrogate is written as its ``\\uXXXX`` escape, which `json.loads` turns back into it."""
@@ -331,6 +338,11 @@ class FilesDeleteCompleted(Message):
     dirs_removed: int
     freed_bytes: int
     results: list[DeleteResult]
+    # "completed": the command was carried out and `results` says how each media file went
+    # (refusals included); "failed": it could not be carried out at all (malformed, not
+    # supported, internal error) and `error` says why.
+    status: str = "completed"
+    error: str | None = None
 
 
 @attrs.frozen
@@ -432,7 +444,7 @@ def _path_fields(cls: Any) -> dict[str, str]:
 
 def _structure_object(cls: Any) -> Any:
     """Models only from a JSON object, with the path fields' own hooks."""
-    overrides = {
+    overrides: dict[str, Any] = {
         name: override(struct_hook=_PATH_HOOKS[kind]) for name, kind in _path_fields(cls).items()
     }
     fields = make_dict_structure_fn(cls, converter, **overrides)
