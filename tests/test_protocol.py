@@ -227,3 +227,9 @@ def test_storage_json_keeps_every_string_exactly() -> None:
     data = storage_json(value)
     assert json.loads(data.decode("utf-8")) == value
     assert "é".encode() in data  # readable, not \u00e9
+
+
+@pytest.mark.parametrize("text", ["[" * 100_000, '{"type": "x", "data": ' + "[" * 100_000])
+def test_deeply_nested_json_is_malformed_not_a_crash(text: str) -> None:
+    with pytest.raises(MalformedMessage):
+        decode(text)

@@ -264,3 +264,12 @@ async def test_nul_huge_and_unencodable_junk_is_survived(
     await _still_alive(dev_api, media, "alive")
     assert (media / "a.mkv").exists()
     _sent_cleanly(dev_api)
+
+
+async def test_deeply_nested_frame_is_survived(
+    dev_api: DevApiServer, start_watcher: Any, make_volume: Any
+) -> None:
+    _agent, media = await _connected_agent(dev_api, start_watcher, make_volume, {"a.mkv": 3})
+    await dev_api.send("[" * 100_000)
+    await dev_api.send('{"type": "command.files.delete", "data": ' + "[" * 100_000)
+    await _still_alive(dev_api, media, "alive")

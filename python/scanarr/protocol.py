@@ -526,6 +526,8 @@ def decode(text: str | bytes) -> Message:
         envelope = json.loads(text)
     except (ValueError, UnicodeDecodeError) as error:
         raise MalformedMessage(f"not JSON: {error}") from None
+    except RecursionError:  # "[[[[…" nested deeper than the parser's stack
+        raise MalformedMessage("not JSON: nested too deeply") from None
     if not isinstance(envelope, dict):
         raise MalformedMessage("frame is not a JSON object")
     message_type = envelope.get("type")
