@@ -513,7 +513,8 @@ def _format_error(error: BaseException, type_: Any) -> str:
     return format_exception(error, type_)
 
 
-def _describe(error: BaseException) -> str:
+def describe_error(error: BaseException) -> str:
+    """Readable text for a structuring error (one note per bad field, with its path)."""
     if isinstance(error, cattrs.ClassValidationError):
         notes = cattrs.transform_error(error, format_exception=_format_error)
         return "; ".join(notes) if notes else str(error)
@@ -548,7 +549,7 @@ def decode(text: str | bytes) -> Message:
         return converter.structure(data, cls)
     except Exception as error:  # cattrs raises several kinds; all mean "malformed"
         raise MalformedMessage(
-            _describe(error), message_type=message_type, request_id=request_id
+            describe_error(error), message_type=message_type, request_id=request_id
         ) from None
 
 

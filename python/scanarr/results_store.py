@@ -29,6 +29,7 @@ from scanarr.protocol import (
     Message,
     as_text,
     converter,
+    describe_error,
     storage_json,
 )
 
@@ -71,7 +72,7 @@ def _entry_problem(entry: Any) -> str | None:
             for message in progress:
                 converter.structure(message, progress_model)
     except Exception as error:  # cattrs raises several kinds; all mean "cannot be replayed"
-        return f"not a valid stored reply ({error})"
+        return f"not a valid stored reply ({describe_error(error)})"
     return None
 
 
