@@ -37,11 +37,12 @@ import trio
 from trio_websocket import ConnectionClosed
 
 from conftest import settings_environment, watcher_settings
-from scanarr.dev_api import DevApiServer
+from scanarr.dev_api import DevApiServer, ReceivedMessage
 from scanarr.protocol import WatcherConfig, WatchPath
 
 WATCH = [sys.executable, "-m", "scanarr", "watch"]
 FRAMES = int(os.environ.get("SCANARR_FUZZ_FRAMES", "3000"))
+IN_FLIGHT = 32  # unanswered commands at most (the watcher queues 64 before pushing back)
 SURROGATES = ("\ud800", "\udbff", "\udc80", "\udcff", "\udfff")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 REPLY_TYPES = {
@@ -541,12 +542,24 @@ async def test_fuzzed_frames_against_the_running_watcher(
         untouchable = tree.snapshot(tree.untouchable())
         fuzzer = Fuzzer(rng, tree)
         expected: Counter[tuple[str, str]] = Counter()
+        replies = 0
+
+        def count_replies(message: ReceivedMessage) -> None:
+            nonlocal replies
+            replies += message.type in REPLY_TYPES.values()
+
+        dev_api.on_message = count_replies
         with trio.fail_after(120):
             for number in range(FRAMES):
                 frame = fuzzer.frame()
                 reply = _expected_reply(frame)
                 if reply is not None:
                     expected[reply] += 1
+                    # A bounded number of commands in flight, as an API has: the test server
+                    # answers pings on the socket this loop writes to, so a flood that fills
+                    # the watcher's command queue would stall both ends until the ping timeout.
+                    while sum(expected.values()) - replies > IN_FLIGHT:
+                        await trio.sleep(0.002)
                 try:
                     await dev_api.send(frame)  # type: ignore[arg-type]  # bytes: a binary frame
                 except (ConnectionClosed, RuntimeError):
