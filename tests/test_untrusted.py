@@ -18,7 +18,7 @@ import trio
 
 from scanarr.dev_api import DevApiServer, ReceivedMessage
 from scanarr.protocol import WatcherConfig, WatchPath
-from scanarr.state import load_state
+from scanarr.state import WatcherState, load_state, save_state
 
 LONE = "\ud800"  # a high surrogate with no partner
 ESCAPED = "\udc80"  # what surrogateescape makes of the byte 0x80
@@ -273,3 +273,25 @@ async def test_deeply_nested_frame_is_survived(
     await dev_api.send("[" * 100_000)
     await dev_api.send('{"type": "command.files.delete", "data": ' + "[" * 100_000)
     await _still_alive(dev_api, media, "alive")
+
+
+async def test_first_config_with_an_unencodable_path_keeps_the_saved_config(
+    dev_api: DevApiServer,
+    start_watcher: Any,
+    make_volume: Any,
+    state_file: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    media = make_volume("media", {"a.mkv": 3})
+    saved = WatcherConfig(watch_paths=[WatchPath(id="media", path=str(media))])
+    save_state(str(state_file), WatcherState(last_config=saved))
+    caplog.set_level(logging.WARNING, logger="scanarr")
+    # The config of the handshake itself, as the API sends it (the server takes raw text too).
+    first = {"watch_paths": [{"id": "media", "path": f"{media}{LONE}"}]}
+    dev_api.config = _frame("watcher.config", first)  # type: ignore[assignment]
+    agent = await start_watcher()
+    await _still_alive(dev_api, media, "alive")
+    assert "previous config stays in force" in caplog.text
+    assert agent.volumes.config == saved
+    assert load_state(str(state_file)).last_config == saved
+    _sent_cleanly(dev_api)
