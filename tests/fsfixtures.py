@@ -12,11 +12,14 @@ import pytest
 
 
 @contextlib.contextmanager
-def mounted(target: pathlib.Path, bind_source: pathlib.Path | None = None) -> Iterator[None]:
-    """A tmpfs (or a bind mount of `bind_source`) on `target`; skips when mounting is denied."""
+def mounted(
+    target: pathlib.Path, bind_source: pathlib.Path | None = None, *, size: str = "8m"
+) -> Iterator[None]:
+    """A tmpfs of `size` (or a bind mount of `bind_source`) on `target`; skips when mounting is
+    denied."""
     target.mkdir(exist_ok=True)
     if bind_source is None:
-        command = ["mount", "-t", "tmpfs", "-o", "size=8m", "scanarr-test", str(target)]
+        command = ["mount", "-t", "tmpfs", "-o", f"size={size}", "scanarr-test", str(target)]
     else:
         command = ["mount", "--bind", str(bind_source), str(target)]
     try:

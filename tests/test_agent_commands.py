@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
 
 import attrs
+import pytest
 import trio
 
+from scanarr.agent.file_handlers import results_path_for
 from scanarr.dev_api import DevApiServer
 from scanarr.protocol import (
     CommandFilesDelete,
@@ -118,3 +122,87 @@ async def test_hardlink(dev_api: DevApiServer, start_watcher: Any, make_volume: 
     source = os.stat(media / "Film (2001)/Film.2001.mkv")
     assert os.stat(torrents / "cross-seed/Film.2001.mkv").st_ino == source.st_ino
     assert reply.data["source_inode"] == reply.data["target_inode"] == source.st_ino
+
+
+def _stored_reply(request_id: str, media_file_id: str) -> dict[str, Any]:
+    return {
+        "request_id": request_id,
+        "deletion_id": "old",
+        "total_media_files": 1,
+        "deleted": 1,
+        "failed": 0,
+        "total_paths_deleted": 1,
+        "dirs_removed": 0,
+        "freed_bytes": 7,
+        "results": [
+            {
+                "media_file_id": media_file_id,
+                "status": "deleted",
+                "paths_deleted": 1,
+                "dirs_removed": 0,
+                "size_bytes": 7,
+                "freed_bytes": 7,
+                "error": None,
+            }
+        ],
+    }
+
+
+async def test_damaged_stored_results_are_dropped_not_replayed(
+    dev_api: DevApiServer,
+    start_watcher: Any,
+    make_volume: Any,
+    state_file: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Results saved by an earlier run, some damaged (a crash, an editor, an older version).
+    results = results_path_for(str(state_file))
+    results.parent.mkdir(parents=True, exist_ok=True)
+    delete = CommandFilesDelete.TYPE
+    entries = [
+        {"type": delete, "request_id": "no-progress", "reply": _stored_reply("no-progress", "x")},
+        {"type": delete, "request_id": "no-reply", "progress": []},
+        {"type": delete, "request_id": "bad-reply", "reply": {"deleted": "all"}, "progress": []},
+        {"type": "command.files.hardlink", "request_id": "bad-link", "reply": {"status": 1}},
+        {
+            "type": delete,
+            "request_id": "good",
+            "reply": _stored_reply("good", "old"),
+            "progress": [],
+        },
+    ]
+    results.write_text(json.dumps({"results": entries}))
+    caplog.set_level(logging.WARNING, logger="scanarr")
+    names = {"no-progress": "a.mkv", "no-reply": "b.mkv", "bad-reply": "c.mkv", "good": "d.mkv"}
+    media = make_volume("media", {name: 7 for name in names.values()})
+    dev_api.config = WatcherConfig(
+        watch_paths=[WatchPath(id="media", path=str(media))], scan_on_start=True
+    )
+    await start_watcher()
+    with trio.fail_after(10):
+        await dev_api.wait_for_type("scan.completed", volume_id="media")
+
+    def command(request_id: str) -> CommandFilesDelete:
+        path = DeletePath(volume_path=str(media), relative_path=names[request_id])
+        return CommandFilesDelete(
+            request_id=request_id,
+            deletion_id="del",
+            files=[DeleteFile(media_file_id=request_id, paths=[path])],
+        )
+
+    # A damaged entry is not replayed: the request is carried out.
+    for request_id in ("no-progress", "no-reply", "bad-reply"):
+        await dev_api.send(command(request_id))
+        with trio.fail_after(10):
+            completed = await dev_api.wait_for_type("files.delete.completed", request_id=request_id)
+        assert completed.data["results"][0]["media_file_id"] == request_id, completed.data
+        assert completed.data["results"][0]["status"] == "deleted", completed.data
+        assert not (media / names[request_id]).exists()
+    # The intact entry is still replayed as it was stored, without touching the disk.
+    await dev_api.send(command("good"))
+    with trio.fail_after(10):
+        replayed = await dev_api.wait_for_type("files.delete.completed", request_id="good")
+    assert replayed.data["results"][0]["media_file_id"] == "old"
+    assert replayed.data["deletion_id"] == "old"
+    assert (media / "d.mkv").exists()
+    assert caplog.text.count("dropping stored command result") == 4  # one line each

@@ -13,8 +13,11 @@ import trio
 from conftest import start_stalled_big_scan
 from scanarr.dev_api import DevApiServer
 from scanarr.protocol import (
+    CommandFilesDelete,
     CommandFilesHardlink,
     CommandScan,
+    DeleteFile,
+    DeletePath,
     FileCreated,
     FileDeleted,
     WatcherConfig,
@@ -78,11 +81,59 @@ async def test_malformed_command_with_request_id_is_answered(
         hardlink = await dev_api.wait_for_type("files.hardlink.completed", request_id="req-2")
     assert delete.data["deletion_id"] == "del-1"
     assert delete.data["deleted"] == 0
+    assert delete.data["status"] == "failed"
     assert [r["status"] for r in delete.data["results"]] == ["failed"]
     assert "malformed" in delete.data["results"][0]["error"]
     assert hardlink.data["status"] == "failed"
     assert hardlink.data["source_inode"] is None
     assert "malformed" in hardlink.data["error"]
+
+
+@pytest.mark.parametrize("files", ["oops", "", {}, None, 0, [[]], [{"media_file_id": "m1"}]])
+async def test_malformed_delete_is_answered_failed_not_as_an_empty_success(
+    dev_api: DevApiServer, start_watcher: Any, files: Any
+) -> None:
+    await start_watcher()
+    await dev_api.send(
+        {
+            "type": "command.files.delete",
+            "data": {"request_id": "req-oops", "deletion_id": "del-oops", "files": files},
+        }
+    )
+    with trio.fail_after(10):
+        reply = await dev_api.wait_for_type("files.delete.completed", request_id="req-oops")
+    assert reply.data["status"] == "failed"
+    assert reply.data["error"].startswith("malformed command: ")
+    assert reply.data["deletion_id"] == "del-oops"
+    assert reply.data["deleted"] == 0 and reply.data["total_paths_deleted"] == 0
+    # Any media file the API can recognise is reported failed too.
+    assert reply.data["failed"] == len(reply.data["results"])
+    assert all(result["status"] == "failed" for result in reply.data["results"])
+    assert len(dev_api.of_type("files.delete.completed")) == 1
+
+
+async def test_delete_replies_carry_status_completed(
+    dev_api: DevApiServer, start_watcher: Any, make_volume: Any
+) -> None:
+    movies = make_volume("movies", {"a.mkv": 1})
+    dev_api.config = WatcherConfig(watch_paths=[WatchPath(id="movies", path=str(movies))])
+    await start_watcher()
+    await dev_api.send(
+        CommandFilesDelete(
+            request_id="req-ok",
+            deletion_id="d",
+            files=[
+                DeleteFile(
+                    media_file_id="m",
+                    paths=[DeletePath(volume_path=str(movies), relative_path="missing.mkv")],
+                )
+            ],
+        )
+    )
+    with trio.fail_after(10):
+        reply = await dev_api.wait_for_type("files.delete.completed", request_id="req-ok")
+    assert reply.data["status"] == "completed"
+    assert reply.data["error"] is None
 
 
 async def test_command_without_a_handler_is_answered(

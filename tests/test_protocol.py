@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 
 import pytest
@@ -20,6 +21,7 @@ from scanarr.protocol import (
     WatchPath,
     decode,
     encode,
+    storage_json,
     utc_timestamp,
 )
 
@@ -133,3 +135,101 @@ def test_no_silent_coercion() -> None:
         decode(json.dumps({"type": "scan.file", "data": data}))
     data["inode"] = 12
     assert isinstance(decode(json.dumps({"type": "scan.file", "data": data})), ScanFile)
+
+
+@pytest.mark.parametrize(
+    "files", ["oops", "", {}, {"media_file_id": "m", "paths": []}, [5], [{"paths": "", "x": 1}]]
+)
+def test_arrays_and_objects_only_from_json_arrays_and_objects(files: object) -> None:
+    frame = {"type": "command.files.delete", "data": {"request_id": "r", "deletion_id": "d"}}
+    frame["data"]["files"] = files  # type: ignore[index]
+    with pytest.raises(MalformedMessage) as raised:
+        decode(json.dumps(frame))
+    assert raised.value.request_id == "r"
+
+
+def _delete_frame(request_id: str, relative_path: str) -> str:
+    return json.dumps(
+        {
+            "type": "command.files.delete",
+            "data": {
+                "request_id": request_id,
+                "deletion_id": "d\0",
+                "files": [
+                    {
+                        "media_file_id": "m\udfff",
+                        "paths": [{"volume_path": "/v", "relative_path": relative_path}],
+                    }
+                ],
+            },
+        }
+    )
+
+
+def test_text_with_a_surrogate_is_decoded_replaced() -> None:
+    command = decode(_delete_frame("r\ud800", "a.mkv"))
+    assert isinstance(command, CommandFilesDelete)
+    assert command.request_id == "r\ufffd"
+    assert command.deletion_id == "d\0"  # NUL is valid text: kept
+    assert command.files[0].media_file_id == "m\ufffd"
+    with pytest.raises(MalformedMessage) as raised:
+        decode(json.dumps({"type": "command.files.delete", "data": {"request_id": "\ud800"}}))
+    assert raised.value.request_id == "\ufffd"
+
+
+@pytest.mark.parametrize("relative_path", ["a\ud800.mkv", "\udc80.mkv", "d/\udcff/x.mkv"])
+def test_a_command_path_with_a_surrogate_names_no_file(relative_path: str) -> None:
+    command = decode(_delete_frame("r", relative_path))
+    assert isinstance(command, CommandFilesDelete)
+    decoded = command.files[0].paths[0].relative_path
+    assert "\ufffd" not in decoded  # never turned into another, possibly real, name
+    with pytest.raises(UnicodeEncodeError):
+        os.fsencode(decoded)  # what every file-system call does first
+    # Echoed in a reply, it is sent replaced.
+    assert "\ufffd" in encode(command)
+    encode(command).encode("utf-8")
+
+
+def test_a_config_path_with_a_surrogate_makes_the_config_malformed() -> None:
+    frame = {
+        "type": "watcher.config",
+        "data": {"watch_paths": [{"id": "a", "path": "/ok"}, {"id": "b", "path": "/x\udc80"}]},
+    }
+    with pytest.raises(MalformedMessage, match=r"not valid Unicode text.*watch_paths\[1\]\.path"):
+        decode(json.dumps(frame))
+    frame["data"]["watch_paths"][1]["path"] = "/x"  # type: ignore[index]
+    config = decode(json.dumps(frame))
+    assert isinstance(config, WatcherConfig)
+
+
+def test_encode_always_gives_utf8_text() -> None:
+    message = ScanFile(
+        scan_id="s\ud800",
+        volume_id="v",
+        volume_path="/v",
+        relative_path="\udc80é.mkv",
+        filename="é",
+        inode=1,
+        device_id=2,
+        size_bytes=3,
+        hardlink_count=1,
+        mod_time="t",
+    )
+    text = encode(message)
+    text.encode("utf-8")
+    data = json.loads(text)["data"]
+    assert data["scan_id"] == "s\ufffd"
+    assert data["relative_path"] == "\ufffdé.mkv"
+
+
+def test_storage_json_keeps_every_string_exactly() -> None:
+    value = {"k\ud800": ["é", "\udc80", "\0", "x" * 10_000]}
+    data = storage_json(value)
+    assert json.loads(data.decode("utf-8")) == value
+    assert "é".encode() in data  # readable, not \u00e9
+
+
+@pytest.mark.parametrize("text", ["[" * 100_000, '{"type": "x", "data": ' + "[" * 100_000])
+def test_deeply_nested_json_is_malformed_not_a_crash(text: str) -> None:
+    with pytest.raises(MalformedMessage):
+        decode(text)

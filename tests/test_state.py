@@ -91,3 +91,19 @@ def test_corrupt_file_gives_empty_state_and_a_warning(
         state = load_state(str(path))
     assert state == WatcherState()
     assert "corrupt" in caplog.text
+
+
+def test_any_string_is_saved_and_read_back_exactly(tmp_path: Path) -> None:
+    path = tmp_path / "watcher-state.json"
+    state = WatcherState(
+        last_config=WatcherConfig(watch_paths=[WatchPath(id="v\ud800", path="/data/é")]),
+        last_scan_timestamps={"v\ud800": "2026-02-28T10:00:00.000Z"},
+        volume_devices={"v\udc80\0": 1},
+    )
+    save_state(str(path), state)
+    raw = path.read_bytes()
+    raw.decode("utf-8")  # strict: a valid UTF-8 file
+    assert "/data/é".encode() in raw
+    loaded = load_state(str(path))
+    assert loaded.volume_devices == {"v\udc80\0": 1}
+    assert loaded.last_scan_timestamps == {"v\ud800": "2026-02-28T10:00:00.000Z"}

@@ -70,13 +70,13 @@ import logging
 import os
 import pathlib
 import threading
-from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from typing import Any
 
 import attrs
 
 from scanarr import safefs
+from scanarr.atomic import atomic_write
 from scanarr.protocol import (
     DEFAULT_SCAN_EXTENSIONS,
     CommandFilesDelete,
@@ -89,7 +89,9 @@ from scanarr.protocol import (
     FilesHardlinkCompleted,
     WatchPath,
     converter,
+    storage_json,
 )
+from scanarr.results_store import ResultStore as _ResultStore
 
 log = logging.getLogger(__name__)
 
@@ -234,70 +236,13 @@ class _MediaFileOutcome:
     failures: list[str] = attrs.field(factory=list)
 
 
-class _ResultStore:
-    """Replies by request_id, oldest first, persisted to `path` (None: memory only)."""
-
-    def __init__(self, path: pathlib.Path | None, max_results: int) -> None:
-        self._path = path
-        self._max_results = max_results
-        self._entries: OrderedDict[tuple[str, str], dict[str, Any]] = OrderedDict()
-        if path is not None:
-            self._load(path)
-
-    def _load(self, path: pathlib.Path) -> None:
-        try:
-            document = json.loads(path.read_text(encoding="utf-8"))
-            entries = document["results"]
-            for entry in entries:
-                self._entries[(entry["type"], entry["request_id"])] = entry
-        except FileNotFoundError:
-            return
-        except (OSError, ValueError, KeyError, TypeError) as error:
-            self._entries.clear()
-            log.warning("ignoring unreadable command results %s: %s", path, error)
-        while len(self._entries) > self._max_results:
-            self._entries.popitem(last=False)
-
-    def get(self, kind: str, request_id: str) -> dict[str, Any] | None:
-        return self._entries.get((kind, request_id))
-
-    def put(self, kind: str, request_id: str, entry: dict[str, Any]) -> None:
-        self._entries[(kind, request_id)] = {"type": kind, "request_id": request_id, **entry}
-        self._entries.move_to_end((kind, request_id))
-        while len(self._entries) > self._max_results:
-            self._entries.popitem(last=False)
-        if self._path is not None:
-            try:
-                self._write(self._path)
-            except OSError as error:
-                log.error("cannot save command results to %s: %s", self._path, error)
-
-    def _write(self, path: pathlib.Path) -> None:
-        text = json.dumps({"results": list(self._entries.values())}, separators=(",", ":"))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.name}.tmp")
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
-        fd = os.open(temporary, flags, 0o600)
-        try:
-            os.write(fd, text.encode("utf-8"))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(temporary, path)
-        directory_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            os.fsync(directory_fd)
-        finally:
-            os.close(directory_fd)
-
-
 class _PendingLinks:
     """Directories where a temporary link may exist, written down while it may.
 
     A kill between link and rename leaves a ``.scanarr-link-*.tmp`` name that keeps the file's
     space allocated after the API deletes its other names. Finding one by walking the volumes
     would read every directory of a million-file library at each start; instead the directory is
-    written down (with fsync) before the link and struck off once the link is in place, so a
+    written down (`atomic_write`) before the link and struck off once the link is in place, so a
     start reads one small file and lists only the directories in it (normally none). A failed
     link stays written down until the next cleanup: safefs removes its temporary name, but a
     cleanup that finds nothing costs one directory listing.
@@ -323,34 +268,22 @@ class _PendingLinks:
     def linking(self, volume_path: str, directory: Sequence[str]) -> Iterator[None]:
         entry = (volume_path, "/".join(directory))
         self._entries.append(entry)
-        self._save(durable=True)
+        self._save()
         yield
         self.discard(*entry)
 
     def discard(self, volume_path: str, directory: str) -> None:
         self._entries.remove((volume_path, directory))
-        self._save(durable=False)  # a lost strike-off only costs one listing
+        self._save()
 
-    def _save(self, *, durable: bool) -> None:
+    def _save(self) -> None:
         if self._path is None:
             return
-        temporary = self._path.with_name(f".{self._path.name}.tmp")
         try:
-            self._path.parent.mkdir(parents=True, exist_ok=True)
-            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
-            fd = os.open(temporary, flags, 0o600)
-            try:
-                os.write(fd, json.dumps(self._entries).encode("utf-8"))
-                if durable:
-                    os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(temporary, self._path)
+            atomic_write(self._path, storage_json(self._entries))
         except OSError as error:
             # The link itself is still safe; only a kill in its middle would go uncleaned.
             log.error("cannot save pending links to %s: %s", self._path, error)
-            with contextlib.suppress(OSError):
-                os.unlink(temporary)
 
 
 class FileCommands:

@@ -34,6 +34,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
+from scanarr.atomic import atomic_write
 from scanarr.live.events import LiveEvent
 from scanarr.protocol import (
     FileCreated,
@@ -44,6 +45,7 @@ from scanarr.protocol import (
     UnknownMessageType,
     decode,
     encode,
+    storage_json,
 )
 
 log = logging.getLogger(__name__)
@@ -183,14 +185,7 @@ class OfflineQueue:
                 self.rescan_path.unlink()
             return
         record = {"volumes": sorted(self._rescan), "dropped_events": self.dropped_events}
-        temporary = self.rescan_path.with_name(f".{self.rescan_path.name}.tmp")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        try:
-            os.write(fd, json.dumps(record).encode("utf-8"))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(temporary, self.rescan_path)
+        atomic_write(self.rescan_path, storage_json(record), 0o600)
 
     def _truncate(self) -> None:
         fd = self._open()

@@ -5,18 +5,84 @@ class in `MESSAGE_TYPES`; one cattrs converter turns data dicts into those class
 Unknown fields are ignored (forward compatibility); missing or mistyped fields raise
 `MalformedMessage`, which carries the ``request_id`` when the message had one so the caller can
 answer it.
+
+Untrusted strings (§7). JSON can carry a lone surrogate (``"\\ud800"``), which no UTF-8 text
+can; this module is the one place that decides what becomes of such a string:
+
+- *text* (ids, names, extensions, every other string): each surrogate becomes U+FFFD while
+  decoding, so nothing past `decode` — replies, scan frames, logs, the state file, stored
+  results — ever holds one;
+- *a volume path of* ``watcher.config``: not valid text → the config is malformed (logged, the
+  previous one stays in force);
+- *a path of a command* (``volume_path``, ``relative_path``): never rewritten into another
+  name (``a\ufffd.mkv`` may exist and is not what the API named). Its surrogates are pinned to
+  U+D800, which no file-system encoding accepts, so the path names no file: the file layer
+  refuses that path alone (``invalid_path``) and the rest of the command goes on;
+- `encode` replaces whatever surrogate is still in a message (e.g. a pinned path echoed in an
+  ``error``) with U+FFFD: every frame the watcher sends is valid UTF-8.
+
+NULs and long strings are valid text: ids keep them (JSON escapes NUL), the path checks refuse
+them where they matter.
 """
 
 from __future__ import annotations
 
 import datetime
 import json
+import re
+import typing
 from typing import Any, ClassVar, Literal
 
 import attrs
 import cattrs
+from cattrs.cols import list_structure_factory
+from cattrs.gen import make_dict_structure_fn, override
+from cattrs.v import format_exception
 
 DEFAULT_SCAN_EXTENSIONS: tuple[str, ...] = ("mkv", "mp4", "avi", "m4v", "ts", "wmv")
+
+# --- untrusted strings (see the module docstring) ---------------------------------------------
+
+REPLACEMENT_CHARACTER = "\ufffd"
+# A code point no file-system encoding accepts (not even surrogateescape, which maps
+# U+DC80–U+DCFF to raw bytes): a path holding it can name no file.
+_UNNAMEABLE = "\ud800"
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+# attrs metadata key: how `decode` treats a string field ("config_path" or "command_path").
+_STRING_KIND = "scanarr_string_kind"
+
+
+def is_text(value: str) -> bool:
+    """True when `value` is valid Unicode text (it can be encoded as UTF-8: no surrogate)."""
+    return _SURROGATES.search(value) is None
+
+
+def as_text(value: str) -> str:
+    """`value` with every surrogate replaced by U+FFFD: always encodable as UTF-8."""
+    return _SURROGATES.sub(REPLACEMENT_CHARACTER, value)
+
+
+def shown(text: str, limit: int = 200) -> str:
+    """`text` for a log line: encodable, and cut after `limit` characters (the API may send a
+    megabyte)."""
+    text = as_text(text)
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
+
+
+def storage_json(value: Any, **dumps_options: Any) -> bytes:
+    """`value` as UTF-8 JSON for a file scanarr keeps, readable (non-ASCII as is) and exact: a
+    surrogate is written as its ``\\uXXXX`` escape, which `json.loads` turns back into it."""
+    text = json.dumps(value, ensure_ascii=False, **dumps_options)
+    return _SURROGATES.sub(lambda match: f"\\u{ord(match.group()):04x}", text).encode("utf-8")
+
+
+def _config_path() -> Any:
+    return attrs.field(metadata={_STRING_KIND: "config_path"})
+
+
+def _command_path() -> Any:
+    return attrs.field(metadata={_STRING_KIND: "command_path"})
 
 
 def utc_timestamp(moment: datetime.datetime | None = None) -> str:
@@ -57,7 +123,7 @@ class WatcherAuth(Message):
 @attrs.frozen
 class WatchPath:
     id: str
-    path: str
+    path: str = _config_path()
     name: str = ""
 
 
@@ -220,8 +286,8 @@ class CommandScanAll(Message):
 
 @attrs.frozen
 class DeletePath:
-    volume_path: str
-    relative_path: str
+    volume_path: str = _command_path()
+    relative_path: str = _command_path()
 
 
 @attrs.frozen
@@ -274,6 +340,11 @@ class FilesDeleteCompleted(Message):
     dirs_removed: int
     freed_bytes: int
     results: list[DeleteResult]
+    # "completed": the command was carried out and `results` says how each media file went
+    # (refusals included); "failed": it could not be carried out at all (malformed, not
+    # supported, internal error) and `error` says why.
+    status: str = "completed"
+    error: str | None = None
 
 
 @attrs.frozen
@@ -281,10 +352,10 @@ class CommandFilesHardlink(Message):
     TYPE: ClassVar[str] = "command.files.hardlink"
     request_id: str
     deletion_id: str
-    source_volume_path: str
-    source_relative_path: str
-    target_volume_path: str
-    target_relative_path: str
+    source_volume_path: str = _command_path()
+    source_relative_path: str = _command_path()
+    target_volume_path: str = _command_path()
+    target_relative_path: str = _command_path()
 
 
 @attrs.frozen
@@ -340,9 +411,77 @@ def _strict_scalar(expected: type) -> Any:
     return hook
 
 
+_check_str = _strict_scalar(str)
+
+
+def _structure_text(value: Any, _type: Any) -> str:
+    text: str = _check_str(value, str)
+    return as_text(text)
+
+
+def _structure_config_path(value: Any, _type: Any) -> str:
+    path: str = _check_str(value, str)
+    if not is_text(path):
+        raise ValueError("the path is not valid Unicode text (it holds a lone surrogate)")
+    return path
+
+
+def _structure_command_path(value: Any, _type: Any) -> str:
+    path: str = _check_str(value, str)
+    return path if is_text(path) else _SURROGATES.sub(_UNNAMEABLE, path)
+
+
+_PATH_HOOKS = {"config_path": _structure_config_path, "command_path": _structure_command_path}
+
+
+def _path_fields(cls: Any) -> dict[str, str]:
+    if not attrs.has(cls):
+        return {}
+    return {
+        field.name: field.metadata[_STRING_KIND]
+        for field in attrs.fields(cls)
+        if _STRING_KIND in field.metadata
+    }
+
+
+def _structure_object(cls: Any) -> Any:
+    """Models only from a JSON object, with the path fields' own hooks."""
+    overrides: dict[str, Any] = {
+        name: override(struct_hook=_PATH_HOOKS[kind]) for name, kind in _path_fields(cls).items()
+    }
+    fields = make_dict_structure_fn(cls, converter, **overrides)
+
+    def hook(value: Any, _type: Any) -> Any:
+        if not isinstance(value, dict):
+            raise TypeError(f"expected an object, got {type(value).__name__}")
+        return fields(value, _type)
+
+    return hook
+
+
+def _is_list_type(type_: Any) -> bool:
+    return typing.get_origin(type_) is list
+
+
+def _strict_list(type_: Any) -> Any:
+    """A list only from a JSON array: cattrs would take any iterable, and ``"files": ""`` or
+    ``{}`` would read as "no files", a silent success."""
+    items = list_structure_factory(type_, converter)
+
+    def hook(value: Any, _type: Any) -> Any:
+        if type(value) is not list:
+            raise TypeError(f"expected an array, got {type(value).__name__}")
+        return items(value, _type)
+
+    return hook
+
+
 converter = cattrs.Converter(forbid_extra_keys=False)
-for _scalar in (str, int, bool, float):
+for _scalar in (int, bool, float):
     converter.register_structure_hook(_scalar, _strict_scalar(_scalar))
+converter.register_structure_hook(str, _structure_text)
+converter.register_structure_hook_factory(_is_list_type, _strict_list)
+converter.register_structure_hook_factory(attrs.has, _structure_object)
 
 
 class UnknownMessageType(Exception):
@@ -365,9 +504,21 @@ class MalformedMessage(Exception):
         self.request_id = request_id
 
 
-def _describe(error: BaseException) -> str:
+def _format_error(error: BaseException, type_: Any) -> str:
+    # The hooks above say what is wrong in their own words ("expected int, got str").
+    if isinstance(error, (TypeError, ValueError)) and not isinstance(
+        error, cattrs.BaseValidationError
+    ):
+        text = str(error)
+        if text:
+            return text
+    return format_exception(error, type_)
+
+
+def describe_error(error: BaseException) -> str:
+    """Readable text for a structuring error (one note per bad field, with its path)."""
     if isinstance(error, cattrs.ClassValidationError):
-        notes = cattrs.transform_error(error)
+        notes = cattrs.transform_error(error, format_exception=_format_error)
         return "; ".join(notes) if notes else str(error)
     return str(error)
 
@@ -378,15 +529,17 @@ def decode(text: str | bytes) -> Message:
         envelope = json.loads(text)
     except (ValueError, UnicodeDecodeError) as error:
         raise MalformedMessage(f"not JSON: {error}") from None
+    except RecursionError:  # "[[[[…" nested deeper than the parser's stack
+        raise MalformedMessage("not JSON: nested too deeply") from None
     if not isinstance(envelope, dict):
         raise MalformedMessage("frame is not a JSON object")
     message_type = envelope.get("type")
     if not isinstance(message_type, str):
         raise MalformedMessage("missing or non-string 'type'")
+    message_type = as_text(message_type)
     data = envelope.get("data", {})
     request_id = data.get("request_id") if isinstance(data, dict) else None
-    if not isinstance(request_id, str):
-        request_id = None
+    request_id = as_text(request_id) if isinstance(request_id, str) else None
     cls = MESSAGE_TYPES.get(message_type)
     if cls is None:
         raise UnknownMessageType(message_type)
@@ -398,7 +551,7 @@ def decode(text: str | bytes) -> Message:
         return converter.structure(data, cls)
     except Exception as error:  # cattrs raises several kinds; all mean "malformed"
         raise MalformedMessage(
-            _describe(error), message_type=message_type, request_id=request_id
+            describe_error(error), message_type=message_type, request_id=request_id
         ) from None
 
 
@@ -408,8 +561,9 @@ def unstructure(message: Message) -> dict[str, Any]:
 
 
 def encode(message: Message, timestamp: str | None = None) -> str:
-    """One frame's text for `message`, stamped now unless `timestamp` is given."""
-    return json.dumps(
+    """One frame's text for `message`, stamped now unless `timestamp` is given. Always valid
+    UTF-8: a surrogate still in the message (an echoed command path) goes out as U+FFFD."""
+    text = json.dumps(
         {
             "type": message.TYPE,
             "timestamp": timestamp or utc_timestamp(),
@@ -418,3 +572,4 @@ def encode(message: Message, timestamp: str | None = None) -> str:
         ensure_ascii=False,
         separators=(",", ":"),
     )
+    return text if text.isascii() else as_text(text)

@@ -1,25 +1,25 @@
 """The watcher's persisted state (PROTOCOL.md §8).
 
 ``{last_config, last_scan_timestamps: {volume_id: RFC3339}, volume_devices: {volume_id: st_dev}}``
-as JSON at ``SCANARR_STATE_FILE``. Written atomically (temporary file beside it, ``fsync``,
-``rename``, ``fsync`` of the directory) with mode 0600, because the config names every volume on
-the host. A missing or unreadable file is not fatal: the watcher starts empty and says so.
+as JSON at ``SCANARR_STATE_FILE``. Written atomically by `scanarr.atomic.atomic_write` (temporary
+file beside it, ``fsync``, ``rename``, ``fsync`` of the directory; nothing left on failure) with
+mode 0600, because the config names every volume on the host. Any string can be saved (a lone
+surrogate is written as its JSON escape), so saving fails only on a file-system error. A
+missing or unreadable file is not fatal: the watcher starts empty and says so.
 
 Both functions block on disk I/O; the agent calls them through ``trio.to_thread.run_sync``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
-import tempfile
 from typing import Any
 
 import attrs
 
-from scanarr.protocol import MalformedMessage, WatcherConfig, converter
+from scanarr.atomic import atomic_write
+from scanarr.protocol import MalformedMessage, WatcherConfig, converter, storage_json
 
 log = logging.getLogger(__name__)
 
@@ -84,25 +84,7 @@ def load_state(path: str) -> WatcherState:
 
 
 def save_state(path: str, state: WatcherState) -> None:
-    """Replace the file at `path` with `state`, atomically, mode 0600. Raises OSError."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    text = json.dumps(state.to_json(), ensure_ascii=False, indent=2, sort_keys=True) + "\n"
-    # mkstemp creates the file with mode 0600 and O_EXCL, beside the target so rename is atomic.
-    descriptor, temporary = tempfile.mkstemp(dir=directory, prefix=".watcher-state.", suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "wb") as file:
-            file.write(text.encode("utf-8"))
-            file.flush()
-            os.fsync(file.fileno())
-        os.chmod(temporary, 0o600)
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
-    directory_descriptor = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(directory_descriptor)
-    finally:
-        os.close(directory_descriptor)
+    """Replace the file at `path` with `state`, atomically, mode 0600. Raises OSError; no
+    string makes it fail."""
+    data = storage_json(state.to_json(), indent=2, sort_keys=True) + b"\n"
+    atomic_write(path, data, 0o600)

@@ -45,8 +45,10 @@ from scanarr.protocol import (
     MalformedMessage,
     Message,
     UnknownMessageType,
+    WatcherConfig,
     WatchPath,
     decode,
+    shown,
     unstructure,
 )
 
@@ -109,7 +111,8 @@ def _text_field(data: Mapping[str, Any], name: str) -> str:
 
 
 def delete_failed_reply(request_id: str, data: Mapping[str, Any], error: str) -> Message:
-    """``files.delete.completed`` for a delete command that cannot be carried out at all."""
+    """``files.delete.completed`` for a delete command that cannot be carried out at all:
+    ``status: "failed"`` with `error`, and each media file that can be named failed too."""
     files = data.get("files")
     results = []
     if isinstance(files, list):
@@ -137,6 +140,8 @@ def delete_failed_reply(request_id: str, data: Mapping[str, Any], error: str) ->
         dirs_removed=0,
         freed_bytes=0,
         results=results,
+        status="failed",
+        error=error,
     )
 
 
@@ -190,7 +195,7 @@ class Dispatcher:
         try:
             message = decode(text)
         except UnknownMessageType as unknown:
-            log.debug("ignoring message of unknown type %r", unknown.message_type)
+            log.debug("ignoring message of unknown type %r", shown(unknown.message_type))
             self._on_handled(str(unknown.message_type), "unknown")
             return
         except MalformedMessage as error:
@@ -216,10 +221,16 @@ class Dispatcher:
     async def _answer_malformed(
         self, error: MalformedMessage, text: str, context: CommandContext
     ) -> None:
+        if error.message_type == WatcherConfig.TYPE:
+            log.error(
+                "malformed watcher.config (%s); the previous config stays in force",
+                shown(error.reason),
+            )
+            return
         log.warning(
             "malformed %s message: %s",
-            error.message_type or "(untyped)",
-            error.reason,
+            shown(error.message_type or "(untyped)"),
+            shown(error.reason),
         )
         if error.request_id is None or error.message_type is None:
             return

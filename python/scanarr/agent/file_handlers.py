@@ -26,7 +26,7 @@ from pathlib import Path
 import trio
 
 from scanarr.file_commands import FileCommands
-from scanarr.protocol import CommandFilesDelete, CommandFilesHardlink
+from scanarr.protocol import CommandFilesDelete, CommandFilesHardlink, shown
 
 from .dispatcher import CommandContext, Dispatcher
 
@@ -81,8 +81,8 @@ class FileCommandHandlers:
     async def delete(self, command: CommandFilesDelete, context: CommandContext) -> None:
         log.info(
             "deletion %s (request %s): %d media files",
-            command.deletion_id,
-            command.request_id,
+            shown(command.deletion_id),
+            shown(command.request_id),
             len(command.files),
         )
         reply = await trio.to_thread.run_sync(
@@ -98,7 +98,7 @@ class FileCommandHandlers:
         )
         log.info(
             "deletion %s: %d deleted, %d failed, %d bytes freed",
-            command.deletion_id,
+            shown(command.deletion_id),
             reply.deleted,
             reply.failed,
             reply.freed_bytes,
@@ -113,5 +113,5 @@ class FileCommandHandlers:
             context.volume_devices,
             context.disable_deletion,
         )
-        log.info("hardlink %s: %s", command.request_id, reply.status)
+        log.info("hardlink %s: %s", shown(command.request_id), reply.status)
         await context.send(reply)
