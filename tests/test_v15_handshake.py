@@ -1,0 +1,74 @@
+"""`scanarr watch` against the V1.5 dev API: approval, token kept, reconnection, restart."""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from v15_support import approved_watch, go_environment, serve_v15, start_watch, stop_watch
+
+
+async def test_first_contact_pending_approve_token_kept_and_reused(
+    nursery: trio.Nursery, make_volume: Any, state_file: Path, tmp_path: Path
+) -> None:
+    movies = make_volume("movies", {"a.mkv": 3})
+    api = await serve_v15(nursery, watch_paths=[str(movies)])
+    log = tmp_path / "watch.log"
+    environment = go_environment(api, state_file)
+    process = await start_watch(nursery, environment, log)
+    with trio.fail_after(20):
+        pending = await api.wait_pending("nas-1")
+    # While pending the watcher waits (no hello timeout: 5 s in these tests) and says why.
+    await trio.sleep(6)
+    assert pending.state == "pending"
+    assert "must approve" in log.read_text()
+    assert await api.approve("nas-1")
+    token = api.watchers["nas-1"].token
+    assert token is not None
+    with trio.fail_after(20):
+        await api.wait_for_type("scan.completed", path=str(movies))
+    state = json.loads(state_file.read_text())
+    assert state["auth_token"] == token
+    assert state["protocol"] == "v1.5"
+    assert stat.S_IMODE(state_file.stat().st_mode) == 0o600
+
+    # The server restarts: the watcher comes back with the kept token, no new approval.
+    await api.drop_all()
+    with trio.fail_after(20):
+        await api.wait_authenticated(2)
+    assert api.of_type("watcher.auth")[-1].data == {"token": token}
+
+    # The process restarts: same token, same watcher id.
+    assert await stop_watch(process) == 0
+    process = await start_watch(nursery, environment, log)
+    with trio.fail_after(20):
+        await api.wait_authenticated(3)
+    hellos = api.of_type("watcher.hello")
+    assert {hello.data["watcher_id"] for hello in hellos} == {"nas-1"}
+    assert len(api.of_type("watcher.auth", token=token)) == 2
+    assert sum(1 for c in api.connections if c.state == "pending") == 0
+    assert await stop_watch(process) == 0
+    assert token not in log.read_text()
+
+
+async def test_revoked_watcher_backs_off_to_the_cap_and_says_so(
+    nursery: trio.Nursery, make_volume: Any, state_file: Path, tmp_path: Path
+) -> None:
+    movies = make_volume("movies", {"a.mkv": 3})
+    api = await serve_v15(nursery, watch_paths=[str(movies)])
+    log = tmp_path / "watch.log"
+    environment = go_environment(api, state_file, SCANARR_REJECTED_MAX_DELAY="3s")
+    process = await approved_watch(nursery, api, environment, log)
+    await api.revoke("nas-1")
+    await api.drop_all()
+    with trio.fail_after(20):
+        await api.wait_until(lambda: len(api.connections) >= 2)
+    # Reconnect delay is 50 ms; a revoked watcher waits for the cap (3 s) instead.
+    await trio.sleep(1.5)
+    assert len(api.connections) == 2
+    assert await stop_watch(process) == 0
+    assert "revoked" in log.read_text()
