@@ -102,6 +102,7 @@ class DevApiV15Server:
         self.files: dict[str, dict[str, Any]] = {}  # the file table, by absolute path
         self.deletions: dict[str, Deletion] = {}
         self.authenticated_total = 0  # connections authenticated so far
+        self.accepting = True  # False: answer upgrades with HTTP 503 (the server is down)
         self.host = "127.0.0.1"
         self.port = 0
         self._scans: dict[str, tuple[str, set[str]]] = {}  # scan_id → (path, paths seen)
@@ -138,6 +139,9 @@ class DevApiV15Server:
     async def _handle(self, request: WebSocketRequest) -> None:
         if request.path.split("?", 1)[0] != WATCHER_PATH:
             await request.reject(404)
+            return
+        if not self.accepting:
+            await request.reject(503)
             return
         websocket = await request.accept()
         connection = Connection15(number=len(self.connections) + 1, websocket=websocket)

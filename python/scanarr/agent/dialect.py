@@ -439,8 +439,9 @@ class Translator:
                     (
                         key,
                         {
+                            # The same answer as the first time.
                             "status": "deleted",
-                            "dirs_removed": 0,
+                            "dirs_removed": result.dirs_removed,
                             "size_bytes": result.size_bytes,
                             "error": None,
                         },
