@@ -29,7 +29,8 @@ async def test_flat_delete_with_siblings_across_volumes_answers_our_items_only(
     os.link(torrents / "Film" / "film.mkv", movies / "Film (2020)" / "film.mkv")
     elsewhere = make_volume("elsewhere", {"film.mkv": 9})  # another watcher's volume
     api = await serve_v15(nursery, watch_paths=[str(torrents), str(movies)])
-    process = await approved_watch(nursery, api, go_environment(api, state_file), tmp_path / "w")
+    environment = go_environment(api.url, state_file)
+    process = await approved_watch(nursery, api, environment, tmp_path / "watch.log")
     try:
         await _scanned(api, torrents, movies)
         await api.delete(
@@ -71,7 +72,8 @@ async def test_commands_for_another_watchers_paths_get_no_reply_and_touch_nothin
     # A path that starts like ours but is not inside it.
     lookalike = make_volume("movies-old", {"z.mkv": 1})
     api = await serve_v15(nursery, watch_paths=[str(movies)])
-    process = await approved_watch(nursery, api, go_environment(api, state_file), tmp_path / "w")
+    environment = go_environment(api.url, state_file)
+    process = await approved_watch(nursery, api, environment, tmp_path / "watch.log")
     try:
         await _scanned(api, movies)
         await api.scan(str(other), "s-other")
@@ -112,7 +114,7 @@ async def test_a_deletion_resent_with_a_new_request_id_is_answered_again_not_red
     movies = make_volume("movies", {"Film/film.mkv": 4, "keep.mkv": 1})
     api = await serve_v15(nursery, watch_paths=[str(movies)])
     log = tmp_path / "watch.log"
-    environment = go_environment(api, state_file)
+    environment = go_environment(api.url, state_file)
     process = await approved_watch(nursery, api, environment, log)
     try:
         await _scanned(api, movies)
@@ -151,7 +153,7 @@ async def test_a_reply_produced_while_disconnected_is_delivered_after_reconnecti
         first_progress.set() if message.type == "files.delete.progress" else None
     )
     log = tmp_path / "watch.log"
-    process = await approved_watch(nursery, api, go_environment(api, state_file), log)
+    process = await approved_watch(nursery, api, go_environment(api.url, state_file), log)
     try:
         request_id = await api.delete(
             "big",
@@ -191,7 +193,8 @@ async def test_hardlink_from_torrents_into_media(
     torrents = make_volume("torrents", {"Film/film.mkv": 6})
     movies = make_volume("movies", {"Film (2020)/film.mkv": 6})  # a copy, to be replaced
     api = await serve_v15(nursery, watch_paths=[str(torrents), str(movies)])
-    process = await approved_watch(nursery, api, go_environment(api, state_file), tmp_path / "w")
+    environment = go_environment(api.url, state_file)
+    process = await approved_watch(nursery, api, environment, tmp_path / "watch.log")
     try:
         await _scanned(api, torrents, movies)
         source, target = f"{torrents}/Film/film.mkv", f"{movies}/Film (2020)/film.mkv"
@@ -226,7 +229,7 @@ async def test_the_go_watchers_state_file_is_taken_over_without_approval(
     api = await serve_v15(nursery, watch_paths=[str(movies)])
     api.watchers["nas-1"] = Watcher("nas-1", status="approved", token=token)
     log = tmp_path / "watch.log"
-    process = await start_watch(nursery, go_environment(api, state_file), log)
+    process = await start_watch(nursery, go_environment(api.url, state_file), log)
     try:
         with trio.fail_after(20):
             await api.wait_authenticated(1)

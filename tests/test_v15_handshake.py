@@ -18,7 +18,7 @@ async def test_first_contact_pending_approve_token_kept_and_reused(
     movies = make_volume("movies", {"a.mkv": 3})
     api = await serve_v15(nursery, watch_paths=[str(movies)])
     log = tmp_path / "watch.log"
-    environment = go_environment(api, state_file)
+    environment = go_environment(api.url, state_file)
     process = await start_watch(nursery, environment, log)
     with trio.fail_after(20):
         pending = await api.wait_pending("nas-1")
@@ -61,7 +61,7 @@ async def test_revoked_watcher_backs_off_to_the_cap_and_says_so(
     movies = make_volume("movies", {"a.mkv": 3})
     api = await serve_v15(nursery, watch_paths=[str(movies)])
     log = tmp_path / "watch.log"
-    environment = go_environment(api, state_file, SCANARR_REJECTED_MAX_DELAY="3s")
+    environment = go_environment(api.url, state_file, SCANARR_REJECTED_MAX_DELAY="3s")
     process = await approved_watch(nursery, api, environment, log)
     await api.revoke("nas-1")
     await api.drop_all()

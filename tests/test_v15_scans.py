@@ -21,7 +21,7 @@ async def test_scans_report_absolute_paths_and_totals_and_live_events_follow(
     missing = tmp_path / "unmounted"
     api = await serve_v15(nursery, watch_paths=[f"{movies}/", str(torrents), str(missing)])
     log = tmp_path / "watch.log"
-    process = await approved_watch(nursery, api, go_environment(api, state_file), log)
+    process = await approved_watch(nursery, api, go_environment(api.url, state_file), log)
     try:
         with trio.fail_after(20):
             completed = await api.wait_for_type("scan.completed", path=str(movies))

@@ -16,10 +16,10 @@ from scanarr.dev_api_v15 import DevApiV15Server
 WATCH = [sys.executable, "-m", "scanarr", "watch"]
 
 
-def go_environment(api: DevApiV15Server, state_file: Path, **extra: str) -> dict[str, str]:
+def go_environment(url: str, state_file: Path, **extra: str) -> dict[str, str]:
     """The variables a Go watcher's environment file has (its names), test-sized timings."""
     environment = {
-        "SCANARR_WS_URL": api.url,
+        "SCANARR_WS_URL": url,
         "SCANARR_WATCHER_ID": "nas-1",
         "SCANARR_STATE_PATH": str(state_file),
         "SCANARR_LOG_LEVEL": "debug",
