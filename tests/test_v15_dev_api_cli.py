@@ -13,7 +13,6 @@ import trio
 
 from v15_support import go_environment, start_watch, stop_watch
 
-
 DEV_API = [sys.executable, "-m", "scanarr", "dev-api", "--dialect", "v1.5"]
 
 
