@@ -99,6 +99,7 @@ from scanarr.protocol_v15 import (
 )
 from scanarr.wsframes import FrameWriter
 
+from .filter_parity import count_unreported
 from .session import (
     HandshakeClosed,
     HandshakeFailed,
@@ -606,6 +607,10 @@ _CONFIG_LEVELS = {
 }
 
 
+# A record carrying this extra field was already sent as its own watcher.log.
+FORWARDED = "forwarded_to_server"
+
+
 class LogForwarder(logging.Handler):
     """Keeps scanarr's warnings and errors (info too when the config's ``log_level`` asks) as
     ``watcher.log`` messages, redacted and rate-limited, for the session to send."""
@@ -629,8 +634,15 @@ class LogForwarder(logging.Handler):
     def set_level_name(self, name: str | None) -> None:
         self.threshold = _CONFIG_LEVELS.get((name or "").lower(), logging.WARNING)
 
+    def keep(self, entry: Log15) -> None:
+        """Forward `entry` as it is (no rate limit)."""
+        self.kept.append(entry)
+        self.wakeup.set()
+
     def emit(self, record: logging.LogRecord) -> None:
         if record.levelno < self.threshold or not record.name.startswith("scanarr"):
+            return
+        if getattr(record, FORWARDED, False):
             return
         now = time.monotonic()
         self._allowance = min(self.BURST, self._allowance + (now - self._last) * self.PER_SECOND)
@@ -680,6 +692,10 @@ class Dialect:
         self.forwarder: LogForwarder | None = None
         self._stored_token_refused = False
         self._store_loaded = False
+        self._parity_due: set[str] = set()
+        self._parity_done: set[str] = set()
+        self._parity_wakeup = trio.Event()
+        self.translator.on_scan_completed = self._scan_completed
 
     # --- choice ----------------------------------------------------------------------------
 
@@ -703,6 +719,7 @@ class Dialect:
             )
             if self.settings.protocol == "auto":
                 extra[PROTOCOL_KEY] = V15
+        self._refresh_redaction()
         if self.speaks_v15 or self.settings.protocol == V15:
             await self._load_store()
 
@@ -757,6 +774,15 @@ class Dialect:
     def _refresh_redaction(self) -> None:
         from scanarr.logs import RedactSecrets
 
+        # The token from the approval is a secret too, in every log line from now on: the
+        # handlers' redaction filters (scanarr.logs) learn it.
+        for handler in logging.getLogger().handlers:
+            for candidate in list(handler.filters):
+                if isinstance(candidate, RedactSecrets):
+                    missing = [s for s in self._secrets() if s not in candidate.secrets]
+                    if missing:
+                        handler.removeFilter(candidate)
+                        handler.addFilter(RedactSecrets([*candidate.secrets, *missing]))
         if self.forwarder is not None:
             self.forwarder.redact = RedactSecrets(self._secrets()).redact
 
@@ -1063,6 +1089,14 @@ class Dialect:
         forwarder = self.forwarder
         if forwarder is None:
             return
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._check_parity, forwarder)
+            await self._forward_logs(session, writer, forwarder)
+            nursery.cancel_scope.cancel()
+
+    async def _forward_logs(
+        self, session: Session, writer: TranslatingWriter, forwarder: LogForwarder
+    ) -> None:
         while session.alive:
             while forwarder.kept:
                 entry = forwarder.kept[0]
@@ -1075,6 +1109,44 @@ class Dialect:
             forwarder.wakeup = trio.Event()
             if not forwarder.kept:
                 await forwarder.wakeup.wait()
+
+    def _scan_completed(self, volume_id: str) -> None:
+        if volume_id not in self._parity_done:
+            self._parity_due.add(volume_id)
+            self._parity_wakeup.set()
+
+    async def _check_parity(self, forwarder: LogForwarder) -> None:
+        """After the first completed scan of each volume: say what the server will drop."""
+        while True:
+            while not self._parity_due:
+                self._parity_wakeup = trio.Event()
+                await self._parity_wakeup.wait()
+            volume_id = min(self._parity_due)
+            volume = self.translator.volumes.get(volume_id)
+            if volume is not None:
+                unreported = await trio.to_thread.run_sync(
+                    count_unreported,
+                    volume.path,
+                    self.translator.volumes.nested_roots(volume_id),
+                    self.translator.volumes.scan_extensions,
+                )
+                if unreported.total:
+                    message = (
+                        f"{unreported.total} media files under {volume.path} are not reported "
+                        f"by scanarr where the Go watcher reported them ({unreported.describe()});"
+                        " the server drops their rows after each scan"
+                    )
+                    log.warning(message, extra={FORWARDED: True})
+                    forwarder.keep(
+                        Log15(
+                            level="warning",
+                            message=message,
+                            timestamp=utc_timestamp(),
+                            context={"path": volume.path, **attrs.asdict(unreported)},
+                        )
+                    )
+            self._parity_due.discard(volume_id)
+            self._parity_done.add(volume_id)
 
 
 __all__ = [
