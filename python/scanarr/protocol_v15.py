@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import typing
 from typing import Any, ClassVar
 
 import attrs
@@ -336,6 +337,23 @@ converter = cattrs.Converter(forbid_extra_keys=False)
 for _scalar in (str, int, bool):
     converter.register_structure_hook(_scalar, _strict(_scalar))
 converter.register_structure_hook(Id, _id_hook)
+
+
+def _strict_list_factory(list_type: Any) -> Any:
+    (item_type,) = typing.get_args(list_type) or (Any,)
+
+    def hook(value: Any, _type: Any) -> list[Any]:
+        # cattrs would take a string (or any iterable) as a list of its items.
+        if type(value) is not list:
+            raise TypeError(f"expected a list, got {type(value).__name__}")
+        return [converter.structure(item, item_type) for item in value]
+
+    return hook
+
+
+converter.register_structure_hook_factory(
+    lambda candidate: typing.get_origin(candidate) is list, _strict_list_factory
+)
 converter.register_structure_hook(dict[str, Any] | None, lambda value, _type: value)
 
 

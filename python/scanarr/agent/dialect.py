@@ -797,7 +797,8 @@ class Dialect:
         writer = FrameWriter(websocket)
         hello = watcher_hello(self.settings.auth_token)
         watcher_id = self.settings.watcher_id
-        if self.settings.protocol == "auto" and watcher_id:
+        if watcher_id:
+            # Lets `auto` tell the dialects apart on first contact; a V2 API ignores it.
             hello = HelloWithWatcherId(**attrs.asdict(hello), watcher_id=watcher_id)
         try:
             return await handshake(websocket, writer, hello, timeout=timeout), writer
