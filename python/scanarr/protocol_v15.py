@@ -351,9 +351,12 @@ def _strict_list_factory(list_type: Any) -> Any:
     return hook
 
 
-converter.register_structure_hook_factory(
-    lambda candidate: typing.get_origin(candidate) is list, _strict_list_factory
-)
+def _is_list_type(candidate: Any) -> bool:
+    origin: Any = typing.get_origin(candidate)
+    return origin is list
+
+
+converter.register_structure_hook_factory(_is_list_type, _strict_list_factory)
 converter.register_structure_hook(dict[str, Any] | None, lambda value, _type: value)
 
 
