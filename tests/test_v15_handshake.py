@@ -72,3 +72,52 @@ async def test_revoked_watcher_backs_off_to_the_cap_and_says_so(
     assert len(api.connections) == 2
     assert await stop_watch(process) == 0
     assert "revoked" in log.read_text()
+
+
+async def test_approved_while_away_waits_for_a_new_approval_then_keeps_that_token(
+    nursery: trio.Nursery, make_volume: Any, state_file: Path, tmp_path: Path
+) -> None:
+    movies = make_volume("movies", {"a.mkv": 3})
+    api = await serve_v15(nursery, watch_paths=[str(movies)])
+    log = tmp_path / "watch.log"
+    environment = go_environment(api.url, state_file, SCANARR_PROTOCOL="v1.5")
+    process = await start_watch(nursery, environment, log)
+    with trio.fail_after(20):
+        await api.wait_pending("nas-1")
+    assert await stop_watch(process) == 0
+    # The operator approves while the watcher is stopped: the token is never delivered.
+    assert not await api.approve("nas-1")
+    process = await start_watch(nursery, environment, log)
+    with trio.fail_after(20):
+        await api.wait_until(lambda: any(c.state == "awaiting_auth" for c in api.connections))
+    await trio.sleep(6)  # longer than the hello timeout: it keeps waiting
+    assert api.authenticated_total == 0
+    assert "approve it again" in log.read_text()
+    assert await api.approve("nas-1")
+    with trio.fail_after(20):
+        await api.wait_for_type("scan.completed", path=str(movies))
+    assert await stop_watch(process) == 0
+    assert json.loads(state_file.read_text())["auth_token"] == api.watchers["nas-1"].token
+
+
+async def test_the_environment_token_is_the_fallback_when_the_kept_one_is_refused(
+    nursery: trio.Nursery, make_volume: Any, state_file: Path, tmp_path: Path
+) -> None:
+    from scanarr.dev_api_v15 import Watcher
+
+    movies = make_volume("movies", {"a.mkv": 3})
+    api = await serve_v15(nursery, watch_paths=[str(movies)])
+    good = "cd" * 32
+    api.watchers["nas-1"] = Watcher("nas-1", status="approved", token=good)
+    state_file.parent.mkdir(parents=True)
+    state_file.write_text(json.dumps({"auth_token": "ab" * 32, "protocol": "v1.5"}))
+    environment = go_environment(api.url, state_file, SCANARR_AUTH_TOKEN=good)
+    process = await start_watch(nursery, environment, tmp_path / "watch.log")
+    try:
+        with trio.fail_after(20):
+            await api.wait_for_type("scan.completed", path=str(movies))
+    finally:
+        assert await stop_watch(process) == 0
+    assert [m.data["token"] for m in api.of_type("watcher.auth")] == ["ab" * 32, good]
+    # The server sends the token with every config: that is the one kept now.
+    assert json.loads(state_file.read_text())["auth_token"] == good

@@ -63,7 +63,7 @@ class Connection15:
     websocket: WebSocketConnection
     watcher_id: str | None = None
     hello: dict[str, Any] | None = None
-    state: str = "opening"  # opening, pending, authenticated, closed
+    state: str = "opening"  # opening, pending, awaiting_auth, authenticated, closed
 
 
 @attrs.define
@@ -182,6 +182,7 @@ class DevApiV15Server:
             connection.state = "pending"
             await self._send_on(websocket, "watcher.pending", {"watcher_id": watcher_id})
         else:
+            connection.state = "awaiting_auth"
             await self._send_on(websocket, "watcher.auth_required", {"watcher_id": watcher_id})
         self._changed_now()
         while True:
@@ -191,7 +192,7 @@ class DevApiV15Server:
             if connection.state == "authenticated":
                 self._apply(message)
                 continue
-            if message.type == "watcher.auth" and connection.state == "opening":
+            if message.type == "watcher.auth" and connection.state == "awaiting_auth":
                 token = message.data.get("token")
                 owner = self._watcher_by_token(token)
                 if owner is None:
@@ -362,7 +363,8 @@ class DevApiV15Server:
         watcher.token = secrets.token_hex(32)
         delivered = False
         for connection in self.connections:
-            if connection.state == "pending" and connection.watcher_id == watcher_id:
+            waiting = connection.state in ("pending", "awaiting_auth")
+            if waiting and connection.watcher_id == watcher_id:
                 await self._authenticated(connection, watcher)
                 delivered = True
         self._notify(

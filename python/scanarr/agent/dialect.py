@@ -365,10 +365,16 @@ class Dialect:
                     if isinstance(message, AuthRequired15):
                         token = self._token()
                         if not token:
-                            raise HandshakeRejected(
-                                "the server knows this watcher but it has no token (set "
-                                "SCANARR_AUTH_TOKEN, or revoke and approve it again in the UI)"
+                            # Approved while it was not connected: the token was never
+                            # delivered. Wait here for an approval that sends it again.
+                            log.error(
+                                "watcher %s is known to the server but has no token: an "
+                                "operator must approve it again in the Scanarr UI while it is "
+                                "connected (or set SCANARR_AUTH_TOKEN); waiting",
+                                watcher_id,
                             )
+                            scope.deadline = math.inf
+                            continue
                         token_used = token
                         await writer.send_raw([encode15(Auth15(token=token))])
                     elif isinstance(message, Pending15):
