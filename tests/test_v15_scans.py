@@ -10,6 +10,7 @@ from typing import Any
 import trio
 
 from scanarr.agent.volumes import normalise_root
+from scanarr.offline_queue import queue_path_for
 from v15_support import approved_watch, go_environment, serve_v15, stop_watch
 
 
@@ -92,3 +93,30 @@ async def test_scans_report_absolute_paths_and_totals_and_live_events_follow(
         assert f"{movies}/b.iso" in api.files
     finally:
         await stop_watch(process)
+
+
+async def test_live_events_while_the_server_is_away_arrive_after_reconnecting(
+    nursery: trio.Nursery, make_volume: Any, state_file: Path, tmp_path: Path
+) -> None:
+    movies = make_volume("movies", {"a.mkv": 1})
+    api = await serve_v15(nursery, watch_paths=[str(movies)])
+    log = tmp_path / "watch.log"
+    process = await approved_watch(nursery, api, go_environment(api.url, state_file), log)
+    try:
+        with trio.fail_after(20):
+            await api.wait_for_type("scan.completed", path=str(movies))
+        api.accepting = False
+        await api.drop_all()
+        (movies / "offline.mkv").write_bytes(b"abcd")
+        queue = queue_path_for(state_file)
+        with trio.fail_after(20):
+            while not (queue.exists() and "offline.mkv" in queue.read_text()):
+                await trio.sleep(0.05)
+        api.accepting = True
+        with trio.fail_after(20):
+            created = await api.wait_for_type("file.created", path=f"{movies}/offline.mkv")
+    finally:
+        await stop_watch(process)
+    assert created.data["size_bytes"] == 4
+    assert created.connection != api.of_type("watcher.hello")[0].connection
+    assert f"{movies}/offline.mkv" in api.files

@@ -141,6 +141,8 @@ class Translator:
             # A scan of part of a volume would end with scan.completed, which wipes the rest.
             log.info("command.scan of %s: scanning its whole volume %s", command.path, volume.id)
         self.scan_ids[str(command.scan_id)] = command.scan_id
+        while len(self.scan_ids) > 1024:
+            del self.scan_ids[next(iter(self.scan_ids))]
         return CommandScan(volume_id=volume.id, scan_id=str(command.scan_id))
 
     def delete(
