@@ -253,3 +253,43 @@ def _version() -> str:
     from scanarr import __version__
 
     return __version__
+
+
+async def test_hostile_paths_in_our_volumes_fail_and_touch_nothing(
+    nursery: trio.Nursery, make_volume: Any, state_file: Path, tmp_path: Path
+) -> None:
+    movies = make_volume("movies", {"keep.mkv": 1})
+    torrents = make_volume("torrents", {"t.mkv": 1})
+    outside = make_volume("outside", {"film.mkv": 1, "secret.mkv": 1})
+    (movies / "link").symlink_to(outside)  # a symlinked folder inside the volume
+    api = await serve_v15(nursery, watch_paths=[str(movies), str(torrents)])
+    environment = go_environment(api.url, state_file)
+    process = await approved_watch(nursery, api, environment, tmp_path / "watch.log")
+    try:
+        await _scanned(api, movies, torrents)
+        await api.delete(
+            "d",
+            [
+                {"media_file_id": 1, "volume_path": str(movies), "file_path": "link/film.mkv"},
+                {"media_file_id": 2, "volume_path": str(movies), "file_path": "../torrents/t.mkv"},
+                {"media_file_id": 3, "volume_path": str(movies), "file_path": ""},
+            ],
+        )
+        # A hardlink half in another watcher's volume; one through the symlinked folder.
+        half = await api.hardlink("h", f"{outside}/secret.mkv", f"{movies}/s.mkv", str(movies))
+        through = await api.hardlink("h2", f"{movies}/keep.mkv", f"{movies}/link/x.mkv", "")
+        with trio.fail_after(20):
+            reply = await api.wait_for_type("files.delete.completed", deletion_id="d")
+            refused = await api.wait_for_type("files.hardlink.completed", request_id=half)
+            symlinked = await api.wait_for_type("files.hardlink.completed", request_id=through)
+    finally:
+        await stop_watch(process)
+    assert (reply.data["total"], reply.data["deleted"], reply.data["failed"]) == (3, 0, 3)
+    assert all(result["error"] for result in reply.data["results"])
+    assert api.deletions["d"].status == "failed"
+    assert (refused.data["status"], symlinked.data["status"]) == ("failed", "failed")
+    assert "unknown_volume" in refused.data["error"]
+    assert refused.data["source_path"] == f"{outside}/secret.mkv"
+    assert sorted(p.name for p in outside.iterdir()) == ["film.mkv", "secret.mkv"]
+    assert (torrents / "t.mkv").exists() and (movies / "keep.mkv").exists()
+    assert not (movies / "s.mkv").exists()
