@@ -3,6 +3,7 @@ commands meant for other watchers, re-sent deletions and replies kept while disc
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 import trio
 
 from scanarr.dev_api_v15 import DevApiV15Server, Watcher
+from scanarr.offline_queue import queue_path_for
 from v15_support import approved_watch, go_environment, serve_v15, start_watch, stop_watch
 
 
@@ -228,12 +230,26 @@ async def test_the_go_watchers_state_file_is_taken_over_without_approval(
     state_file.write_text(json.dumps(go_state))
     api = await serve_v15(nursery, watch_paths=[str(movies)])
     api.watchers["nas-1"] = Watcher("nas-1", status="approved", token=token)
+    api.accepting = False  # the server is down when the watcher starts
     log = tmp_path / "watch.log"
     process = await start_watch(nursery, go_environment(api.url, state_file), log)
     try:
+        # The Go watcher's config is applied at once: its paths are watched while offline
+        # (a new file every 0.2 s until the watches are in place and one is queued).
+        queue = queue_path_for(state_file)
+        with trio.fail_after(20):
+            for number in itertools.count():
+                (movies / f"meanwhile-{number}.mkv").write_bytes(b"m")
+                await trio.sleep(0.2)
+                if queue.exists() and "meanwhile-" in queue.read_text():
+                    break
+        api.accepting = True
         with trio.fail_after(20):
             await api.wait_authenticated(1)
             await api.wait_for_type("scan.completed", path=str(movies))
+            await api.wait_until(
+                lambda: any("meanwhile-" in m.data["path"] for m in api.of_type("file.created"))
+            )
     finally:
         assert await stop_watch(process) == 0
     # Straight to the V1.5 hello (the Go state file says which server this is), its token.

@@ -332,6 +332,11 @@ class DevApiV15Server:
         path = data.get("path")
         if isinstance(path, str) and self.volume_of(path) is not None:
             self.files[path] = dict(data)
+            # The server keeps the link count of every row of the same inode in step.
+            identity = (data.get("device_id"), data.get("inode"))
+            for row in self.files.values():
+                if (row.get("device_id"), row.get("inode")) == identity:
+                    row["hardlink_count"] = data.get("hardlink_count")
 
     def _delete_completed(self, data: dict[str, Any]) -> None:
         deletion = self.deletions.get(str(data.get("deletion_id")))

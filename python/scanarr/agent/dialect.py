@@ -54,6 +54,7 @@ from scanarr.protocol import (
     utc_timestamp,
 )
 from scanarr.protocol_v15 import (
+    INCOMING_TYPES,
     Auth15,
     AuthRequired15,
     CommandDelete15,
@@ -74,6 +75,7 @@ from scanarr.protocol_v15 import (
     decode_incoming,
     encode15,
     envelope_of,
+    structure,
 )
 from scanarr.wsframes import FrameWriter
 
@@ -228,8 +230,18 @@ class Dialect:
             if self.settings.protocol == "auto":
                 extra[PROTOCOL_KEY] = V15
         self._refresh_redaction()
-        if self.speaks_v15 or self.settings.protocol == V15:
+        if self.speaks_v15:
             await self._load_store()
+            state = self.state_keeper.state
+            go_config = extra.get("config")
+            if state.last_config is None and isinstance(go_config, dict):
+                # The Go watcher's last config: watch its paths until the server sends one.
+                try:
+                    config = structure(Config15.TYPE, go_config, INCOMING_TYPES)
+                except (Malformed15, Unknown15) as error:
+                    log.warning("the Go watcher's config in the state file is unusable: %s", error)
+                else:
+                    state.last_config = self.translator.config(config)
 
     async def _load_store(self) -> None:
         if not self._store_loaded:
