@@ -78,7 +78,7 @@ async def test_warnings_are_forwarded_rate_limited_and_redacted(
     finally:
         await stop_watch(process)
     forwarded = [m for m in api.of_type("watcher.log") if "malformed" in m.data["message"]]
-    assert 1 <= len(forwarded) <= LogForwarder.BURST + 2
+    assert 1 <= len(forwarded) <= LogForwarder.BURST + 5  # a few more refill meanwhile
     assert "not forwarded: rate limit" in error.data["message"]
     assert "[redacted]" in error.data["message"]
     assert all(
