@@ -226,3 +226,25 @@ async def test_auto_with_a_watcher_id_still_speaks_v2_to_a_v2_api(
     assert dev_api.connections[0].hello is not None
     assert dev_api.connections[0].hello["watcher_id"] == "nas-1"
     assert "protocol" not in json.loads(state_file.read_text())
+
+
+async def test_a_remembered_v15_api_upgraded_to_v2_is_spoken_to_in_v2_again(
+    nursery: trio.Nursery, dev_api: DevApiServer, make_volume: Any, state_file: Path, tmp_path: Path
+) -> None:
+    from conftest import TOKEN
+
+    movies = make_volume("movies", {"a.mkv": 1})
+    dev_api.config = WatcherConfig(watch_paths=[WatchPath(id="movies", path=str(movies))])
+    state_file.parent.mkdir(parents=True)
+    state_file.write_text(json.dumps({"protocol": "v1.5", "watcher_id": "nas-1"}))
+    environment = go_environment(dev_api.url, state_file, SCANARR_AUTH_TOKEN=TOKEN)
+    process = await start_watch(nursery, environment, tmp_path / "watch.log")
+    try:
+        with trio.fail_after(20):
+            await dev_api.wait_for_type("scan.completed", volume_id="movies")
+    finally:
+        await stop_watch(process)
+    first, second = dev_api.connections[:2]
+    assert first.hello is not None and "os" not in first.hello  # the V1.5 hello, refused
+    assert second.authenticated
+    assert json.loads(state_file.read_text())["protocol"] == "v2"
