@@ -33,6 +33,7 @@ from scanarr.protocol import (
     decode,
     encode,
 )
+from scanarr.protocol_v15 import V15_HELLO_ANSWERS
 from scanarr.wsframes import FrameWriter
 
 if TYPE_CHECKING:
@@ -115,10 +116,6 @@ class OtherDialect(HandshakeFailed):
         self.answer = answer
 
 
-# Answers to the hello that only a V1.5 server gives (PROTOCOL-V15.md §2).
-OTHER_DIALECT_ANSWERS = frozenset(("watcher.auth_required", "watcher.pending", "watcher.rejected"))
-
-
 @attrs.frozen
 class HandshakeResult:
     auth: WatcherAuth
@@ -173,7 +170,7 @@ async def _receive_auth(websocket: WebSocketConnection) -> WatcherAuth:
         try:
             message = decode(text)
         except UnknownMessageType as unknown:
-            if unknown.message_type in OTHER_DIALECT_ANSWERS and isinstance(text, str):
+            if unknown.message_type in V15_HELLO_ANSWERS and isinstance(text, str):
                 raise OtherDialect(text) from None
             log.debug("ignoring %s before watcher.auth", unknown.message_type)
             continue
