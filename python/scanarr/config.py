@@ -114,7 +114,7 @@ class Settings:
     """Everything the watcher needs before it connects. The token is kept out of `repr`."""
 
     api_url: ApiUrl
-    auth_token: str = attrs.field(repr=False)
+    auth_token: str = attrs.field(repr=False, default="")  # "" only in V1.5 (PROTOCOL-V15.md)
     reconnect_delay: float = 5.0
     ping_interval: float = 30.0
     log_level: str = "info"
@@ -126,7 +126,16 @@ class Settings:
     shutdown_timeout: float = 5.0  # SIGTERM → closed and saved within this
     reconnect_max_delay: float = 60.0  # §9 cap of the backoff
     rejected_max_delay: float = 300.0  # §2 cap of the backoff after a rejected token
+    protocol: str = "auto"  # SCANARR_PROTOCOL: auto, v2 or v1.5 (scanarr.agent.dialect)
+    watcher_id: str | None = None  # SCANARR_WATCHER_ID (V1.5 identity; sent in V2 hellos too)
 
+
+PROTOCOLS = ("auto", "v2", "v1.5")
+# (variable, alias): the Go watcher's name of a variable, used when the variable is not set.
+VARIABLE_ALIASES: tuple[tuple[str, str], ...] = (
+    ("SCANARR_API_URL", "SCANARR_WS_URL"),
+    ("SCANARR_STATE_FILE", "SCANARR_STATE_PATH"),
+)
 
 # (attribute, variable, default text) of every duration setting.
 DURATION_VARIABLES: tuple[tuple[str, str, str], ...] = (
@@ -157,12 +166,29 @@ def load_settings(
             raise SettingsError(variable, "is required and not set")
         return value
 
+    # The Go watcher's names (PROTOCOL-V15.md) are aliases, so its environment file works as is.
+    for variable, alias in VARIABLE_ALIASES:
+        if not source.get(variable, "").strip() and source.get(alias, "").strip():
+            source[variable] = source[alias]
+    protocol = (source.get("SCANARR_PROTOCOL", "").strip() or "auto").lower()
+    if protocol not in PROTOCOLS:
+        raise SettingsError(
+            "SCANARR_PROTOCOL", f"expected one of {', '.join(PROTOCOLS)}, got {protocol!r}"
+        )
+    watcher_id = source.get("SCANARR_WATCHER_ID", "").strip() or None
+    if watcher_id is not None and any(character in watcher_id for character in "\r\n\0"):
+        raise SettingsError("SCANARR_WATCHER_ID", "contains a line break or NUL")
+
     url_text = required("SCANARR_API_URL")
     try:
         api_url = parse_api_url(url_text)
     except ValueError as error:
         raise SettingsError("SCANARR_API_URL", str(error)) from None
-    token = required("SCANARR_AUTH_TOKEN")
+    # In V1.5 a new watcher gets its token by approval; `auto` with a watcher id may be V1.5.
+    token_optional = protocol == "v1.5" or (protocol == "auto" and watcher_id is not None)
+    token = source.get("SCANARR_AUTH_TOKEN", "").strip() if token_optional else ""
+    if not token_optional:
+        token = required("SCANARR_AUTH_TOKEN")
     if any(character in token for character in "\r\n\0"):
         raise SettingsError("SCANARR_AUTH_TOKEN", "contains a line break or NUL")
 
@@ -190,5 +216,7 @@ def load_settings(
         auth_token=token,
         log_level=log_level,
         state_file=state_file,
+        protocol=protocol,
+        watcher_id=watcher_id,
         **durations,
     )

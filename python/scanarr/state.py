@@ -29,9 +29,13 @@ class WatcherState:
     last_config: WatcherConfig | None = None
     last_scan_timestamps: dict[str, str] = attrs.field(factory=dict)
     volume_devices: dict[str, int] = attrs.field(factory=dict)
+    # Top-level keys this module does not own (the V1.5 dialect's identity and token, a Go
+    # watcher's own fields), kept as found so that rewriting the file loses none of them.
+    extra: dict[str, Any] = attrs.field(factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
+            **self.extra,
             "last_config": (
                 None if self.last_config is None else converter.unstructure(self.last_config)
             ),
@@ -62,7 +66,11 @@ def _state_from_json(document: Any) -> WatcherState:
         isinstance(key, str) and type(value) is int for key, value in devices.items()
     ):
         raise ValueError("volume_devices is not an object of integers")
-    return WatcherState(last_config, dict(timestamps), dict(devices))
+    extra = {key: value for key, value in document.items() if key not in _OWN_KEYS}
+    return WatcherState(last_config, dict(timestamps), dict(devices), extra)
+
+
+_OWN_KEYS = frozenset(("last_config", "last_scan_timestamps", "volume_devices"))
 
 
 def load_state(path: str) -> WatcherState:

@@ -47,21 +47,14 @@ from scanarr.protocol import (
     WatchPath,
 )
 from scanarr.state import WatcherState, load_state, save_state
-from scanarr.wsframes import FrameWriter
 
 from .backoff import Backoff
+from .dialect import Dialect, WatcherRevoked
 from .dispatcher import CommandContext, Dispatcher
 from .file_handlers import FileCommandHandlers, results_path_for
 from .live import LiveEvents
 from .scans import RequestResult, ScanService
-from .session import (
-    HandshakeFailed,
-    HandshakeRejected,
-    Link,
-    Session,
-    handshake,
-    watcher_hello,
-)
+from .session import HandshakeFailed, HandshakeRejected, Link, Session
 from .status import StatusBoard
 from .volumes import ConfigChange, VolumeSet, duplicate_volume_ids
 
@@ -92,6 +85,7 @@ class StateKeeper:
             self.state.last_config,
             dict(self.state.last_scan_timestamps),
             dict(self.state.volume_devices),
+            dict(self.state.extra),
         )
         async with self._lock:
             try:
@@ -125,6 +119,8 @@ class AgentContext:
         return self._agent.volumes.scan_extensions
 
     async def send(self, message: Message) -> None:
+        if await self._agent.dialect.send_reply(message):
+            return  # V1.5: translated, and kept on disk when it could not be sent
         if not await self._agent.link.send_if_connected(message):
             log.warning("not connected: %s dropped", message.TYPE)
 
@@ -176,6 +172,8 @@ class WatcherAgent:
             self.volumes.add_listener(lambda _volumes, _change: handlers.config_applied())
         for module_name in command_modules:
             importlib.import_module(module_name).register(self.dispatcher)
+        # The V1.5 dialect at the connection's boundary, when the API speaks it.
+        self.dialect = Dialect(settings, self.state_keeper, self.volumes, self.link)
         self.sessions_opened = 0
         self._api_config_seen = False
         self._stop_requested = trio.Event()
@@ -197,6 +195,7 @@ class WatcherAgent:
         self, *, task_status: trio.TaskStatus[WatcherAgent] = trio.TASK_STATUS_IGNORED
     ) -> None:
         await self.state_keeper.load()
+        await self.dialect.on_state_loaded()
         last_config = self.state_keeper.state.last_config
         if last_config is not None:
             log.info(
@@ -318,6 +317,8 @@ class WatcherAgent:
             except HandshakeRejected as rejected:
                 log.error("the API rejected this watcher's token: %s", rejected.reason)
                 delay = self._rejected_backoff.next_delay()
+                if isinstance(rejected, WatcherRevoked):
+                    delay = max(delay, self.settings.rejected_max_delay)
             except trio_websocket.ConnectionRejected as rejected:
                 log.error("the API refused the WebSocket upgrade (HTTP %d)", rejected.status_code)
                 backoff = (
@@ -340,7 +341,7 @@ class WatcherAgent:
     async def _connect_once(self) -> None:
         settings = self.settings
         url = settings.api_url
-        headers = [(b"Authorization", b"Bearer " + settings.auth_token.encode("utf-8"))]
+        headers = self.dialect.headers()
         upgrade_settled = self._upgrade_settled = trio.Event()
         try:
             async with open_websocket(
@@ -363,13 +364,7 @@ class WatcherAgent:
     async def _converse(self, websocket: WebSocketConnection) -> None:
         settings = self.settings
         url = settings.api_url
-        writer = FrameWriter(websocket)
-        result = await handshake(
-            websocket,
-            writer,
-            watcher_hello(settings.auth_token),
-            timeout=settings.hello_timeout,
-        )
+        result, writer = await self.dialect.handshake(websocket, timeout=settings.hello_timeout)
         self._backoff.reset()
         self._rejected_backoff.reset()
         log.info(
@@ -386,6 +381,7 @@ class WatcherAgent:
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._keepalive, websocket)
+                nursery.start_soon(self.dialect.run_session, session)
                 for text in result.early_messages:
                     await self.dispatcher.dispatch(text, self.context)
                 await self._read_messages(websocket)
@@ -400,7 +396,8 @@ class WatcherAgent:
                 text = await websocket.get_message()
             except ConnectionClosed:
                 return
-            await self.dispatcher.dispatch(text, self.context)
+            for translated in await self.dialect.incoming(text):
+                await self.dispatcher.dispatch(translated, self.context)
 
     async def _keepalive(self, websocket: WebSocketConnection) -> None:
         interval = self.settings.ping_interval

@@ -33,6 +33,7 @@ from scanarr.protocol import (
     decode,
     encode,
 )
+from scanarr.protocol_v15 import V15_HELLO_ANSWERS
 from scanarr.wsframes import FrameWriter
 
 if TYPE_CHECKING:
@@ -102,6 +103,19 @@ class HandshakeFailed(Exception):
     """The handshake did not complete: wrong message, closed connection, timeout."""
 
 
+class HandshakeClosed(HandshakeFailed):
+    """The API closed the connection before the handshake completed."""
+
+
+class OtherDialect(HandshakeFailed):
+    """The API answered the hello in the V1.5 dialect (`scanarr.agent.dialect`); `answer` is
+    the frame it answered with."""
+
+    def __init__(self, answer: str) -> None:
+        super().__init__("the API speaks the V1.5 dialect")
+        self.answer = answer
+
+
 @attrs.frozen
 class HandshakeResult:
     auth: WatcherAuth
@@ -138,7 +152,7 @@ async def handshake(
             f"no watcher.auth and watcher.config within {timeout:g} s of the hello"
         ) from None
     except ConnectionClosed as closed:
-        raise HandshakeFailed(f"connection closed during the handshake ({closed.reason})") from None
+        raise HandshakeClosed(f"connection closed during the handshake ({closed.reason})") from None
     return HandshakeResult(auth=auth, config=config, early_messages=early)
 
 
@@ -156,6 +170,8 @@ async def _receive_auth(websocket: WebSocketConnection) -> WatcherAuth:
         try:
             message = decode(text)
         except UnknownMessageType as unknown:
+            if unknown.message_type in V15_HELLO_ANSWERS and isinstance(text, str):
+                raise OtherDialect(text) from None
             log.debug("ignoring %s before watcher.auth", unknown.message_type)
             continue
         except MalformedMessage as error:

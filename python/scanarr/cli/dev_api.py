@@ -13,6 +13,19 @@ and reads commands from standard input:
     send JSON                     send a raw frame (e.g. a command.files.delete)
     drop                          kill the connection without a close frame
     help | quit
+
+With ``--dialect v1.5`` it speaks the released Scanarr API's dialect (PROTOCOL-V15.md) to any
+number of watchers: ``--volume PATH`` (or ``ID=PATH``, the id is ignored) are the watch paths, a new
+watcher waits for approval, and standard input takes:
+
+    watchers                      list watchers (pending, approved, revoked)
+    approve WATCHER_ID            approve (its token goes to its open connection, once)
+    revoke WATCHER_ID             revoke
+    scan PATH [SCAN_ID]           command.scan, to every watcher
+    delete DELETION_ID MEDIA_FILE_ID VOLUME_PATH FILE_PATH [MEDIA_FILE_ID VOLUME_PATH FILE_PATH...]
+    hardlink DELETION_ID SOURCE_PATH TARGET_PATH VOLUME_PATH
+    files                         the server's file table
+    send JSON | quit
 """
 
 from __future__ import annotations
@@ -30,6 +43,7 @@ import attrs
 import trio
 
 from scanarr.dev_api import DevApiServer, ReceivedMessage, parse_volume_option
+from scanarr.dev_api_v15 import DevApiV15Server
 from scanarr.protocol import (
     DEFAULT_SCAN_EXTENSIONS,
     CommandScan,
@@ -49,6 +63,12 @@ def register(subparsers: Any) -> None:
             "Serve the API side of the watcher protocol on HOST:PORT, send a config built from "
             "--volume options and print what the watcher sends. Type 'help' for commands."
         ),
+    )
+    parser.add_argument(
+        "--dialect",
+        choices=("v2", "v1.5"),
+        default="v2",
+        help="v2 (PROTOCOL.md, default) or v1.5 (the released Scanarr API, PROTOCOL-V15.md)",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, default=8081, help="port (0 picks a free one)")
@@ -81,6 +101,8 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.dialect == "v1.5":
+        return _run_v15(args)
     try:
         volumes = [parse_volume_option(text) for text in args.volume]
     except ValueError as error:
@@ -190,3 +212,100 @@ async def _push(server: DevApiServer, config: WatcherConfig) -> None:
         await server.send_config()
     else:
         print("** no watcher connected; the new config is sent at its next connection", flush=True)
+
+
+# --- the V1.5 dialect -------------------------------------------------------------------------
+
+
+def _run_v15(args: argparse.Namespace) -> int:
+    paths = [
+        os.path.abspath(text.partition("=")[2] if "=" in text else text) for text in args.volume
+    ]
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    server = DevApiV15Server(
+        watch_paths=paths,
+        scan_on_start=True,
+        disable_deletion=args.disable_deletion,
+        record_path=args.record,
+        on_message=_printer(args.quiet_files),
+        on_event=lambda text: print(f"** {text}", flush=True),
+    )
+    with contextlib.suppress(KeyboardInterrupt):
+        trio.run(_serve_v15, args, server)
+    return 0
+
+
+async def _serve_v15(args: argparse.Namespace, server: DevApiV15Server) -> None:
+    async with trio.open_nursery() as nursery:
+        await nursery.start(server.serve, args.host, args.port)
+        await _read_lines(lambda line: _run_command_v15(server, line))
+        with trio.move_on_after(2):
+            await server.drop_all()
+        nursery.cancel_scope.cancel()
+
+
+async def _read_lines(handle: Any) -> None:
+    stdin = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
+    buffer = b""
+    async with stdin:
+        while True:
+            chunk = await stdin.receive_some(65536)
+            if not chunk:
+                return
+            buffer += chunk
+            while b"\n" in buffer:
+                line, buffer = buffer.split(b"\n", 1)
+                if not await handle(line.decode("utf-8", "replace").strip()):
+                    return
+
+
+async def _run_command_v15(server: DevApiV15Server, line: str) -> bool:
+    """Carry out one stdin command of the V1.5 console; False to quit."""
+    if not line:
+        return True
+    word, _, rest = line.partition(" ")
+    words = rest.split()
+    try:
+        if word in ("quit", "exit"):
+            return False
+        if word == "help":
+            print(HELP, flush=True)
+        elif word == "watchers":
+            for watcher in server.watchers.values():
+                print(f"** {watcher.watcher_id}: {watcher.status}", flush=True)
+        elif word == "approve":
+            if not words:
+                raise ValueError("approve WATCHER_ID")
+            await server.approve(words[0])
+        elif word == "revoke":
+            await server.revoke(words[0])
+        elif word == "scan":
+            await server.scan(words[0], words[1] if len(words) > 1 else None)
+        elif word == "delete":
+            deletion_id, items = words[0], words[1:]
+            if not items or len(items) % 3:
+                raise ValueError("delete DELETION_ID (MEDIA_FILE_ID VOLUME_PATH FILE_PATH)...")
+            await server.delete(
+                deletion_id,
+                [
+                    {
+                        "media_file_id": items[i],
+                        "volume_path": items[i + 1],
+                        "file_path": items[i + 2],
+                    }
+                    for i in range(0, len(items), 3)
+                ],
+            )
+        elif word == "hardlink":
+            await server.hardlink(*words[:4])
+        elif word == "files":
+            for path in sorted(server.files):
+                print(f"** {path}", flush=True)
+        elif word == "send":
+            json.loads(rest)
+            await server.send_raw(rest)
+        else:
+            print(f"** unknown command {word!r}; type 'help'", flush=True)
+    except (RuntimeError, ValueError, IndexError, TypeError) as error:
+        print(f"** {error or 'missing argument'}", flush=True)
+    return True

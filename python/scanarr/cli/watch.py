@@ -34,7 +34,10 @@ FLAG_VARIABLES: tuple[tuple[str, str, str, str], ...] = (
 )
 
 EPILOG = """other variables:
-  SCANARR_AUTH_TOKEN           the watcher's token (required; never logged)
+  SCANARR_AUTH_TOKEN           the watcher's token (never logged; optional with a V1.5 API)
+  SCANARR_PROTOCOL             auto (default), v2 or v1.5 (the released Scanarr API)
+  SCANARR_WATCHER_ID           identity for a V1.5 API (default: a UUID kept in the state file)
+  SCANARR_WS_URL, SCANARR_STATE_PATH  the Go watcher's names of SCANARR_API_URL, _STATE_FILE
   SCANARR_RECONNECT_MAX_DELAY  cap of the reconnect backoff (60s)
   SCANARR_REJECTED_MAX_DELAY   cap of the backoff after a rejected token (5m)
   SCANARR_LOG_FORMAT           human (default) or json
