@@ -1023,3 +1023,19 @@ def test_failed_hardlink_removes_the_directories_it_made(library: Library) -> No
     assert reply.error is not None and reply.error.startswith("Operation not permitted: ")
     assert os.listdir(library.root("media") / "Films") == ["keep.nfo"]
     assert os.stat(source).st_nlink == 1
+
+
+def test_a_megabyte_path_fails_with_a_bounded_error_and_store(library: Library) -> None:
+    film = library.write(library.root("media") / "film.mkv")
+    huge = "a/" * 500_000 + "film.mkv"
+    completed = library.delete(
+        library.media_file(("media", huge), media_file_id="mf-huge"),
+        library.media_file(("media", "film.mkv"), media_file_id="mf-film"),
+    )
+    huge_result, film_result = completed.results
+    assert huge_result.status == "failed" and film_result.status == "deleted"
+    assert huge_result.error is not None and huge_result.error.startswith("invalid_path (")
+    assert len(huge_result.error) < 3 * 4096
+    assert not film.exists()
+    # Stored for replays, and the whole store is rewritten after each command: it stays small.
+    assert library.results_path.stat().st_size < 64 * 1024

@@ -89,6 +89,7 @@ from scanarr.protocol import (
     FilesHardlinkCompleted,
     WatchPath,
     converter,
+    shown,
     storage_json,
 )
 from scanarr.results_store import ResultStore as _ResultStore
@@ -124,7 +125,12 @@ def _errno_reason(error: OSError) -> str:
 
 @contextlib.contextmanager
 def _failures_at(location: str) -> Iterator[None]:
-    """Turn a refusal or file-system error into a `PathFailure` naming `location`."""
+    """Turn a refusal or file-system error into a `PathFailure` naming `location`.
+
+    The name is cut to what a valid path can be: the API may send a megabyte of path, and each
+    error is stored with the reply and rewritten with the results file after every command.
+    """
+    location = shown(location, limit=2 * safefs.PATH_MAX)
     try:
         yield
     except safefs.Refused as refused:
