@@ -35,7 +35,16 @@ log = logging.getLogger(__name__)
 class VolumeTree:
     """One watched volume: its root, its device and its directory tree."""
 
-    __slots__ = ("device", "excluded", "filter", "path", "root", "volume_id")
+    __slots__ = (
+        "device",
+        "excluded",
+        "filter",
+        "path",
+        "root",
+        "unwatched",
+        "volume_id",
+        "watches",
+    )
 
     def __init__(
         self,
@@ -51,6 +60,22 @@ class VolumeTree:
         self.filter = media_filter
         self.excluded = excluded  # absolute roots of nested volumes, watched by those volumes
         self.root = Directory("", None, self)
+        # Kept as watches are added and removed, so that health and retries never walk the tree:
+        # the number of watched directories, and the directories left unwatched by the watch
+        # limit or a watch error (retried, and covered by rescans meanwhile).
+        self.watches = 0
+        self.unwatched: set[Directory] = set()
+
+    def unwatched_tops(self) -> list[Directory]:
+        """Unwatched directories whose parent is watched: syncing these covers every unwatched
+        one. Forgets those no longer in the tree."""
+        tops: list[Directory] = []
+        for node in list(self.unwatched):
+            if node.wd is not None or not node.attached():
+                self.unwatched.discard(node)
+            elif node.parent is None or node.parent.wd is not None:
+                tops.append(node)
+        return tops
 
 
 # Most directories have no subdirectory: they share this read-only empty mapping instead of
@@ -295,6 +320,7 @@ class SubtreeChanges:
     # a node elsewhere in the tree whose move has not been read yet; it was not entered.
     collisions: list[tuple[Directory, str, Directory]] = attrs.Factory(list)
     unwatched: int = 0  # directories left unwatched by the watch limit or a watch error
+    directories: int = 0  # directories listed
     watch_limit: WatchLimitReached | None = None
     errors: list[OSError] = attrs.Factory(list)  # unreadable or unwatchable directories
 
@@ -338,33 +364,58 @@ class TreeWalker:
         unwatched by the watch limit), or what stands in the way: the directory is gone, it was
         replaced by another one, or it is already watched as another node (returned)."""
         if changes.watch_limit is not None:
-            changes.unwatched += 1
+            if node.wd is None:  # a directory watched already keeps its watch
+                self._left_unwatched(node, changes)
             return None
         try:
             wd = self.inotify.add_watch(node.absolute_path())
         except WatchLimitReached as error:
             changes.watch_limit = error
-            changes.unwatched += 1
+            self._left_unwatched(node, changes)
             return None
         except OSError as error:
             if error.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
                 return _GONE
             changes.errors.append(error)
-            changes.unwatched += 1
+            self._left_unwatched(node, changes)
             return None
         holder = self.nodes.get(wd)
         if holder is not None and holder is not node:
             return holder
         if node.wd is not None and node.wd != wd:
             return _Replaced(wd)
+        self._assign(node, wd)
+        return None
+
+    def _assign(self, node: Directory, wd: int) -> None:
+        volume = node.volume
+        if node.wd is None:
+            volume.watches += 1
         node.wd = wd
+        volume.unwatched.discard(node)
         self.retired.discard(wd)
         self.nodes[wd] = node
-        return None
+
+    @staticmethod
+    def _left_unwatched(node: Directory, changes: SubtreeChanges) -> None:
+        changes.unwatched += 1
+        node.volume.unwatched.add(node)
+
+    def dropped_by_kernel(self, node: Directory) -> None:
+        """IN_IGNORED: the kernel removed the watch of `node` (its directory is gone)."""
+        wd = node.wd
+        if wd is not None:
+            del self.nodes[wd]
+            node.wd = None
+            node.volume.watches -= 1
+            self.inotify.forget(wd)
 
     def unwatch(self, node: Directory) -> None:
         wd = node.wd
         node.wd = None
+        node.volume.unwatched.discard(node)
+        if wd is not None:
+            node.volume.watches -= 1
         if wd is not None and self.nodes.get(wd) is node:
             del self.nodes[wd]
             self.retired.add(wd)
@@ -385,7 +436,9 @@ class TreeWalker:
         files: dict[str, os.stat_result] = {}
         try:
             with os.scandir(path) as entries:
-                for entry in entries:
+                for count, entry in enumerate(entries):
+                    if count & 1023 == 1023 and self.stopping:
+                        raise WalkStopped  # a huge directory: shutdown does not wait for it
                     name = entry.name
                     try:
                         if entry.is_dir(follow_symlinks=False):
@@ -414,7 +467,12 @@ class TreeWalker:
     # --- subtrees -----------------------------------------------------------------------
 
     def sync(
-        self, top: Directory, changes: SubtreeChanges | None = None, *, silent: bool = False
+        self,
+        top: Directory,
+        changes: SubtreeChanges | None = None,
+        *,
+        silent: bool = False,
+        stop_at_limit: bool = False,
     ) -> SubtreeChanges:
         """Bring `top` and everything below it in line with the disk.
 
@@ -424,6 +482,9 @@ class TreeWalker:
         gone are dropped (their files in `removed`); `top` itself too when it is gone.
         `silent`: nothing will be reported, `added` and `kept` stay empty (a whole volume's
         lstat results would otherwise be held until the end of its listing).
+        `stop_at_limit`: once the watch limit is hit, list nothing more (a retry of unwatched
+        directories costs one ``inotify_add_watch`` while no watch is free); what is not
+        listed stays as known, unwatched.
         """
         changes = changes or SubtreeChanges()
         index = self.index
@@ -433,6 +494,11 @@ class TreeWalker:
                 raise WalkStopped
             node, below = stack.pop()
             obstacle = self._watch(node, changes)
+            if stop_at_limit and changes.watch_limit is not None:
+                for rest, _below in stack:
+                    if rest.wd is None:
+                        self._left_unwatched(rest, changes)
+                break
             if obstacle is not None:
                 parent = node.parent
                 self._drop(node, below, changes)
@@ -441,9 +507,7 @@ class TreeWalker:
                         changes.collisions.append((parent, node.name, obstacle))
                 elif isinstance(obstacle, _Replaced) and parent is not None:
                     fresh = parent.new_subdir(node.name)
-                    fresh.wd = obstacle.wd
-                    self.retired.discard(obstacle.wd)
-                    self.nodes[obstacle.wd] = fresh
+                    self._assign(fresh, obstacle.wd)
                     stack.append((fresh, below))
                 continue
             listing = self._list(node, changes)
@@ -452,6 +516,7 @@ class TreeWalker:
             if isinstance(listing, _Gone):
                 self._drop(node, below, changes)
                 continue
+            changes.directories += 1
             subdir_names, files = listing
             for name, inode in [(name, record[0]) for name, record in node.file_records()]:
                 st = files.pop(name, None)
