@@ -25,9 +25,10 @@ from typing import Any
 
 import attrs
 
+from scanarr import _native
 from scanarr.live import filetable
 from scanarr.live.filters import MediaFilter, is_utf8
-from scanarr.live.inotify import Inotify, WatchLimitReached
+from scanarr.live.inotify import WATCH_MASK, Inotify, WatchLimitReached
 
 log = logging.getLogger(__name__)
 
@@ -325,6 +326,11 @@ class SubtreeChanges:
     errors: list[OSError] = attrs.Factory(list)  # unreadable or unwatchable directories
 
 
+# Entries turned into nodes per slice of a native listing.
+_SLICE = 4096
+_GONE_ERRNOS = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ELOOP})
+
+
 class WalkStopped(Exception):
     """The watcher is shutting down while a listing runs."""
 
@@ -353,7 +359,20 @@ class TreeWalker:
         self.index = index
         self.nodes: dict[int, Directory] = {}  # wd → node
         self.retired: set[int] = set()  # watches removed by us, until their IN_IGNORED arrives
-        self.stopping = False  # set on shutdown: a listing in a worker thread gives up
+        self._stopping = False
+        # Whole-volume listings (and their watches) are done natively, with the GIL released.
+        self._lister = _native.LiveLister()
+
+    @property
+    def stopping(self) -> bool:
+        """Set on shutdown: a listing in a worker thread gives up (a native one too)."""
+        return self._stopping
+
+    @stopping.setter
+    def stopping(self, value: bool) -> None:
+        self._stopping = value
+        if value:
+            self._lister.cancel()
 
     # --- watches ------------------------------------------------------------------------
 
@@ -487,6 +506,8 @@ class TreeWalker:
         listed stays as known, unwatched.
         """
         changes = changes or SubtreeChanges()
+        if silent and not top.subdirs and not top.file_count() and top.wd is None:
+            return self._list_new(top, changes)
         index = self.index
         stack: list[tuple[Directory, str]] = [(top, "")]
         while stack:
@@ -540,6 +561,87 @@ class TreeWalker:
                 if child is None:
                     child = node.new_subdir(name)
                 stack.append((child, join(below, name)))
+        return changes
+
+    def _list_new(self, top: Directory, changes: SubtreeChanges) -> SubtreeChanges:
+        """`sync` of a directory known to be new and empty (a volume listed from scratch):
+        listed and watched by the native lister, then turned into nodes and index entries in
+        slices (the GIL is let go between them)."""
+        volume = top.volume
+        inotify = self.inotify
+        path = top.absolute_path()
+        listing = self._lister.list(
+            path,
+            inotify_fd=inotify.fd,
+            mask=WATCH_MASK,
+            device=volume.device,
+            extensions=sorted(volume.filter.extensions),
+            excluded=sorted(volume.excluded),
+            watch_budget=inotify.watch_budget(),
+        )
+        if listing is None:
+            raise WalkStopped
+        if listing.gone:
+            self._drop(top, "", changes)
+            return changes
+        nodes: list[Directory | None] = []
+        for start in range(0, listing.dir_count, _SLICE):
+            if self.stopping:
+                raise WalkStopped
+            for parent_index, name, wd, read_errno in listing.dirs(start, start + _SLICE):
+                parent = top.parent if parent_index < 0 else nodes[parent_index]
+                if parent_index >= 0 and parent is None:
+                    nodes.append(None)  # below a directory left out
+                    continue
+                node = top if parent_index < 0 else parent.new_subdir(name)  # type: ignore[union-attr]
+                if wd > 0:
+                    inotify.adopt(wd)
+                    holder = self.nodes.get(wd)
+                    if read_errno in _GONE_ERRNOS or (holder is not None and holder is not node):
+                        # Gone since its parent was listed, or the same directory reached twice:
+                        # left out (its events, or the other node, tell the rest).
+                        if holder is None:
+                            self.retired.add(wd)
+                            inotify.rm_watch(wd)
+                        if node is not top:
+                            node.parent.remove_subdir(name)  # type: ignore[union-attr]
+                        nodes.append(None)
+                        continue
+                    self._assign(node, wd)
+                elif read_errno in _GONE_ERRNOS and node is not top:
+                    node.parent.remove_subdir(name)  # type: ignore[union-attr]
+                    nodes.append(None)
+                    continue
+                else:
+                    self._left_unwatched(node, changes)
+                    if wd < 0:
+                        changes.errors.append(OSError(-wd, os.strerror(-wd), node.absolute_path()))
+                if read_errno:
+                    changes.errors.append(
+                        OSError(read_errno, os.strerror(read_errno), node.absolute_path())
+                    )
+                else:
+                    changes.directories += 1
+                nodes.append(node)
+        if listing.watch_limit is not None:
+            limit = listing.watch_limit
+            changes.watch_limit = WatchLimitReached(
+                limit or errno.ENOSPC,
+                os.strerror(limit)
+                if limit
+                else f"scanarr's own watch cap ({inotify.max_watches}) reached",
+                path,
+            )
+        add_link = self.index.add_link_stamped
+        for start in range(0, listing.file_count, _SLICE):
+            if self.stopping:
+                raise WalkStopped
+            for dir_index, name, inode, size, mtime_ns, nlink in listing.files(
+                start, start + _SLICE
+            ):
+                directory = nodes[dir_index]
+                if directory is not None:
+                    add_link(directory, name, inode, hash((size, mtime_ns, nlink)) & STAMP_MASK)
         return changes
 
     def _drop(self, node: Directory, below: str, changes: SubtreeChanges) -> None:
