@@ -58,6 +58,7 @@ from scanarr.live.tree import (
     TreeWalker,
     VolumeTree,
     WalkStopped,
+    forget_subtree,
 )
 from scanarr.logs import RepeatingCondition
 from scanarr.protocol import WatchPath
@@ -527,7 +528,8 @@ class LiveWatcher:
         walker = self._walker
         assert walker is not None
         wds: set[int] = set()
-        for node, _ in tree.root.iter_tree():
+        directories = list(tree.root.iter_tree())
+        for node, _ in directories:
             if walker.stopping:
                 raise WalkStopped
             if node.wd is not None and walker.nodes.get(node.wd) is node:
@@ -535,6 +537,7 @@ class LiveWatcher:
                 wds.add(node.wd)
             for name in node.file_names():
                 self._index.remove_link(node, name)
+        forget_subtree(directories)
         return wds
 
     async def _in_listing_thread(self, work: Callable[[], T]) -> T:
