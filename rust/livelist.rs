@@ -32,11 +32,19 @@ pub enum Watch {
     Failed(Errno),
 }
 
+/// A name in `Listing::names`: one buffer for every name, so that a million of them cost two
+/// words each and one allocation (freed at once, and returned to the system, when dropped).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Name {
+    pub start: u32,
+    pub len: u32,
+}
+
 #[derive(Debug)]
 pub struct ListedDir {
     pub parent: u32,
     /// Name in its parent (empty for the top directory).
-    pub name: Box<[u8]>,
+    pub name: Name,
     pub watch: Watch,
     /// errno of opening or reading the directory (0: listed). Its content is unknown then.
     pub read_error: Errno,
@@ -45,7 +53,7 @@ pub struct ListedDir {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListedFile {
     pub dir: u32,
-    pub name: Box<[u8]>,
+    pub name: Name,
     pub ino: u64,
     pub size: u64,
     pub mtime_ns: i64,
@@ -56,6 +64,7 @@ pub struct ListedFile {
 pub struct Listing {
     pub dirs: Vec<ListedDir>,
     pub files: Vec<ListedFile>,
+    pub names: Vec<u8>,
     /// Why watching stopped: the errno of the add_watch that hit the limit, or 0 when the
     /// caller's budget ran out. None: every directory could be watched.
     pub watch_limit: Option<Errno>,
@@ -74,6 +83,21 @@ pub struct ListOptions<'a> {
     pub excluded: &'a [Vec<u8>],
     /// Watches that may still be added (the caller's own cap); None: no cap.
     pub watch_budget: Option<usize>,
+}
+
+impl Listing {
+    pub fn name(&self, name: Name) -> &[u8] {
+        &self.names[name.start as usize..(name.start + name.len) as usize]
+    }
+
+    fn add_name(&mut self, name: &[u8]) -> Name {
+        let start = u32::try_from(self.names.len()).unwrap_or(u32::MAX);
+        self.names.extend_from_slice(name);
+        Name {
+            start,
+            len: name.len() as u32,
+        }
+    }
 }
 
 /// The listing was cancelled (the watcher is shutting down).
@@ -146,7 +170,7 @@ pub fn list_tree(
     let mut stack: Vec<(u32, Vec<u8>)> = Vec::new();
     listing.dirs.push(ListedDir {
         parent: NO_PARENT,
-        name: Box::default(),
+        name: Name::default(),
         watch: Watch::Limit,
         read_error: 0,
     });
@@ -236,9 +260,10 @@ pub fn list_tree(
                     }
                     subdirs.push(name.to_vec());
                 } else if st.is_regular() && wanted_file {
+                    let name = listing.add_name(name);
                     listing.files.push(ListedFile {
                         dir: index,
-                        name: name.into(),
+                        name,
                         ino: st.ino,
                         size: st.size,
                         mtime_ns: st
@@ -253,9 +278,10 @@ pub fn list_tree(
         for name in subdirs {
             let child_path = join(&path, &name);
             let child = listing.dirs.len() as u32;
+            let name = listing.add_name(&name);
             listing.dirs.push(ListedDir {
                 parent: index,
-                name: name.into_boxed_slice(),
+                name,
                 watch: Watch::Limit,
                 read_error: 0,
             });
@@ -318,7 +344,7 @@ mod tests {
         let mut at = index;
         while at != 0 {
             let dir = &listing.dirs[at as usize];
-            names.push(String::from_utf8(dir.name.to_vec()).unwrap());
+            names.push(String::from_utf8(listing.name(dir.name).to_vec()).unwrap());
             at = dir.parent;
         }
         names.reverse();
@@ -375,7 +401,7 @@ mod tests {
             .files
             .iter()
             .map(|file| {
-                let name = String::from_utf8(file.name.to_vec()).unwrap();
+                let name = String::from_utf8(listing.name(file.name).to_vec()).unwrap();
                 let dir = path_of(&listing, file.dir);
                 (
                     if dir.is_empty() {
@@ -401,7 +427,7 @@ mod tests {
         let listed = listing
             .files
             .iter()
-            .find(|file| &*file.name == b"movie.mkv")
+            .find(|file| listing.name(file.name) == b"movie.mkv")
             .unwrap();
         assert_eq!((listed.ino, listed.size), (movie.ino(), 5));
         assert_eq!(

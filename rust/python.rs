@@ -705,7 +705,8 @@ impl LiveListing {
                 livelist::Watch::Limit => 0,
                 livelist::Watch::Failed(errno) => -errno,
             };
-            let item = (parent, name_to_py(py, &dir.name), wd, dir.read_error);
+            let name = name_to_py(py, self.listing.name(dir.name));
+            let item = (parent, name, wd, dir.read_error);
             list.append(item.into_pyobject(py)?)?;
         }
         Ok(list)
@@ -724,7 +725,7 @@ impl LiveListing {
         for file in &files[range] {
             let item = (
                 file.dir,
-                name_to_py(py, &file.name),
+                name_to_py(py, self.listing.name(file.name)),
                 file.ino,
                 file.size,
                 file.mtime_ns,
