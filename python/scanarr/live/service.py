@@ -32,6 +32,14 @@ The initial listing of a volume is silent: the agent scans it. Live events start
 A volume is degraded while its root is missing or unmounted (retried with backoff, from
 `watch_retry_delay` up to `watch_retry_max_delay`) or while the watch limit leaves directories
 unwatched (rescanned every `fallback_rescan_interval`, watches retried with the same backoff).
+
+Nothing proportional to a tree runs on the trio thread: whole-volume listings (native, see
+`scanarr._native.LiveLister`) and retries of unwatched directories run in one listing thread at
+a time, while events are only read; health figures come from counts each tree keeps; events
+are processed in bounded batches. The listing thread is never abandoned: on cancellation it is
+stopped through the walker's stop flag and waited for. The watch limit and unwatchable
+directories are logged when they start and end, summarised once a minute in between
+(`scanarr.logs.RepeatingCondition`).
 """
 
 from __future__ import annotations
