@@ -4,6 +4,7 @@
     python bench/bench_live.py burst [--files 10000] [--direct]
     python bench/bench_live.py index-memory [--files 1000000]
     python bench/bench_live.py watch-memory [--files 100000] [--dir DIR]
+    python bench/bench_live.py scale [--tree /work/bench-trees/movies-250k] [--limits above,below]
 
 `latency`: a writer process creates media files one at a time; for each, the time from its
 ``close()`` to the moment its ``file.created`` frame reaches the API (p50/p99/max). `burst`: the
@@ -20,6 +21,21 @@ the RSS growth of a fresh process filling them. `watch-memory`: the RSS growth o
 `LiveWatcher` listing and watching a real library of N empty media files (one directory per
 film, a quarter of them hardlinked from a torrents/ volume; needs N·1.25 inotify watches).
 Target for both: at most 250 bytes per file.
+
+`scale`: the NAS case. Generates (once, with `gen_tree.py --movies 250000`, about 1,000,000
+files and 340,000 directories; reused afterwards, keep it outside the repository) or reuses
+`--tree`, measures `scanarr scan` of it (median of 3 warm runs), then runs the real `scanarr
+watch` runtime against a `DevApiServer` on 127.0.0.1 with that tree as one volume, once with
+``fs.inotify.max_user_watches`` above the directory count (set for the run, restored after)
+and once below it (4/7 of the directories, set in a user namespace of the agent's own, so the
+rest of the machine keeps its watches). It reports the time from the connection to the
+"watching volume" line (arm time) and its ratio to the scan, RSS after the initial scan,
+steady CPU and RSS over `--steady` seconds, peak RSS (VmHWM), the change of the kernel's
+unreclaimable slab (``SUnreclaim``), the longest lateness of a watchdog task in the agent's trio
+loop (it sleeps 10 ms in a loop; a stall still going on counts too), the drain time of a
+`--burst` of files created in the volume root (last close to last ``file.created`` at the API),
+how often the watch-limit warning and its summary were logged, and how SIGTERM was honoured.
+Needs root (the sysctl) and ``unshare --user``.
 """
 
 from __future__ import annotations
@@ -29,6 +45,8 @@ import collections
 import gc
 import json
 import os
+import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -339,9 +357,275 @@ def bench_watch_memory(args: argparse.Namespace) -> dict[str, Any]:
     return {"files": count, "make_library_s": round(made, 1), **result}
 
 
+# --- scale: the agent on a generated NAS-sized tree ------------------------------------------
+
+BENCH_DIR = Path(__file__).resolve().parent
+MAX_USER_WATCHES = Path("/proc/sys/fs/inotify/max_user_watches")
+
+# The watcher process of `scale`: the real `scanarr watch` runtime, plus a watchdog task in the
+# same trio loop that measures its own lateness and writes the longest stall every 0.2 s.
+SCALE_AGENT = r"""
+import json, os, sys, time
+import trio
+from scanarr.agent.runtime import run_watcher
+from scanarr.config import load_settings
+from scanarr.logs import configure_logging
+
+stall_file = sys.argv[1]
+settings = load_settings()
+configure_logging(settings.log_level)
+
+async def watchdog():
+    longest = 0.0
+    last_write = 0.0
+    while True:
+        before = time.monotonic()
+        await trio.sleep(0.01)
+        late = time.monotonic() - before - 0.01
+        longest = max(longest, late)
+        now = time.monotonic()
+        if now - last_write > 0.2:
+            with open(stall_file + ".tmp", "w") as file:
+                json.dump({"longest_stall_s": longest, "at": now}, file)
+            os.replace(stall_file + ".tmp", stall_file)
+            last_write = now
+
+async def main():
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(watchdog)
+        await run_watcher(settings)
+        nursery.cancel_scope.cancel()
+
+trio.run(main)
+"""
+
+
+def _proc_status(pid: int) -> dict[str, int]:
+    """VmRSS / VmHWM of a process, in bytes."""
+    values: dict[str, int] = {}
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            key, _, rest = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                values[key] = int(rest.split()[0]) * 1024
+    return values
+
+
+def _cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _sunreclaim() -> int:
+    with open("/proc/meminfo") as meminfo:
+        for line in meminfo:
+            if line.startswith("SUnreclaim:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def _stall(path: Path) -> float:
+    """The longest stall the watchdog saw, or the one going on now (it writes every 0.2 s)."""
+    try:
+        report = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return float("nan")
+    ongoing = time.monotonic() - float(report["at"]) - 0.2
+    return max(float(report["longest_stall_s"]), ongoing)
+
+
+def _ensure_scale_tree(tree: Path, movies: int) -> dict[str, Any]:
+    sys.path.insert(0, str(BENCH_DIR))
+    import gen_tree
+
+    manifest = gen_tree.read_manifest(tree)
+    if manifest is None:
+        print(f"generating {movies} movies under {tree} (takes minutes) ...", file=sys.stderr)
+        subprocess.run(
+            [
+                "nice",
+                sys.executable,
+                str(BENCH_DIR / "gen_tree.py"),
+                str(tree),
+                "--movies",
+                str(movies),
+            ],
+            check=True,
+        )
+        manifest = gen_tree.read_manifest(tree)
+        assert manifest is not None
+    counts = manifest["counts"]
+    assert isinstance(counts, dict)
+    return counts
+
+
+def _native_scan_seconds(tree: Path, repeats: int = 3) -> float:
+    """Median wall time of `scanarr scan TREE` (after one warm-up run: warm cache)."""
+    scanarr = shutil.which("scanarr") or str(Path(sys.executable).with_name("scanarr"))
+    times = []
+    for run in range(repeats + 1):
+        started = time.monotonic()
+        subprocess.run([scanarr, "scan", str(tree)], check=True, capture_output=True)
+        if run:
+            times.append(time.monotonic() - started)
+    return statistics.median(times)
+
+
+async def _scale_run(
+    args: argparse.Namespace, tree: Path, limit: int, namespace_limit: int | None
+) -> dict[str, Any]:
+    from scanarr.dev_api import DevApiServer, ReceivedMessage
+
+    # The burst goes to the volume root, watched whatever the limit (a new directory would not
+    # be watched below the limit, and is then covered by the fallback rescans only).
+    burst_names = {f"{number:06d}.mkv" for number in range(args.burst)}
+    _remove_burst(tree, burst_names)
+    arrivals: dict[str, int] = {}
+    counted = {"scan.file": 0}
+
+    def on_message(message: ReceivedMessage) -> None:
+        if message.type == "file.created" and message.data["relative_path"] in burst_names:
+            arrivals[message.data["relative_path"]] = time.monotonic_ns()
+        elif message.type == "scan.file":
+            counted["scan.file"] += 1
+
+    server = DevApiServer(
+        token=TOKEN,
+        config=WatcherConfig(watch_paths=[WatchPath(id="nas", path=str(tree))]),
+        on_message=on_message,
+    )
+    result: dict[str, Any] = {"max_user_watches": limit}
+    with tempfile.TemporaryDirectory(prefix="bench-live-scale-") as temporary:
+        work = Path(temporary)
+        stall_file = work / "stall.json"
+        log_path = work / "agent.log"
+        environment = {
+            **os.environ,
+            "SCANARR_API_URL": "",
+            "SCANARR_AUTH_TOKEN": TOKEN,
+            "SCANARR_STATE_FILE": str(work / "state.json"),
+            "SCANARR_LOG_LEVEL": "info",
+            "SCANARR_WATCH_RETRY_DELAY": f"{args.retry_delay}s",
+            "SCANARR_WATCH_RETRY_MAX_DELAY": f"{args.retry_delay * 4}s",
+            "SCANARR_FALLBACK_RESCAN_INTERVAL": "10m",
+        }
+        async with trio.open_nursery() as nursery:
+            await nursery.start(server.serve)
+            environment["SCANARR_API_URL"] = server.url
+            slab_before = _sunreclaim()
+            command = [sys.executable, "-c", SCALE_AGENT, str(stall_file)]
+            if namespace_limit is not None:
+                # The limit lowered for the agent only, in a user namespace of its own (Linux
+                # >= 5.11): lowering fs.inotify.max_user_watches itself would starve every other
+                # inotify user of this uid on the machine.
+                lowered = 'echo "$1" > /proc/sys/user/max_inotify_watches && shift && exec "$@"'
+                command = [
+                    *("unshare", "--user", "--map-root-user", "sh", "-c", lowered, "-"),
+                    str(namespace_limit),
+                    *command,
+                ]
+            with log_path.open("wb") as log_file:
+                agent = await trio.lowlevel.open_process(
+                    command,
+                    env=environment,
+                    stderr=log_file,
+                )
+            try:
+                with trio.fail_after(args.timeout):
+                    await server.wait_connected()
+                    connected = time.monotonic()
+                    while "watching volume nas" not in log_path.read_text(errors="replace"):
+                        await trio.sleep(0.05)
+                    result["arm_s"] = round(time.monotonic() - connected, 2)
+                    result["stall_while_arming_s"] = round(_stall(stall_file), 3)
+                with trio.move_on_after(args.timeout) as scan_wait:
+                    await server.wait_for_type("scan.completed", volume_id="nas")
+                result["initial_scan_files"] = counted["scan.file"]
+                if scan_wait.cancelled_caught:
+                    result["initial_scan"] = f"not completed within {args.timeout} s"
+                result["rss_after_arm_and_scan_mib"] = round(
+                    _proc_status(agent.pid)["VmRSS"] / 2**20, 1
+                )
+                # Steady state: nothing changes on disk; retries (below the limit) go on.
+                cpu_before = _cpu_seconds(agent.pid)
+                await trio.sleep(args.steady)
+                cpu = _cpu_seconds(agent.pid) - cpu_before
+                status = _proc_status(agent.pid)
+                result["steady_cpu_percent"] = round(100 * cpu / args.steady, 1)
+                result["steady_rss_mib"] = round(status["VmRSS"] / 2**20, 1)
+                result["peak_rss_mib"] = round(status["VmHWM"] / 2**20, 1)
+                result["sunreclaim_delta_mib"] = round((_sunreclaim() - slab_before) / 2**20, 1)
+                result["stall_until_steady_s"] = round(_stall(stall_file), 3)
+                # A burst of 10,000 files in the (watched) volume root.
+                closed = (await _run_writer(tree, args.burst, 0.0))[-1]
+                with trio.move_on_after(120):
+                    while len(arrivals) < args.burst:
+                        await trio.sleep(0.05)
+                result["burst_files_reported"] = len(arrivals)
+                if arrivals:
+                    result["burst_drain_s"] = round((max(arrivals.values()) - closed) / 1e9, 2)
+                result["longest_stall_s"] = round(_stall(stall_file), 3)
+                log_text = log_path.read_text(errors="replace")
+                lines = log_text.splitlines()
+                warnings = [line for line in lines if "fs.inotify.max_user_watches=" in line]
+                result["watch_limit_warnings"] = sum("still:" not in line for line in warnings)
+                result["watch_limit_summaries"] = sum("still:" in line for line in warnings)
+                result["run_s"] = round(time.monotonic() - connected, 1)
+                stopping = time.monotonic()
+                agent.send_signal(signal.SIGTERM)
+                with trio.move_on_after(15):
+                    await agent.wait()
+                if agent.returncode is None:
+                    result["sigterm"] = "not honoured within 15 s (killed)"
+                else:
+                    result["sigterm"] = (
+                        f"exit {agent.returncode} after {time.monotonic() - stopping:.2f} s"
+                    )
+            finally:
+                if agent.returncode is None:
+                    agent.kill()
+                    await agent.wait()
+                nursery.cancel_scope.cancel()
+            if agent.returncode is None or "sigterm" not in result:
+                result["log_tail"] = log_path.read_text(errors="replace")[-2000:]
+    _remove_burst(tree, burst_names)
+    return result
+
+
+def _remove_burst(tree: Path, names: set[str]) -> None:
+    for name in names:
+        (tree / name).unlink(missing_ok=True)
+
+
+def bench_scale(args: argparse.Namespace) -> dict[str, Any]:
+    tree = Path(args.tree)
+    counts = _ensure_scale_tree(tree, args.movies)
+    directories = int(counts.get("directories", 0))
+    result: dict[str, Any] = {"tree": str(tree), "counts": counts}
+    result["native_scan_s"] = round(_native_scan_seconds(tree), 2)
+    original = int(MAX_USER_WATCHES.read_text())
+    above = max(directories * 3, 1_000_000)
+    below = directories * 4 // 7
+    try:
+        MAX_USER_WATCHES.write_text(f"{above}\n")
+        for name in args.limits.split(","):
+            namespace_limit = below if name == "below" else None
+            run = trio.run(_scale_run, args, tree, namespace_limit or above, namespace_limit)
+            if "arm_s" in run:
+                run["arm_vs_native_scan"] = round(run["arm_s"] / result["native_scan_s"], 1)
+            result[f"limit_{name}"] = run
+            print(json.dumps({name: run}), file=sys.stderr)
+    finally:
+        MAX_USER_WATCHES.write_text(f"{original}\n")
+    return result
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("mode", choices=["latency", "burst", "index-memory", "watch-memory"])
+    parser.add_argument(
+        "mode", choices=["latency", "burst", "index-memory", "watch-memory", "scale"]
+    )
     parser.add_argument("--files", type=int)
     parser.add_argument("--gap", type=float, default=0.02, help="seconds between files (latency)")
     parser.add_argument("--debounce", type=float, default=1.0)
@@ -349,6 +633,15 @@ def main() -> int:
     parser.add_argument("--dir", help="where to create the volume (default: the temp dir)")
     parser.add_argument("--json", help="also write the result to this file")
     parser.add_argument("--measure", choices=["rss"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--tree", default="/work/bench-trees/movies-250k", help="scale: the tree (made if missing)"
+    )
+    parser.add_argument("--movies", type=int, default=250_000, help="scale: movies to generate")
+    parser.add_argument("--limits", default="above,below", help="scale: above, below or both")
+    parser.add_argument("--steady", type=float, default=20.0, help="scale: steady window, s")
+    parser.add_argument("--burst", type=int, default=10_000, help="scale: burst files")
+    parser.add_argument("--retry-delay", type=float, default=5.0, help="scale: watch retry delay")
+    parser.add_argument("--timeout", type=float, default=600.0, help="scale: per phase, s")
     args = parser.parse_args()
     if args.mode == "latency":
         args.files = args.files or 300
@@ -362,6 +655,9 @@ def main() -> int:
         if args.measure:
             print(json.dumps(result))
             return 0
+    elif args.mode == "scale":
+        args.direct = False
+        result = bench_scale(args)
     else:
         args.files = args.files or 100_000
         result = bench_watch_memory(args)

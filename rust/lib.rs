@@ -5,6 +5,7 @@
 pub mod filter;
 pub mod fingerprint;
 pub mod jsonenc;
+pub mod livelist;
 pub mod paths;
 pub mod stats;
 pub mod sys;

@@ -11,6 +11,7 @@ use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 use crate::filter::Filter;
 use crate::fingerprint::{self, Mode, Spec};
 use crate::jsonenc::{self, FileFields};
+use crate::livelist;
 use crate::stats::WalkStats;
 use crate::walk::{self, Next, Walk, WalkOptions};
 
@@ -593,6 +594,157 @@ fn fingerprint_files(
         .collect())
 }
 
+// --- the live watcher's native listing -------------------------------------------------------
+
+/// Lists a directory tree for the live watcher, adding its inotify watches on the way
+/// (`crate::livelist`). One lister serves many listings; `cancel` stops the one running and
+/// every later one (the watcher is shutting down).
+#[pyclass(frozen, module = "scanarr._native", name = "LiveLister")]
+pub struct LiveLister {
+    cancel: std::sync::atomic::AtomicBool,
+}
+
+#[pymethods]
+impl LiveLister {
+    #[new]
+    fn new() -> LiveLister {
+        LiveLister {
+            cancel: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    fn cancel(&self) {
+        self.cancel
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    #[getter]
+    fn cancelled(&self) -> bool {
+        self.cancel.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Lists `top` with the interpreter detached; None when cancelled.
+    #[pyo3(signature = (top, *, inotify_fd, mask, device, extensions, excluded = None, watch_budget = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn list(
+        &self,
+        py: Python<'_>,
+        top: &Bound<'_, PyAny>,
+        inotify_fd: i32,
+        mask: u32,
+        device: u64,
+        extensions: Vec<String>,
+        excluded: Option<&Bound<'_, PyAny>>,
+        watch_budget: Option<usize>,
+    ) -> PyResult<Option<LiveListing>> {
+        let top = path_from_py(top)?;
+        let excluded = match excluded {
+            Some(items) => paths_from_py("excluded", items)?,
+            None => Vec::new(),
+        };
+        let filter = Filter::new(Some(extensions));
+        let options = livelist::ListOptions {
+            inotify_fd,
+            mask,
+            device,
+            filter: &filter,
+            excluded: &excluded,
+            watch_budget,
+        };
+        let listed = py.detach(|| livelist::list_tree(&top, &options, &self.cancel));
+        Ok(listed.ok().map(|listing| LiveListing { listing }))
+    }
+}
+
+/// The result of `LiveLister.list`, read in slices so that no single call holds the
+/// interpreter for long.
+#[pyclass(frozen, module = "scanarr._native", name = "LiveListing")]
+pub struct LiveListing {
+    listing: livelist::Listing,
+}
+
+fn name_to_py<'py>(py: Python<'py>, name: &[u8]) -> Bound<'py, PyAny> {
+    // The lister keeps only UTF-8 names.
+    PyString::new(py, std::str::from_utf8(name).unwrap_or("\u{fffd}")).into_any()
+}
+
+#[pymethods]
+impl LiveListing {
+    #[getter]
+    fn gone(&self) -> bool {
+        self.listing.gone
+    }
+
+    /// errno of the watch that hit the limit, 0 for the caller's budget, None when not hit.
+    #[getter]
+    fn watch_limit(&self) -> Option<i32> {
+        self.listing.watch_limit
+    }
+
+    #[getter]
+    fn dir_count(&self) -> usize {
+        self.listing.dirs.len()
+    }
+
+    #[getter]
+    fn file_count(&self) -> usize {
+        self.listing.files.len()
+    }
+
+    /// ``(parent, name, wd, read_errno)`` of directories `start..stop`: parent -1 for the top,
+    /// wd > 0 watched, 0 not watched (limit), -errno when the watch failed.
+    fn dirs<'py>(
+        &self,
+        py: Python<'py>,
+        start: usize,
+        stop: usize,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let dirs = &self.listing.dirs;
+        let range = start.min(dirs.len())..stop.min(dirs.len());
+        let list = PyList::empty(py);
+        for dir in &dirs[range] {
+            let parent: i64 = if dir.parent == livelist::NO_PARENT {
+                -1
+            } else {
+                i64::from(dir.parent)
+            };
+            let wd = match dir.watch {
+                livelist::Watch::Wd(wd) => wd,
+                livelist::Watch::Limit => 0,
+                livelist::Watch::Failed(errno) => -errno,
+            };
+            let name = name_to_py(py, self.listing.name(dir.name));
+            let item = (parent, name, wd, dir.read_error);
+            list.append(item.into_pyobject(py)?)?;
+        }
+        Ok(list)
+    }
+
+    /// ``(dir, name, inode, size, mtime_ns, nlink)`` of media files `start..stop`.
+    fn files<'py>(
+        &self,
+        py: Python<'py>,
+        start: usize,
+        stop: usize,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let files = &self.listing.files;
+        let range = start.min(files.len())..stop.min(files.len());
+        let list = PyList::empty(py);
+        for file in &files[range] {
+            let item = (
+                file.dir,
+                name_to_py(py, self.listing.name(file.name)),
+                file.ino,
+                file.size,
+                file.mtime_ns,
+                file.nlink,
+            );
+            list.append(item.into_pyobject(py)?)?;
+        }
+        Ok(list)
+    }
+}
+
 #[pymodule]
 #[pyo3(name = "_native")]
 fn native_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -620,6 +772,8 @@ fn native_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Batch>()?;
     m.add_class::<PyWalkStats>()?;
     m.add_class::<Walker>()?;
+    m.add_class::<LiveLister>()?;
+    m.add_class::<LiveListing>()?;
     m.add_function(wrap_pyfunction!(fingerprint_files, m)?)?;
     Ok(())
 }

@@ -5,13 +5,15 @@ directory, and names beyond ASCII keep reporting what a scan of the disk would s
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import pytest
 import trio
 
+from scanarr.live import LiveWatcher
 from scanarr.live.filetable import SMALL_TABLE
-from scanarr.protocol import FileCreated, FileDeleted, FileModified, FileRenamed
+from scanarr.protocol import FileCreated, FileDeleted, FileModified, FileRenamed, WatchPath
 from test_live import Harness, _path_of, tree, write
 
 
@@ -86,3 +88,28 @@ async def test_directory_of_many_files_moved_keeps_every_inode(
         f"Season 01/{name}": os.lstat(root / "Season 01" / name).st_ino for name in names
     }
     harness.assert_view_matches_disk()
+
+
+async def test_listing_thread_is_stopped_and_waited_for_when_the_watcher_is_cancelled(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "v"
+    root.mkdir()
+    for number in range(30_000):  # a long listing of the root: one lstat per media file
+        os.close(os.open(root / f"{number}.mkv", os.O_CREAT | os.O_WRONLY, 0o644))
+
+    async def emit(event: object) -> None:
+        pass
+
+    watcher = LiveWatcher(emit, lambda volume_id, reason: None)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(watcher.run)
+        watcher.set_volumes([WatchPath(id="v", path=str(root))], ["mkv"])
+        with trio.fail_after(30):
+            while watcher.stats().watches < 1:  # the listing thread has started
+                await trio.sleep(0.001)
+        nursery.cancel_scope.cancel()
+    # run() has returned: its listing thread is over, it cannot touch the closed inotify fd
+    # (or a new instance that got the same number).
+    listing = [thread.name for thread in threading.enumerate() if "list_volumes" in thread.name]
+    assert listing == []

@@ -9,14 +9,21 @@ test is skipped (the in-process `max_watches` cap covers the same code in test_l
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import trio
 
+from scanarr.dev_api import DevApiServer
 from scanarr.live import RESCAN_WATCH_LIMIT
+from scanarr.protocol import WatcherConfig, WatchPath
+from test_live import disk_view
+from test_live_agent import watcher_command
 
 CHILD = r"""
 import json, os, sys
@@ -97,3 +104,110 @@ def test_watch_limit_of_the_kernel_degrades_the_volume_and_says_which_sysctl(
     assert RESCAN_WATCH_LIMIT in report["rescans"]
     assert "fs.inotify.max_user_watches" in child.stderr
     assert "No space left on device" in child.stderr
+
+
+def _fallback_rescans(log_path: Path) -> int:
+    lines = log_path.read_text().splitlines()
+    return sum("rescan of volume v" in line and "watch limit" in line for line in lines)
+
+
+def _watched_inodes(pid: int) -> set[int]:
+    """Inodes of the directories the process's inotify instances watch (from fdinfo)."""
+    inodes: set[int] = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") != "anon_inode:inotify":
+                continue
+            info = Path(f"/proc/{pid}/fdinfo/{fd}").read_text()
+        except OSError:
+            continue
+        for line in info.splitlines():
+            fields = dict(field.split(":", 1) for field in line.split()[1:] if ":" in field)
+            if line.startswith("inotify") and "ino" in fields:
+                inodes.add(int(fields["ino"], 16))
+    return inodes
+
+
+@pytest.mark.skipif(
+    not _user_namespace_with_own_limits(),
+    reason="no user namespace with its own inotify limits here",
+)
+async def test_agent_below_the_watch_limit_answers_logs_once_and_converges(
+    dev_api: DevApiServer, tmp_path: Path
+) -> None:
+    # 3,001 directories, 1,000 watches: two thirds of the volume is covered by rescans only.
+    root = tmp_path / "volume"
+    for number in range(1500):
+        movie = root / f"M{number:04d}"
+        (movie / "Featurettes").mkdir(parents=True)
+        (movie / "movie.mkv").write_bytes(b"movie")
+        (movie / "Featurettes" / "extra.mkv").write_bytes(b"extra")
+    dev_api.config = WatcherConfig(watch_paths=[WatchPath(id="v", path=str(root))])
+    command, environment = watcher_command(dev_api.url, tmp_path / "state.json")
+    environment |= {
+        "SCANARR_FALLBACK_RESCAN_INTERVAL": "1s",
+        "SCANARR_WATCH_RETRY_DELAY": "50ms",
+        "SCANARR_WATCH_RETRY_MAX_DELAY": "100ms",
+    }
+    limited = 'echo "$1" > /proc/sys/user/max_inotify_watches && shift && exec "$@"'
+    log_path = tmp_path / "agent.log"
+    with log_path.open("wb") as log_file:
+        agent = await trio.lowlevel.open_process(
+            ["unshare", "--user", "--map-root-user", "sh", "-c", limited, "-", "1000", *command],
+            env=environment,
+            stderr=log_file,
+        )
+    try:
+        with trio.fail_after(120):
+            await dev_api.wait_connected()
+            await dev_api.wait_for_type("scan.completed", volume_id="v")
+            await dev_api.wait_for(
+                lambda message: (
+                    message.type == "watcher.status"
+                    and message.data["volumes"][0]["status"] == "degraded"
+                )
+            )
+            watched = _watched_inodes(agent.pid)
+            assert len(watched) == 1000
+            movies = sorted(root.iterdir())
+            in_watched = [movie for movie in movies if movie.stat().st_ino in watched][:3]
+            in_unwatched = [movie for movie in movies if movie.stat().st_ino not in watched][:3]
+            assert len(in_watched) == len(in_unwatched) == 3
+            changes_at = len(dev_api.messages)
+            for movies_here in (in_watched, in_unwatched):
+                (movies_here[0] / "new.mkv").write_bytes(b"new")
+                (movies_here[1] / "movie.mkv").unlink()
+                (movies_here[2] / "movie.mkv").rename(movies_here[2] / "renamed.mkv")
+            # The watched part reports live...
+            watched_new = f"{in_watched[0].name}/new.mkv"
+            await dev_api.wait_for_type("file.created", relative_path=watched_new)
+            # ...and a fallback rescan started after the changes reports the whole disk.
+            rescan = await dev_api.wait_for(
+                lambda message: (
+                    message.type == "scan.started" and dev_api.messages.index(message) >= changes_at
+                )
+            )
+            scan_id = rescan[0].data["scan_id"]
+            await dev_api.wait_for_type("scan.completed", scan_id=scan_id)
+            scanned = dev_api.of_type("scan.file", scan_id=scan_id)
+            api_view = {message.data["relative_path"]: message.data["inode"] for message in scanned}
+            assert api_view == {path: inode for path, (inode, _size) in disk_view(root).items()}
+            # Still answering commands, over the limit.
+            await dev_api.send(
+                {"type": "command.scan", "data": {"volume_id": "v", "scan_id": "asked"}}
+            )
+            await dev_api.wait_for_type("scan.completed", scan_id="asked")
+            # Two fallback rescans: the watches were retried (every 50-100 ms) for over a second.
+            while _fallback_rescans(log_path) < 2:
+                await trio.sleep(0.05)
+            agent.send_signal(signal.SIGTERM)
+            assert await agent.wait() == 0
+        await dev_api.wait_closed()
+        assert dev_api.close_codes[-1] == 1000
+    finally:
+        agent.kill()
+        await agent.wait()
+    lines = log_path.read_text().splitlines()
+    started = [line for line in lines if "fs.inotify.max_user_watches=" in line]
+    assert len(started) == 1, started  # not once per retry
+    assert "No space left on device" in started[0]

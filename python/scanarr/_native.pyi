@@ -21,6 +21,8 @@ __all__ = [
     "Batch",
     "FileRecord",
     "FingerprintMode",
+    "LiveLister",
+    "LiveListing",
     "WalkError",
     "WalkStats",
     "Walker",
@@ -167,6 +169,54 @@ class Walker:
         """Totals so far, overall or of one root (IndexError when there is no such root). They
         include every batch handed over; once `next_batch` returned None at the end of a walk
         that was not cancelled, they are final."""
+
+@final
+class LiveListing:
+    """What `LiveLister.list` found, read in slices (each call holds the GIL only briefly)."""
+
+    @property
+    def gone(self) -> bool:
+        """The top directory is not there (or is not a directory): nothing was listed."""
+    @property
+    def watch_limit(self) -> int | None:
+        """errno of the ``inotify_add_watch`` that hit the limit (ENOSPC, EMFILE), 0 when the
+        caller's `watch_budget` ran out, None when every directory could be watched."""
+    @property
+    def dir_count(self) -> int: ...
+    @property
+    def file_count(self) -> int: ...
+    def dirs(self, start: int, stop: int) -> list[tuple[int, str, int, int]]:
+        """``(parent, name, wd, read_errno)`` of directories ``start..stop``, parents before
+        their children: parent -1 for the top (name ""), wd > 0 when watched, 0 when not (the
+        limit was reached), -errno when the watch failed; read_errno 0 when listed, else the
+        errno of opening or reading it (ENOENT/ENOTDIR: gone since its parent was listed)."""
+    def files(self, start: int, stop: int) -> list[tuple[int, str, int, int, int, int]]:
+        """``(dir, name, inode, size, mtime_ns, nlink)`` of media files ``start..stop``."""
+
+@final
+class LiveLister:
+    """Lists directory trees for the live watcher and adds their inotify watches on the way,
+    with the GIL released: each directory is watched, then read; subdirectories are entered
+    when the name filter (as `Walker`'s), UTF-8 and the device allow; media files (UTF-8 names)
+    are ``lstat``ed. Past the watch limit nothing more is watched, everything is still listed.
+    `cancel` stops the listing running and every later one."""
+
+    def __new__(cls) -> LiveLister: ...
+    def cancel(self) -> None: ...
+    @property
+    def cancelled(self) -> bool: ...
+    def list(
+        self,
+        top: str | bytes,
+        *,
+        inotify_fd: int,
+        mask: int,
+        device: int,  # st_dev of the volume: other filesystems are not entered
+        extensions: Sequence[str],
+        excluded: Sequence[str | bytes] | None = None,  # absolute paths not to enter
+        watch_budget: int | None = None,  # watches that may still be added; None: no cap
+    ) -> LiveListing | None:
+        """List `top` (absolute); None when cancelled."""
 
 def fingerprint_files(
     paths: Sequence[str | bytes],

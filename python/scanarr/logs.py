@@ -25,8 +25,9 @@ import datetime
 import json
 import logging
 import sys
+import time
 import urllib.parse
-from collections.abc import Iterable, Mapping, MutableMapping
+from collections.abc import Callable, Hashable, Iterable, Mapping, MutableMapping
 from typing import Any, TextIO
 
 from scanarr.config import LOG_LEVELS, SettingsError
@@ -220,3 +221,78 @@ def volume_logger(
     if volume_path is not None:
         extra["volume_path"] = volume_path
     return VolumeLogger(logger, extra)
+
+
+# --- repeating conditions ----------------------------------------------------------------------
+
+
+class RepeatingCondition:
+    """A warning about a condition that lasts (the inotify watch limit, unwatchable folders,
+    unreadable paths), checked again and again by retries.
+
+    `occurred` logs the warning the first time, when the condition starts; while it lasts,
+    further occurrences are only counted, and summarised in one line at most once per
+    `summary_interval` (60 s). `ended` logs once when it is over. So a retry every second writes
+    two lines when the condition starts and ends, and one a minute in between — never one per
+    retry. Conditions are told apart by a key (e.g. ``("watch limit", volume_id)``).
+    """
+
+    def __init__(
+        self,
+        logger: logging.Logger | logging.LoggerAdapter,  # type: ignore[type-arg]
+        *,
+        summary_interval: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._logger = logger
+        self._interval = summary_interval
+        self._clock = clock
+        # key → [first message, repeats not summarised yet, time of the last line, started at]
+        self._active: dict[Hashable, list[Any]] = {}
+
+    def active(self, key: Hashable) -> bool:
+        return key in self._active
+
+    def occurred(
+        self,
+        key: Hashable,
+        message: str,
+        *args: object,
+        level: int = logging.WARNING,
+        **kwargs: Any,
+    ) -> bool:
+        """The condition `key` holds (again). Returns True when a line was written."""
+        now = self._clock()
+        state = self._active.get(key)
+        if state is None:
+            self._active[key] = [message % args if args else message, 0, now, now]
+            self._logger.log(level, message, *args, **kwargs)
+            return True
+        state[1] += 1
+        if now - state[2] < self._interval:
+            return False
+        self._logger.log(
+            level,
+            "still: %s (%d more times in the last %d s, for %d s now)",
+            state[0],
+            state[1],
+            round(now - state[2]),
+            round(now - state[3]),
+            **kwargs,
+        )
+        state[1], state[2] = 0, now
+        return True
+
+    def ended(
+        self,
+        key: Hashable,
+        message: str,
+        *args: object,
+        level: int = logging.INFO,
+        **kwargs: Any,
+    ) -> bool:
+        """The condition `key` is over: logs `message` if it was active. Returns True if so."""
+        if self._active.pop(key, None) is None:
+            return False
+        self._logger.log(level, message, *args, **kwargs)
+        return True

@@ -60,7 +60,10 @@ def check_environment(environ: Mapping[str, str]) -> None:
     from scanarr.metrics import metrics_address_from_env
 
     metrics_address_from_env(environ)
-    live_watch_from_env(environ)
+    if live_watch_from_env(environ):
+        from scanarr.live.settings import live_options_from_env
+
+        live_options_from_env(environ)
 
 
 async def run_watcher(
@@ -85,7 +88,7 @@ async def run_watcher(
         )
         agent.live.offline_store = queue
         agent.metrics.count_queue_events(lambda: queue.pending if queue is not None else 0)
-        watcher = _plug_live_watcher(agent)
+        watcher = _plug_live_watcher(agent, environ)
     else:
         log.info("live watching is off (%s): volumes are only scanned", LIVE_WATCH_VARIABLE)
 
@@ -108,8 +111,9 @@ async def run_watcher(
             queue.close()
 
 
-def _plug_live_watcher(agent: WatcherAgent) -> LiveWatcher:
+def _plug_live_watcher(agent: WatcherAgent, environ: Mapping[str, str]) -> LiveWatcher:
     from scanarr.live import LiveWatcher
+    from scanarr.live.settings import live_options_from_env
 
     def health_changed() -> None:
         for volume_id, health in watcher.health().items():
@@ -120,8 +124,14 @@ def _plug_live_watcher(agent: WatcherAgent) -> LiveWatcher:
             elif agent.status.base_status(volume_id) == "degraded":
                 agent.status.set_volume_status(volume_id, "watching")
 
+    options = live_options_from_env(environ)
     watcher = LiveWatcher(
-        agent.live.submit, agent.live.request_rescan, health_changed=health_changed
+        agent.live.submit,
+        agent.live.request_rescan,
+        health_changed=health_changed,
+        fallback_rescan_interval=options["fallback_rescan_interval"],
+        watch_retry_delay=options["watch_retry_delay"],
+        watch_retry_max_delay=options["watch_retry_max_delay"],
     )
     agent.metrics.count_inotify_watches(lambda: watcher.stats().watches)
     agent.volumes.add_listener(

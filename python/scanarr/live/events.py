@@ -160,26 +160,32 @@ class EventTranslator:
 
     # --- processing ----------------------------------------------------------------------
 
-    def process(self) -> None:
-        """Process buffered events in order, until done or blocked on a rename pair."""
+    def process(self, max_events: int = 2000) -> None:
+        """Process buffered events in order, until done, blocked on a rename pair, or
+        `max_events` handled (so that the caller's loop yields between batches)."""
         self.blocked_until = None
         buffer = self._buffer
-        while self._position < len(buffer):
+        end = self._position + max_events
+        # (an overflow handled on the way empties the buffer)
+        while self._position < len(buffer) and self._position < end:
             event = buffer[self._position]
             blocked = self._handle(event, self._read_at[self._position])
             if blocked is not None:
                 self.blocked_until = blocked
                 break
             self._position += 1
-        if self._position:
+        # Compact only once half is processed: deleting the head of a long backlog for every
+        # batch would make draining it quadratic.
+        if self._position and self._position * 2 >= len(buffer):
             del buffer[: self._position]
             del self._read_at[: self._position]
             self._position = 0
 
-    def fire_due_checks(self) -> None:
+    def fire_due_checks(self, max_checks: int = 2000) -> None:
         now = self.clock()
         heap = self._check_heap
-        while heap and heap[0][0] <= now:
+        while heap and heap[0][0] <= now and max_checks > 0:
+            max_checks -= 1
             due, device, inode = heapq.heappop(heap)
             if self._checks.get((device, inode)) == due:
                 del self._checks[(device, inode)]
@@ -242,10 +248,7 @@ class EventTranslator:
             self.host.root_lost(volume, f"volume root {why}")
             return
         # IN_IGNORED of a subdirectory: it was deleted; its own files were reported one by one.
-        wd = event.wd
-        del self.walker.nodes[wd]
-        node.wd = None
-        self.walker.inotify.forget(wd)
+        self.walker.dropped_by_kernel(node)
         if node.attached():
             prefix = node.relative_path()
             for below, _inode in self.walker.remove_subtree(node):
@@ -326,66 +329,85 @@ class EventTranslator:
         parent.add_subdir(moved)
         self._report_sync(moved, old_prefix)
 
-    def sync_and_report(self, node: Directory) -> None:
-        """List a known directory again and report what changed (retry of unwatched ones)."""
-        self._report_sync(node, node.relative_path())
+    def report_listing(self, node: Directory, changes: SubtreeChanges) -> None:
+        """Report what a sync of `node` made elsewhere (a worker thread retrying unwatched
+        directories) found; its problems are the caller's."""
+        pending = self._report_changes(node, node.relative_path(), changes, report_problems=False)
+        self._report_syncs(pending)
 
     def _report_sync(self, node: Directory, old_prefix: str) -> None:
         """Sync `node` with the disk and report the differences; `old_prefix` is where its
         known content was last reported (its relative path before a move)."""
-        pending = [(node, old_prefix)]
+        self._report_syncs([(node, old_prefix)])
+
+    def _report_syncs(self, pending: list[tuple[Directory, str]]) -> None:
         while pending:
             node, old_prefix = pending.pop()
-            volume = node.volume
             changes = self.walker.sync(node)
-            for directory, name, below, st in changes.kept:
-                old_path = join(old_prefix, below, name)
-                new_path = directory.child_path(name)
-                if old_path != new_path:
-                    self.out.append(
-                        FileRenamed(
-                            volume_id=volume.volume_id,
-                            old_relative_path=old_path,
-                            new_relative_path=new_path,
-                            filename=name,
-                            inode=st.st_ino,
-                            device_id=st.st_dev,
-                            size_bytes=st.st_size,
-                            hardlink_count=st.st_nlink,
-                        )
+            pending.extend(self._report_changes(node, old_prefix, changes))
+
+    def _report_changes(
+        self,
+        node: Directory,
+        old_prefix: str,
+        changes: SubtreeChanges,
+        *,
+        report_problems: bool = True,
+    ) -> list[tuple[Directory, str]]:
+        """Report the differences a sync of `node` found; returns the directories to sync next
+        (known elsewhere, whose move was not read yet)."""
+        pending: list[tuple[Directory, str]] = []
+        volume = node.volume
+        moved = old_prefix != node.relative_path()
+        for directory, name, below, st in changes.kept:
+            old_path = join(old_prefix, below, name) if moved else ""
+            new_path = directory.child_path(name) if moved else ""
+            if old_path != new_path:
+                self.out.append(
+                    FileRenamed(
+                        volume_id=volume.volume_id,
+                        old_relative_path=old_path,
+                        new_relative_path=new_path,
+                        filename=name,
+                        inode=st.st_ino,
+                        device_id=st.st_dev,
+                        size_bytes=st.st_size,
+                        hardlink_count=st.st_nlink,
                     )
-                    entry = self.index.get(volume.device, st.st_ino)
-                    if entry is not None:
-                        entry.update(st)
-                elif (entry := self.index.get(volume.device, st.st_ino)) and entry.differs(st):
-                    self._schedule_check(volume.device, st.st_ino)
-            for below, inode in changes.removed:
-                self._deleted(volume, join(old_prefix, below))
-                if self.index.get(volume.device, inode) is not None:
-                    self._schedule_check(volume.device, inode)
-            for directory, name, st in changes.added:
-                self._report_created(directory, name, st, listed=True)
-            if changes.watch_limit is not None or changes.errors:
-                self.host.walk_problems(volume, changes)
-            for target_parent, name, holder in changes.collisions:
-                if not target_parent.attached() or name in target_parent.subdirs:
+                )
+                entry = self.index.get(volume.device, st.st_ino)
+                if entry is not None:
+                    entry.update(st)
+            elif (entry := self.index.get(volume.device, st.st_ino)) and entry.differs(st):
+                self._schedule_check(volume.device, st.st_ino)
+        for below, inode in changes.removed:
+            self._deleted(volume, join(old_prefix, below))
+            if self.index.get(volume.device, inode) is not None:
+                self._schedule_check(volume.device, inode)
+        for directory, name, st in changes.added:
+            self._report_created(directory, name, st, listed=True)
+        if report_problems and (changes.watch_limit is not None or changes.errors):
+            self.host.walk_problems(volume, changes)
+        for target_parent, name, holder in changes.collisions:
+            if not target_parent.attached() or name in target_parent.subdirs:
+                continue
+            if holder.attached() and holder.parent is not None:
+                # A directory we know elsewhere: the events of its move are not read yet.
+                if holder.volume is not target_parent.volume:
+                    self._remove_directory(holder)
+                else:
+                    holder_prefix = holder.relative_path()
+                    old_parent = holder.parent
+                    if old_parent.subdirs.get(holder.name) is holder:
+                        old_parent.remove_subdir(holder.name)
+                    holder.parent = target_parent
+                    holder.name = name
+                    target_parent.add_subdir(holder)
+                    pending.append((holder, holder_prefix))
                     continue
-                if holder.attached() and holder.parent is not None:
-                    # A directory we know elsewhere: the events of its move are not read yet.
-                    if holder.volume is not target_parent.volume:
-                        self._remove_directory(holder)
-                    else:
-                        holder_prefix = holder.relative_path()
-                        old_parent = holder.parent
-                        if old_parent.subdirs.get(holder.name) is holder:
-                            old_parent.remove_subdir(holder.name)
-                        holder.parent = target_parent
-                        holder.name = name
-                        target_parent.add_subdir(holder)
-                        pending.append((holder, holder_prefix))
-                        continue
-                fresh = target_parent.new_subdir(name)
-                pending.append((fresh, fresh.relative_path()))
+            fresh = target_parent.new_subdir(name)
+            pending.append((fresh, fresh.relative_path()))
+        return pending
 
     # --- files ---------------------------------------------------------------------------
 

@@ -99,6 +99,20 @@ class Inotify:
         self._watches.add(wd)
         return wd
 
+    @property
+    def max_watches(self) -> int | None:
+        return self._max_watches
+
+    def watch_budget(self) -> int | None:
+        """Watches scanarr's own cap still allows (None: no cap of its own)."""
+        if self._max_watches is None:
+            return None
+        return max(0, self._max_watches - len(self._watches))
+
+    def adopt(self, wd: int) -> None:
+        """A watch added on this instance's fd by the native lister."""
+        self._watches.add(wd)
+
     def rm_watch(self, wd: int, *, unknown: bool = False) -> None:
         """Stop watching `wd`. A watch the kernel already dropped (EINVAL) is not an error.
         Watches this object did not add are left alone unless `unknown` is set."""

@@ -32,6 +32,14 @@ The initial listing of a volume is silent: the agent scans it. Live events start
 A volume is degraded while its root is missing or unmounted (retried with backoff, from
 `watch_retry_delay` up to `watch_retry_max_delay`) or while the watch limit leaves directories
 unwatched (rescanned every `fallback_rescan_interval`, watches retried with the same backoff).
+
+Nothing proportional to a tree runs on the trio thread: whole-volume listings (native, see
+`scanarr._native.LiveLister`) and retries of unwatched directories run in one listing thread at
+a time, while events are only read; health figures come from counts each tree keeps; events
+are processed in bounded batches. The listing thread is never abandoned: on cancellation it is
+stopped through the walker's stop flag and waited for. The watch limit and unwatchable
+directories are logged when they start and end, summarised once a minute in between
+(`scanarr.logs.RepeatingCondition`).
 """
 
 from __future__ import annotations
@@ -42,6 +50,7 @@ import os
 import random
 import stat
 from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
 
 import attrs
 import trio
@@ -50,7 +59,16 @@ from scanarr.live.events import EventTranslator, LiveEvent
 from scanarr.live.filters import MediaFilter
 from scanarr.live.inotify import Inotify, read_sysctl
 from scanarr.live.mounts import MOUNTINFO_PATH, filesystem_of, is_network_filesystem
-from scanarr.live.tree import Directory, InodeIndex, SubtreeChanges, TreeWalker, VolumeTree
+from scanarr.live.tree import (
+    Directory,
+    InodeIndex,
+    SubtreeChanges,
+    TreeWalker,
+    VolumeTree,
+    WalkStopped,
+    forget_subtree,
+)
+from scanarr.logs import RepeatingCondition
 from scanarr.protocol import WatchPath
 
 log = logging.getLogger(__name__)
@@ -69,6 +87,12 @@ RESCAN_NESTED = "nested volumes changed"
 
 # Events buffered while a volume is being listed; past this, they count as an overflow.
 MAX_BACKLOG = 1_000_000
+
+# Keys of the repeating warnings of a volume (with its id).
+_WATCH_LIMIT = "watch limit"
+_UNWATCHABLE = "unwatchable directories"
+
+T = TypeVar("T")
 
 
 @attrs.frozen
@@ -181,10 +205,13 @@ class LiveWatcher:
         self._skipped_names = 0
         self._skipped_logged: set[str] = set()
         self._random = random.Random()
-        self._retrying: _Volume | None = None
         self._expected_removals: dict[tuple[str, str], float] = {}
         self._walking = False  # a worker thread is changing the trees: health() uses its cache
         self._health_cache: dict[str, VolumeHealth] = {}
+        self._retry_due: set[str] = set()  # volume ids whose unwatched directories to retry
+        # The watch limit and unwatchable directories are retried again and again: logged when
+        # they start and end, summarised once a minute in between.
+        self._warnings = RepeatingCondition(log)
 
     # --- interface for the agent ---------------------------------------------------------
 
@@ -225,22 +252,15 @@ class LiveWatcher:
         return dict(self._health_cache)
 
     def _compute_health(self) -> dict[str, VolumeHealth]:
-        watches: dict[str, int] = dict.fromkeys(self._volumes, 0)
-        if self._walker is not None:
-            for node in self._walker.nodes.values():
-                volume_id = node.volume.volume_id
-                if volume_id in watches:
-                    watches[volume_id] += 1
+        """From the counts each tree keeps as watches come and go: O(volumes)."""
         report: dict[str, VolumeHealth] = {}
         for volume_id, volume in self._volumes.items():
-            unwatched = 0
-            if volume.tree is not None:
-                unwatched = sum(1 for node, _ in volume.tree.root.iter_tree() if node.wd is None)
+            tree = volume.tree
             report[volume_id] = VolumeHealth(
                 volume_id=volume_id,
                 path=volume.config.path,
-                watches=watches[volume_id],
-                unwatched_directories=unwatched,
+                watches=0 if tree is None else tree.watches,
+                unwatched_directories=0 if tree is None else len(tree.unwatched),
                 degraded=volume.degraded,
                 reason=volume.root_problem or volume.watch_problem,
                 network_filesystem=volume.network_filesystem,
@@ -297,6 +317,8 @@ class LiveWatcher:
                 self._fire_timers()
                 await self._emit_out()
                 if self._has_pending_work():
+                    # Work is done in bounded batches: let the other tasks (and signals) in.
+                    await trio.lowlevel.checkpoint()
                     continue
                 deadline = self._next_deadline()
                 with trio.CancelScope(deadline=deadline) as scope:
@@ -324,6 +346,7 @@ class LiveWatcher:
             self._pending_config is not None
             or self._resync
             or self._retry_now
+            or self._retry_due
             or (translator is not None and translator.out)
             or (translator is not None and translator.pending and translator.blocked_until is None)
         )
@@ -349,7 +372,8 @@ class LiveWatcher:
                 await self._emit(event)
                 self._events_emitted += 1
 
-    def _rescan(self, volume: _Volume, reason: str) -> None:
+    def schedule_rescan(self, volume: _Volume, reason: str) -> None:
+        """The one way a rescan is asked for; `reason` starts with a ``RESCAN_*`` string."""
         volume.rescans_requested += 1
         self._rescans_requested += 1
         log.info("rescan of volume %s (%s): %s", volume.config.id, volume.config.path, reason)
@@ -376,11 +400,15 @@ class LiveWatcher:
         self._resync.clear()
         if to_walk:
             await self._walk(to_walk)
+        while self._retry_due and not self._resync:
+            volume = self._volumes.get(self._retry_due.pop())
+            if volume is not None and volume.tree is not None:
+                await self._retry_watches(volume)
         while self._rescan_after_walk and not self._resync:
             volume_id, reason = self._rescan_after_walk.popitem()
             volume = self._volumes.get(volume_id)
             if volume is not None:
-                self._rescan(volume, reason)
+                self.schedule_rescan(volume, reason)
         if generation > self._applied_generation:
             self._applied_generation = generation
             self._applied.set()
@@ -454,79 +482,106 @@ class LiveWatcher:
     async def _walk(self, volumes: list[_Volume]) -> None:
         """List volumes again from scratch in a worker thread, reading events meanwhile."""
         walker = self._walker
-        inotify = self._inotify
-        translator = self._translator
-        assert walker is not None and inotify is not None and translator is not None
-        jobs: list[tuple[_Volume, VolumeTree, set[int]]] = []
+        assert walker is not None
+        # (volume, tree known so far, fresh tree or None when the root is not there)
+        jobs: list[tuple[_Volume, VolumeTree | None, VolumeTree | None]] = []
         for volume in volumes:
+            old, volume.tree = volume.tree, None
+            jobs.append((volume, old, self._open_root(volume)))
+
+        def list_volumes() -> list[SubtreeChanges | None]:
+            # Everything proportional to a tree runs here, not on the trio thread: the old trees
+            # are detached (their watches are taken over by the new ones — same wd for the same
+            # directory — or removed at the end), the new ones listed.
             old_wds: set[int] = set()
-            if volume.tree is not None:
-                # Detach the old tree: its watches are taken over by the new one (same wd for
-                # the same directory) or removed after the walk.
-                for node, _ in volume.tree.root.iter_tree():
-                    if node.wd is not None and walker.nodes.get(node.wd) is node:
-                        del walker.nodes[node.wd]
-                        old_wds.add(node.wd)
-                    for name in node.file_names():
-                        self._index.remove_link(node, name)
-                volume.tree = None
-            tree = self._open_root(volume)
-            if tree is not None:
-                jobs.append((volume, tree, old_wds))
-            else:
-                self._unwatch_all(old_wds)
-        if not jobs:
-            return
-
-        def list_volumes() -> list[SubtreeChanges]:
-            return [walker.sync(tree.root, silent=True) for _volume, tree, _old in jobs]
-
-        results: list[SubtreeChanges] = []
-
-        async def run_walk(cancel_scope: trio.CancelScope) -> None:
-            results.extend(await trio.to_thread.run_sync(list_volumes, abandon_on_cancel=True))
-            cancel_scope.cancel()
-
-        self._health_cache = self._compute_health()
-        self._walking = True
-        try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(run_walk, nursery.cancel_scope)
-                await self._drain_while_walking()
-        finally:
-            self._walking = False
-
-        for (volume, tree, old_wds), changes in zip(jobs, results, strict=True):
-            volume.tree = tree
+            for _volume, old, _new in jobs:
+                if old is not None:
+                    old_wds |= self._detach(old)
+            results = [
+                None if new is None else walker.sync(new.root, silent=True)
+                for _volume, _old, new in jobs
+            ]
             self._unwatch_all(old_wds)
+            return results
+
+        results = await self._in_listing_thread(list_volumes)
+
+        for (volume, _old, tree), changes in zip(jobs, results, strict=True):
+            if tree is None or changes is None:
+                continue
+            volume.tree = tree
             if tree.root.wd is None and changes.watch_limit is None:
                 volume.tree = None
                 self._root_unavailable(volume, "volume root could not be watched")
                 continue
             recovered = volume.root_problem is not None
-            had_watch_problem = volume.watch_problem is not None
             volume.root_problem = None
             volume.retry_at = None
-            volume.watch_problem = None
             self._detect_network_filesystem(volume)
-            self._retrying = volume if had_watch_problem else None
-            self.walk_problems(tree, changes)
-            self._retrying = None
-            if volume.watch_problem is None:
-                volume.fallback_rescan_at = None
-                if not recovered:
-                    volume.retry_delay = 0.0
-                if had_watch_problem:
-                    self._notify_health()
+            self._set_watch_problem(volume, self._problem_of(volume, changes))
+            if volume.watch_problem is None and not recovered:
+                volume.retry_delay = 0.0
             if recovered:
-                self._rescan(volume, RESCAN_ROOT_BACK)
+                self.schedule_rescan(volume, RESCAN_ROOT_BACK)
                 self._notify_health()
             log.info(
                 "watching volume %s (%s): %d directories",
                 volume.config.id,
                 volume.config.path,
-                sum(1 for _ in tree.root.iter_tree()),
+                changes.directories,
             )
+
+    def _detach(self, tree: VolumeTree) -> set[int]:
+        """Forget a tree listed before (in the listing thread); returns its watches."""
+        walker = self._walker
+        assert walker is not None
+        wds: set[int] = set()
+        directories = list(tree.root.iter_tree())
+        for node, _ in directories:
+            if walker.stopping:
+                raise WalkStopped
+            if node.wd is not None and walker.nodes.get(node.wd) is node:
+                del walker.nodes[node.wd]
+                wds.add(node.wd)
+            for name in node.file_names():
+                self._index.remove_link(node, name)
+        forget_subtree(directories)
+        return wds
+
+    async def _in_listing_thread(self, work: Callable[[], T]) -> T:
+        """Run `work` (which changes the trees and the watch table) in a worker thread while
+        events are read (and buffered: they are processed after it).
+
+        The thread is never abandoned: on cancellation (shutdown) it is told to stop through the
+        walker's stop flag and waited for, so it cannot touch the inotify instance `run` closes.
+        """
+        walker = self._walker
+        assert walker is not None
+        finished = False
+
+        async def drain() -> None:
+            try:
+                await self._drain_while_walking()
+            finally:
+                if not finished:
+                    walker.stopping = True  # cancelled: the listing gives up at its next step
+
+        self._health_cache = self._compute_health()
+        self._walking = True
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(drain)
+                try:
+                    result = await trio.to_thread.run_sync(work)
+                except WalkStopped:
+                    await trio.lowlevel.checkpoint()  # raises Cancelled: why it stopped
+                    raise
+                finally:
+                    finished = True
+                    nursery.cancel_scope.cancel()
+        finally:
+            self._walking = False
+        return result
 
     async def _drain_while_walking(self) -> None:
         """Read events while a listing runs (they are processed after it), so that the kernel
@@ -580,45 +635,51 @@ class LiveWatcher:
         for volume in list(self._volumes.values()):
             if volume.network_rescan_at is not None and volume.network_rescan_at <= now:
                 volume.network_rescan_at = self._jittered(self._network_rescan_interval)
-                self._rescan(volume, RESCAN_NETWORK)
+                self.schedule_rescan(volume, RESCAN_NETWORK)
             if volume.fallback_rescan_at is not None and volume.fallback_rescan_at <= now:
                 volume.fallback_rescan_at = self._jittered(self._fallback_rescan_interval)
-                self._rescan(volume, RESCAN_WATCH_LIMIT)
+                self.schedule_rescan(volume, RESCAN_WATCH_LIMIT)
             if volume.retry_at is not None and volume.retry_at <= now:
                 volume.retry_at = None
                 if volume.tree is None:
                     self._resync.add(volume.config.id)  # the root again, from scratch
                 else:
-                    self._retry_watches(volume)
+                    self._retry_due.add(volume.config.id)
 
-    def _retry_watches(self, volume: _Volume) -> None:
-        """Try again to watch the directories the watch limit left unwatched."""
+    async def _retry_watches(self, volume: _Volume) -> None:
+        """Try again to watch the directories the watch limit (or a watch error) left
+        unwatched, in the listing thread. While no watch is free this costs one
+        ``inotify_add_watch``: the first directory that hits the limit ends the retry."""
         tree = volume.tree
+        walker = self._walker
         translator = self._translator
-        assert tree is not None and translator is not None
-        tops = [
-            node
-            for node, _ in tree.root.iter_tree()
-            if node.wd is None and (node.parent is None or node.parent.wd is not None)
-        ]
-        volume.watch_problem = None
-        self._retrying = volume
-        try:
-            for node in tops:
-                if node.attached():
-                    translator.sync_and_report(node)
-        finally:
-            self._retrying = None
-        if volume.watch_problem is None:
-            log.info(
-                "volume %s (%s): every directory is watched again",
-                volume.config.id,
-                volume.config.path,
-            )
-            volume.fallback_rescan_at = None
+        assert tree is not None and walker is not None and translator is not None
+
+        def retry() -> list[tuple[Directory, SubtreeChanges]]:
+            synced: list[tuple[Directory, SubtreeChanges]] = []
+            for top in tree.unwatched_tops():
+                if walker.stopping:
+                    raise WalkStopped
+                changes = walker.sync(top, stop_at_limit=True)
+                synced.append((top, changes))
+                if changes.watch_limit is not None:
+                    break
+            return synced
+
+        synced = await self._in_listing_thread(retry)
+        if volume.tree is not tree:
+            return
+        problems = SubtreeChanges()
+        for top, changes in synced:
+            if top.attached():
+                translator.report_listing(top, changes)
+            problems.watch_limit = problems.watch_limit or changes.watch_limit
+            problems.errors.extend(changes.errors)
+        had_watch_problem = volume.watch_problem is not None
+        self._set_watch_problem(volume, self._problem_of(volume, problems))
+        if volume.watch_problem is None and had_watch_problem:
             volume.retry_delay = 0.0
-            self._rescan(volume, RESCAN_WATCHES_RESTORED)
-            self._notify_health()
+            self.schedule_rescan(volume, RESCAN_WATCHES_RESTORED)
 
     def _schedule_retry(self, volume: _Volume) -> None:
         if volume.retry_at is not None:
@@ -675,27 +736,40 @@ class LiveWatcher:
         if volume is None:
             return
         self._drop_volume(volume)
-        self._rescan(volume, f"{RESCAN_ROOT_LOST}: {why}")
+        self.schedule_rescan(volume, f"{RESCAN_ROOT_LOST}: {why}")
         volume.retry_delay = 0.0
         self._root_unavailable(volume, why)
 
     def walk_problems(self, tree: VolumeTree, changes: SubtreeChanges) -> None:
+        """A listing of new directories hit the watch limit or unwatchable directories."""
         volume = self._volume_of(tree)
         if volume is None:
             return
-        for error in changes.errors[:10]:
-            log.warning("volume %s: %s", volume.config.id, error)
-        if changes.watch_limit is None and not changes.errors:
-            return
-        unwatched = sum(1 for node, _ in tree.root.iter_tree() if node.wd is None)
+        reason = self._problem_of(volume, changes)
+        if reason is not None:
+            self._set_watch_problem(volume, reason)
+
+    def _problem_of(self, volume: _Volume, changes: SubtreeChanges) -> str | None:
+        """Why a listing of `volume` leaves it degraded (None when it does not), logged as a
+        repeating condition. Counts come from the trees: nothing here walks one."""
+        tree = volume.tree
+        unwatched = 0 if tree is None else len(tree.unwatched)
+        volume_id = volume.config.id
+        if changes.errors:
+            self._warnings.occurred(
+                (_UNWATCHABLE, volume_id),
+                "volume %s (%s): %d directories cannot be watched or read, e.g. %s",
+                volume_id,
+                volume.config.path,
+                len(changes.errors),
+                "; ".join(str(error) for error in changes.errors[:5]),
+            )
         if changes.watch_limit is not None:
             self._watch_limit_hits += 1
             total_unwatched = sum(
-                1
+                len(other.tree.unwatched)
                 for other in self._volumes.values()
                 if other.tree is not None
-                for node, _ in other.tree.root.iter_tree()
-                if node.wd is None
             )
             watches = self._inotify.watch_count if self._inotify is not None else 0
             needed = watches + total_unwatched
@@ -705,11 +779,12 @@ class LiveWatcher:
                 f"{unwatched} directories not watched, covered by rescans every "
                 f"{round(self._fallback_rescan_interval)} s"
             )
-            log.warning(
+            self._warnings.occurred(
+                (_WATCH_LIMIT, volume_id),
                 "volume %s (%s): %s. scanarr needs at least %d watches (it has %d; "
                 "fs.inotify.max_user_watches=%s, shared by every process of this user): raise it, "
                 "e.g. `sysctl -w fs.inotify.max_user_watches=%d` and in /etc/sysctl.d/",
-                volume.config.id,
+                volume_id,
                 volume.config.path,
                 reason,
                 needed,
@@ -717,14 +792,40 @@ class LiveWatcher:
                 limit,
                 max(needed * 2, (limit or 0) * 2),
             )
-        else:
-            reason = f"{len(changes.errors)} directories cannot be watched: {changes.errors[0]}"
-        changed = volume.watch_problem is None and volume is not self._retrying
+            return reason
+        if changes.errors:
+            return f"{len(changes.errors)} directories cannot be watched: {changes.errors[0]}"
+        if unwatched and volume.watch_problem is not None:
+            return volume.watch_problem  # what is still unwatched is retried
+        return None
+
+    def _set_watch_problem(self, volume: _Volume, reason: str | None) -> None:
+        """The one place a volume's watch health changes: degraded (covered by fallback
+        rescans, retried with backoff) or not, the agent told on each change."""
+        was = volume.watch_problem
         volume.watch_problem = reason
+        volume_id = volume.config.id
+        if reason is None:
+            volume.fallback_rescan_at = None
+            self._warnings.ended(
+                (_WATCH_LIMIT, volume_id),
+                "volume %s (%s): every directory is watched again",
+                volume_id,
+                volume.config.path,
+            )
+            self._warnings.ended(
+                (_UNWATCHABLE, volume_id),
+                "volume %s (%s): every directory can be watched and read again",
+                volume_id,
+                volume.config.path,
+            )
+            if was is not None:
+                self._notify_health()
+            return
         if volume.fallback_rescan_at is None:
             volume.fallback_rescan_at = self._jittered(self._fallback_rescan_interval)
         self._schedule_retry(volume)
-        if changed:
+        if was is None:
             self._notify_health()
 
     def path_appeared(self, path: str) -> None:

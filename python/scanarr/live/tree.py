@@ -16,6 +16,7 @@ created in between is missed), list, ``lstat`` media files, and say what was add
 from __future__ import annotations
 
 import errno
+import gc
 import logging
 import os
 import stat
@@ -25,9 +26,10 @@ from typing import Any
 
 import attrs
 
+from scanarr import _native
 from scanarr.live import filetable
 from scanarr.live.filters import MediaFilter, is_utf8
-from scanarr.live.inotify import Inotify, WatchLimitReached
+from scanarr.live.inotify import WATCH_MASK, Inotify, WatchLimitReached
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +37,16 @@ log = logging.getLogger(__name__)
 class VolumeTree:
     """One watched volume: its root, its device and its directory tree."""
 
-    __slots__ = ("device", "excluded", "filter", "path", "root", "volume_id")
+    __slots__ = (
+        "device",
+        "excluded",
+        "filter",
+        "path",
+        "root",
+        "unwatched",
+        "volume_id",
+        "watches",
+    )
 
     def __init__(
         self,
@@ -51,6 +62,22 @@ class VolumeTree:
         self.filter = media_filter
         self.excluded = excluded  # absolute roots of nested volumes, watched by those volumes
         self.root = Directory("", None, self)
+        # Kept as watches are added and removed, so that health and retries never walk the tree:
+        # the number of watched directories, and the directories left unwatched by the watch
+        # limit or a watch error (retried, and covered by rescans meanwhile).
+        self.watches = 0
+        self.unwatched: set[Directory] = set()
+
+    def unwatched_tops(self) -> list[Directory]:
+        """Unwatched directories whose parent is watched: syncing these covers every unwatched
+        one. Forgets those no longer in the tree."""
+        tops: list[Directory] = []
+        for node in list(self.unwatched):
+            if node.wd is not None or not node.attached():
+                self.unwatched.discard(node)
+            elif node.parent is None or node.parent.wd is not None:
+                tops.append(node)
+        return tops
 
 
 # Most directories have no subdirectory: they share this read-only empty mapping instead of
@@ -164,6 +191,21 @@ class Directory:
             yield node, below
             for name, child in node.subdirs.items():
                 stack.append((child, f"{below}/{name}" if below else name))
+
+
+def forget_subtree(directories: list[tuple[Directory, str]]) -> None:
+    """Break the parent ↔ child cycles of directories no longer in a tree, so that reference
+    counting frees them: listed trees are kept out of the cyclic GC (`freeze_listed`)."""
+    for directory, _below in directories:
+        directory.subdirs = _EMPTY
+
+
+def freeze_listed() -> None:
+    """Move every object alive now — a freshly listed tree above all — out of the cyclic GC's
+    reach. A full collection would otherwise walk the whole tree (0.3–0.7 s for a million
+    entries) while holding the GIL, stalling the trio thread; trees drop their cycles when
+    parts are removed (`forget_subtree`), so what is frozen is still freed when unused."""
+    gc.freeze()
 
 
 def join(*parts: str) -> str:
@@ -295,8 +337,14 @@ class SubtreeChanges:
     # a node elsewhere in the tree whose move has not been read yet; it was not entered.
     collisions: list[tuple[Directory, str, Directory]] = attrs.Factory(list)
     unwatched: int = 0  # directories left unwatched by the watch limit or a watch error
+    directories: int = 0  # directories listed
     watch_limit: WatchLimitReached | None = None
     errors: list[OSError] = attrs.Factory(list)  # unreadable or unwatchable directories
+
+
+# Entries turned into nodes per slice of a native listing.
+_SLICE = 4096
+_GONE_ERRNOS = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ELOOP})
 
 
 class WalkStopped(Exception):
@@ -327,7 +375,20 @@ class TreeWalker:
         self.index = index
         self.nodes: dict[int, Directory] = {}  # wd → node
         self.retired: set[int] = set()  # watches removed by us, until their IN_IGNORED arrives
-        self.stopping = False  # set on shutdown: a listing in a worker thread gives up
+        self._stopping = False
+        # Whole-volume listings (and their watches) are done natively, with the GIL released.
+        self._lister = _native.LiveLister()
+
+    @property
+    def stopping(self) -> bool:
+        """Set on shutdown: a listing in a worker thread gives up (a native one too)."""
+        return self._stopping
+
+    @stopping.setter
+    def stopping(self, value: bool) -> None:
+        self._stopping = value
+        if value:
+            self._lister.cancel()
 
     # --- watches ------------------------------------------------------------------------
 
@@ -338,33 +399,58 @@ class TreeWalker:
         unwatched by the watch limit), or what stands in the way: the directory is gone, it was
         replaced by another one, or it is already watched as another node (returned)."""
         if changes.watch_limit is not None:
-            changes.unwatched += 1
+            if node.wd is None:  # a directory watched already keeps its watch
+                self._left_unwatched(node, changes)
             return None
         try:
             wd = self.inotify.add_watch(node.absolute_path())
         except WatchLimitReached as error:
             changes.watch_limit = error
-            changes.unwatched += 1
+            self._left_unwatched(node, changes)
             return None
         except OSError as error:
             if error.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
                 return _GONE
             changes.errors.append(error)
-            changes.unwatched += 1
+            self._left_unwatched(node, changes)
             return None
         holder = self.nodes.get(wd)
         if holder is not None and holder is not node:
             return holder
         if node.wd is not None and node.wd != wd:
             return _Replaced(wd)
+        self._assign(node, wd)
+        return None
+
+    def _assign(self, node: Directory, wd: int) -> None:
+        volume = node.volume
+        if node.wd is None:
+            volume.watches += 1
         node.wd = wd
+        volume.unwatched.discard(node)
         self.retired.discard(wd)
         self.nodes[wd] = node
-        return None
+
+    @staticmethod
+    def _left_unwatched(node: Directory, changes: SubtreeChanges) -> None:
+        changes.unwatched += 1
+        node.volume.unwatched.add(node)
+
+    def dropped_by_kernel(self, node: Directory) -> None:
+        """IN_IGNORED: the kernel removed the watch of `node` (its directory is gone)."""
+        wd = node.wd
+        if wd is not None:
+            del self.nodes[wd]
+            node.wd = None
+            node.volume.watches -= 1
+            self.inotify.forget(wd)
 
     def unwatch(self, node: Directory) -> None:
         wd = node.wd
         node.wd = None
+        node.volume.unwatched.discard(node)
+        if wd is not None:
+            node.volume.watches -= 1
         if wd is not None and self.nodes.get(wd) is node:
             del self.nodes[wd]
             self.retired.add(wd)
@@ -385,7 +471,9 @@ class TreeWalker:
         files: dict[str, os.stat_result] = {}
         try:
             with os.scandir(path) as entries:
-                for entry in entries:
+                for count, entry in enumerate(entries):
+                    if count & 1023 == 1023 and self.stopping:
+                        raise WalkStopped  # a huge directory: shutdown does not wait for it
                     name = entry.name
                     try:
                         if entry.is_dir(follow_symlinks=False):
@@ -414,7 +502,12 @@ class TreeWalker:
     # --- subtrees -----------------------------------------------------------------------
 
     def sync(
-        self, top: Directory, changes: SubtreeChanges | None = None, *, silent: bool = False
+        self,
+        top: Directory,
+        changes: SubtreeChanges | None = None,
+        *,
+        silent: bool = False,
+        stop_at_limit: bool = False,
     ) -> SubtreeChanges:
         """Bring `top` and everything below it in line with the disk.
 
@@ -424,8 +517,13 @@ class TreeWalker:
         gone are dropped (their files in `removed`); `top` itself too when it is gone.
         `silent`: nothing will be reported, `added` and `kept` stay empty (a whole volume's
         lstat results would otherwise be held until the end of its listing).
+        `stop_at_limit`: once the watch limit is hit, list nothing more (a retry of unwatched
+        directories costs one ``inotify_add_watch`` while no watch is free); what is not
+        listed stays as known, unwatched.
         """
         changes = changes or SubtreeChanges()
+        if silent and not top.subdirs and not top.file_count() and top.wd is None:
+            return self._list_new(top, changes)
         index = self.index
         stack: list[tuple[Directory, str]] = [(top, "")]
         while stack:
@@ -433,6 +531,11 @@ class TreeWalker:
                 raise WalkStopped
             node, below = stack.pop()
             obstacle = self._watch(node, changes)
+            if stop_at_limit and changes.watch_limit is not None:
+                for rest, _below in stack:
+                    if rest.wd is None:
+                        self._left_unwatched(rest, changes)
+                break
             if obstacle is not None:
                 parent = node.parent
                 self._drop(node, below, changes)
@@ -441,9 +544,7 @@ class TreeWalker:
                         changes.collisions.append((parent, node.name, obstacle))
                 elif isinstance(obstacle, _Replaced) and parent is not None:
                     fresh = parent.new_subdir(node.name)
-                    fresh.wd = obstacle.wd
-                    self.retired.discard(obstacle.wd)
-                    self.nodes[obstacle.wd] = fresh
+                    self._assign(fresh, obstacle.wd)
                     stack.append((fresh, below))
                 continue
             listing = self._list(node, changes)
@@ -452,6 +553,7 @@ class TreeWalker:
             if isinstance(listing, _Gone):
                 self._drop(node, below, changes)
                 continue
+            changes.directories += 1
             subdir_names, files = listing
             for name, inode in [(name, record[0]) for name, record in node.file_records()]:
                 st = files.pop(name, None)
@@ -477,6 +579,105 @@ class TreeWalker:
                 stack.append((child, join(below, name)))
         return changes
 
+    def _list_new(self, top: Directory, changes: SubtreeChanges) -> SubtreeChanges:
+        """`sync` of a directory known to be new and empty (a volume listed from scratch):
+        listed and watched by the native lister, then turned into nodes and index entries in
+        slices (the GIL is let go between them)."""
+        volume = top.volume
+        inotify = self.inotify
+        path = top.absolute_path()
+        listing = self._lister.list(
+            path,
+            inotify_fd=inotify.fd,
+            mask=WATCH_MASK,
+            device=volume.device,
+            extensions=sorted(volume.filter.extensions),
+            excluded=sorted(volume.excluded),
+            watch_budget=inotify.watch_budget(),
+        )
+        if listing is None:
+            raise WalkStopped
+        if listing.gone:
+            self._drop(top, "", changes)
+            return changes
+        # No collection while a million objects are made (each would walk them all, holding
+        # the GIL); they are frozen once built.
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return self._build_listed(top, listing, changes, path)
+        finally:
+            if gc_was_enabled:
+                gc.enable()
+            freeze_listed()
+
+    def _build_listed(
+        self,
+        top: Directory,
+        listing: _native.LiveListing,
+        changes: SubtreeChanges,
+        path: str,
+    ) -> SubtreeChanges:
+        inotify = self.inotify
+        nodes: list[Directory | None] = []
+        for start in range(0, listing.dir_count, _SLICE):
+            if self.stopping:
+                raise WalkStopped
+            for parent_index, name, wd, read_errno in listing.dirs(start, start + _SLICE):
+                parent = None if parent_index < 0 else nodes[parent_index]
+                if parent_index >= 0 and parent is None:
+                    nodes.append(None)  # below a directory left out
+                    continue
+                node = top if parent is None else parent.new_subdir(name)
+                holder = self.nodes.get(wd) if wd > 0 else None
+                gone = read_errno in _GONE_ERRNOS
+                if wd > 0:
+                    inotify.adopt(wd)
+                    if holder is None and gone:
+                        self.retired.add(wd)  # its IN_IGNORED is expected
+                        inotify.rm_watch(wd)
+                collision = holder is not None and holder is not node
+                if collision or (gone and parent is not None):
+                    # Gone since its parent was listed, or the same directory reached twice:
+                    # left out (its own events, or the other node, tell the rest).
+                    if parent is not None:
+                        parent.remove_subdir(name)
+                    nodes.append(None)
+                    continue
+                if wd > 0 and not gone:
+                    self._assign(node, wd)
+                else:
+                    self._left_unwatched(node, changes)
+                    if wd < 0:
+                        changes.errors.append(OSError(-wd, os.strerror(-wd), node.absolute_path()))
+                if read_errno:
+                    changes.errors.append(
+                        OSError(read_errno, os.strerror(read_errno), node.absolute_path())
+                    )
+                else:
+                    changes.directories += 1
+                nodes.append(node)
+        if listing.watch_limit is not None:
+            limit = listing.watch_limit
+            changes.watch_limit = WatchLimitReached(
+                limit or errno.ENOSPC,
+                os.strerror(limit)
+                if limit
+                else f"scanarr's own watch cap ({inotify.max_watches}) reached",
+                path,
+            )
+        add_link = self.index.add_link_stamped
+        for start in range(0, listing.file_count, _SLICE):
+            if self.stopping:
+                raise WalkStopped
+            for dir_index, name, inode, size, mtime_ns, nlink in listing.files(
+                start, start + _SLICE
+            ):
+                directory = nodes[dir_index]
+                if directory is not None:
+                    add_link(directory, name, inode, hash((size, mtime_ns, nlink)) & STAMP_MASK)
+        return changes
+
     def _drop(self, node: Directory, below: str, changes: SubtreeChanges) -> None:
         """Forget a directory gone from the disk; its media files go to `removed`."""
         for path, inode in self.remove_subtree(node):
@@ -489,9 +690,11 @@ class TreeWalker:
         if parent is not None and parent.subdirs.get(node.name) is node:
             parent.remove_subdir(node.name)
         removed: list[tuple[str, int]] = []
-        for directory, below in list(node.iter_tree()):
+        directories = list(node.iter_tree())
+        for directory, below in directories:
             self.unwatch(directory)
             for name in directory.file_names():
                 inode, _entry = self.index.remove_link(directory, name)
                 removed.append((join(below, name), inode))
+        forget_subtree(directories)
         return removed
