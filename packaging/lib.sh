@@ -21,7 +21,8 @@ pk_timed() {
   "$@" || status=$?
   local took=$((SECONDS - start))
   printf '==> time: %4d s  %s%s\n' "$took" "$name" "$( ((status == 0)) || echo " (FAILED, exit $status)")"
-  [[ -n ${PK_TIMES:-} ]] && printf '%d\t%s\n' "$took" "$name" >>"$PK_TIMES"
+  # Recorded as a part of the step of .ci/run that runs it.
+  if [[ -n ${PK_TIMES:-} ]]; then printf '%d\t  part: %s\n' "$took" "$name" >>"$PK_TIMES"; fi
   return "$status"
 }
 
@@ -76,13 +77,16 @@ pk_mirror() {
   printf '%s' "$uri"
 }
 
+# pk_root_key DEBIAN_ARCH PACKAGES: the name of such a root in the cache.
+pk_root_key() { printf '%s-%s-minbase-%s' "$DEBIAN_SUITE" "$1" "${2//,/+}"; }
+
 # pk_root DEBIAN_ARCH DEST PACKAGES: a minbase Debian root with PACKAGES (comma-separated) in
 # DEST, from the cache tarball when there is one; otherwise debootstrapped (in two stages under
 # qemu-user for a foreign architecture) and then saved to the cache.
 pk_root() {
   local arch=$1 dest=$2 include=$3 key tarball host_arch mirror
   host_arch=$(dpkg --print-architecture)
-  key="$DEBIAN_SUITE-$arch-minbase-${include//,/+}"
+  key=$(pk_root_key "$arch" "$include")
   tarball=${SCANARR_CI_CACHE:+$SCANARR_CI_CACHE/$key.tar}
   rm -rf "$dest" && mkdir -p "$dest"
   [[ $arch == "$host_arch" ]] || pk_binfmt "$arch"
