@@ -88,7 +88,7 @@ pk_root() {
   host_arch=$(dpkg --print-architecture)
   key=$(pk_root_key "$arch" "$include")
   tarball=${SCANARR_CI_CACHE:+$SCANARR_CI_CACHE/$key.tar}
-  rm -rf "$dest" && mkdir -p "$dest"
+  rm -rf --one-file-system "$dest" && mkdir -p "$dest"
   [[ $arch == "$host_arch" ]] || pk_binfmt "$arch"
   if [[ -n $tarball && -s $tarball ]]; then
     echo "root $key: from the cache $tarball"
