@@ -96,16 +96,19 @@ pk_root() {
     return 0
   fi
   pk_need debootstrap debootstrap
+  # The mirror as an optional last argument: none means debootstrap's default.
+  local mirror_arg=()
   mirror=$(pk_mirror)
+  [[ -n $mirror ]] && mirror_arg=("$mirror")
   echo "root $key: debootstrap${mirror:+ from $mirror} (no cache)"
   if [[ $arch == "$host_arch" ]]; then
-    debootstrap --variant=minbase --include="$include" "$DEBIAN_SUITE" "$dest" $mirror \
+    debootstrap --variant=minbase --include="$include" "$DEBIAN_SUITE" "$dest" "${mirror_arg[@]}" \
       >"$dest.debootstrap.log" 2>&1 || { tail -n 30 "$dest.debootstrap.log" >&2; pk_fail "debootstrap $key"; }
   else
     local qarch
     qarch=$(pk_qemu_arch "$arch")
     debootstrap --arch="$arch" --foreign --variant=minbase --include="$include" "$DEBIAN_SUITE" \
-      "$dest" $mirror >"$dest.debootstrap.log" 2>&1 ||
+      "$dest" "${mirror_arg[@]}" >"$dest.debootstrap.log" 2>&1 ||
       { tail -n 30 "$dest.debootstrap.log" >&2; pk_fail "debootstrap (first stage) $key"; }
     cp "/usr/bin/qemu-$qarch-static" "$dest/usr/bin/"
     chroot "$dest" /debootstrap/debootstrap --second-stage >>"$dest.debootstrap.log" 2>&1 ||
