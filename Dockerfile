@@ -12,21 +12,42 @@
 # The inotify limit (fs.inotify.max_user_watches) is the host's: raise it there.
 # The recommended install is native (pip + the systemd unit in packaging/); this image is for
 # hosts where everything runs in containers.
+#
+# Build it after packaging/build-wheels, so that the image installs the very wheel the release
+# ships for its CPU (dist/scanarr-*-manylinux2014_<cpu>.whl):
+#   packaging/build-wheels && docker build -t scanarr .
+# Without that wheel in dist/, the first stage builds it with the same recipe (zig linker,
+# manylinux2014). Other bases (a mirror, a pinned digest): --build-arg RUST_IMAGE=...
+# --build-arg PYTHON_IMAGE=... (the Python base needs python3 with venv, and setpriv).
+ARG RUST_IMAGE=rust:1-slim-bookworm
+ARG PYTHON_IMAGE=python:3.12-slim-bookworm
 
-# --- build: the abi3 wheel ------------------------------------------------------------------
-FROM rust:1-slim-bookworm AS build
-RUN apt-get update \
- && apt-get install -y --no-install-recommends python3 python3-venv \
- && rm -rf /var/lib/apt/lists/*
-RUN python3 -m venv /opt/maturin && /opt/maturin/bin/pip install --no-cache-dir "maturin>=1.7,<2"
+# --- the manylinux2014 abi3 wheel for this CPU ------------------------------------------------
+FROM ${RUST_IMAGE} AS wheel
 WORKDIR /src
 COPY . .
-RUN /opt/maturin/bin/maturin build --release --out /wheels
+RUN set -eu; \
+    case "$(uname -m)" in \
+      x86_64) cpu=x86_64 ;; aarch64) cpu=aarch64 ;; armv7l | armv8l) cpu=armv7l ;; \
+      *) echo "scanarr: no wheel for $(uname -m)" >&2; exit 1 ;; \
+    esac; \
+    mkdir /wheels; \
+    for wheel in dist/scanarr-*-cp310-abi3-manylinux2014_$cpu.manylinux_2_17_$cpu.whl; do \
+      if [ -f "$wheel" ]; then cp "$wheel" /wheels/; fi; \
+    done; \
+    if [ -z "$(ls /wheels)" ]; then \
+      apt-get update \
+      && apt-get install -y --no-install-recommends python3 python3-venv \
+      && python3 -m venv /opt/build \
+      && /opt/build/bin/pip install --no-cache-dir "maturin>=1.9,<2" "ziglang>=0.15,<0.18" \
+      && /opt/build/bin/maturin build --release --zig --compatibility manylinux2014 --out /wheels; \
+    fi; \
+    ls /wheels
 
-# --- run ------------------------------------------------------------------------------------
-FROM python:3.12-slim-bookworm
-COPY --from=build /wheels /wheels
-RUN python -m venv /opt/scanarr \
+# --- run --------------------------------------------------------------------------------------
+FROM ${PYTHON_IMAGE}
+COPY --from=wheel /wheels /wheels
+RUN python3 -m venv /opt/scanarr \
  && /opt/scanarr/bin/pip install --no-cache-dir /wheels/*.whl \
  && rm -rf /wheels
 COPY packaging/docker-entrypoint.sh /usr/local/bin/scanarr-entrypoint
@@ -40,8 +61,9 @@ ENV PATH=/opt/scanarr/bin:$PATH \
 VOLUME ["/config"]
 # Metrics and health; reachable from outside only when published (-p 127.0.0.1:9469:9469).
 EXPOSE 9469
-# /livez, not /readyz: an API that is down must not get the watcher restarted.
+# /livez, not /readyz: an API that is down must not get the watcher restarted. The port is the
+# one SCANARR_METRICS_ADDR names.
 HEALTHCHECK --interval=60s --timeout=5s --start-period=20s \
-  CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9469/livez', timeout=4)"]
+  CMD ["python", "-c", "import os, urllib.request; port = os.environ.get('SCANARR_METRICS_ADDR', ':9469').rpartition(':')[2]; urllib.request.urlopen(f'http://127.0.0.1:{port}/livez', timeout=4)"]
 ENTRYPOINT ["/usr/local/bin/scanarr-entrypoint"]
 CMD ["scanarr-watcher"]

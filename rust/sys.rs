@@ -1,6 +1,11 @@
 //! Thin wrappers over the fd-relative Linux syscalls the walk is built on: `openat`, `fstatat`,
 //! `fstat`, `getdents64`, `pread`. Errors are raw errno values; `message` renders them the way
 //! Rust's `io::Error` does ("Permission denied (os error 13)").
+//!
+//! On 32-bit targets (armv7 NAS boxes) the plain `struct stat` has a 32-bit size and inode, so
+//! `fstatat` fails with EOVERFLOW on any file over 2 GiB, and `off_t` cannot address past 2 GiB.
+//! There the wrappers use `statx` (64-bit sizes, inodes and times), falling back to `fstatat64` on
+//! kernels older than 4.11, and `pread64`.
 
 use std::ffi::{CStr, CString};
 use std::io;
@@ -32,6 +37,7 @@ pub struct Stat {
 }
 
 impl Stat {
+    #[cfg(target_pointer_width = "64")]
     fn from_raw(st: &libc::stat) -> Stat {
         Stat {
             dev: st.st_dev,
@@ -103,28 +109,10 @@ pub fn open_file_at(dir: RawFd, name: &CStr) -> Result<OwnedFd, Errno> {
 
 /// `fstatat(dir, name, AT_SYMLINK_NOFOLLOW)`: the `lstat` of an entry, resolved from its directory.
 pub fn lstat_at(dir: RawFd, name: &CStr) -> Result<Stat, Errno> {
-    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
-    loop {
-        // SAFETY: `st` is a valid out-pointer; `name` is NUL-terminated.
-        let rc = unsafe {
-            libc::fstatat(
-                dir,
-                name.as_ptr(),
-                st.as_mut_ptr(),
-                libc::AT_SYMLINK_NOFOLLOW,
-            )
-        };
-        if rc == 0 {
-            // SAFETY: fstatat filled the buffer.
-            return Ok(Stat::from_raw(unsafe { st.assume_init_ref() }));
-        }
-        let errno = last_errno();
-        if errno != libc::EINTR {
-            return Err(errno);
-        }
-    }
+    stat_at(dir, name, libc::AT_SYMLINK_NOFOLLOW)
 }
 
+#[cfg(target_pointer_width = "64")]
 pub fn fstat(fd: &OwnedFd) -> Result<Stat, Errno> {
     let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
     // SAFETY: `st` is a valid out-pointer; `fd` is open.
@@ -137,12 +125,122 @@ pub fn fstat(fd: &OwnedFd) -> Result<Stat, Errno> {
     }
 }
 
+#[cfg(target_pointer_width = "32")]
+pub fn fstat(fd: &OwnedFd) -> Result<Stat, Errno> {
+    stat_at(fd.as_raw_fd(), c"", libc::AT_EMPTY_PATH)
+}
+
+#[cfg(target_pointer_width = "64")]
+fn stat_at(dir: RawFd, name: &CStr, flags: libc::c_int) -> Result<Stat, Errno> {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    loop {
+        // SAFETY: `st` is a valid out-pointer; `name` is NUL-terminated.
+        let rc = unsafe { libc::fstatat(dir, name.as_ptr(), st.as_mut_ptr(), flags) };
+        if rc == 0 {
+            // SAFETY: fstatat filled the buffer.
+            return Ok(Stat::from_raw(unsafe { st.assume_init_ref() }));
+        }
+        let errno = last_errno();
+        if errno != libc::EINTR {
+            return Err(errno);
+        }
+    }
+}
+
+#[cfg(target_pointer_width = "32")]
+fn stat_at(dir: RawFd, name: &CStr, flags: libc::c_int) -> Result<Stat, Errno> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    // Set once the kernel has answered ENOSYS: every later call goes straight to fstatat64.
+    static NO_STATX: AtomicBool = AtomicBool::new(false);
+    if !NO_STATX.load(Ordering::Relaxed) {
+        match statx_at(dir, name, flags) {
+            Err(libc::ENOSYS) => NO_STATX.store(true, Ordering::Relaxed),
+            // Some container seccomp profiles deny statx with EPERM; fstatat64 is then allowed.
+            Err(libc::EPERM) => {}
+            other => return other,
+        }
+    }
+    fstatat64_at(dir, name, flags)
+}
+
+/// `statx(dir, name, flags)` through the raw syscall: glibc has no wrapper before 2.28, and the
+/// wheels target glibc 2.17.
+#[cfg_attr(target_pointer_width = "64", allow(dead_code))]
+fn statx_at(dir: RawFd, name: &CStr, flags: libc::c_int) -> Result<Stat, Errno> {
+    let mut stx = std::mem::MaybeUninit::<libc::statx>::zeroed();
+    let mask = libc::STATX_TYPE | libc::STATX_MODE | libc::STATX_NLINK | libc::STATX_INO;
+    let mask = mask | libc::STATX_SIZE | libc::STATX_MTIME;
+    loop {
+        // SAFETY: `stx` is a valid out-pointer of the kernel's struct statx; `name` is
+        // NUL-terminated.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_statx,
+                dir,
+                name.as_ptr(),
+                flags | libc::AT_STATX_SYNC_AS_STAT,
+                mask,
+                stx.as_mut_ptr(),
+            )
+        };
+        if rc == 0 {
+            // SAFETY: statx filled the buffer (and it was zeroed before).
+            let stx = unsafe { stx.assume_init_ref() };
+            return Ok(Stat {
+                // The same encoding glibc gives `st_dev`, so both paths report equal devices.
+                dev: libc::makedev(stx.stx_dev_major, stx.stx_dev_minor),
+                ino: stx.stx_ino,
+                mode: u32::from(stx.stx_mode),
+                nlink: u64::from(stx.stx_nlink),
+                size: stx.stx_size,
+                mtime_sec: stx.stx_mtime.tv_sec,
+                mtime_nsec: stx.stx_mtime.tv_nsec,
+            });
+        }
+        let errno = last_errno();
+        if errno != libc::EINTR {
+            return Err(errno);
+        }
+    }
+}
+
+#[cfg(target_pointer_width = "32")]
+fn fstatat64_at(dir: RawFd, name: &CStr, flags: libc::c_int) -> Result<Stat, Errno> {
+    let mut st = std::mem::MaybeUninit::<libc::stat64>::uninit();
+    loop {
+        // SAFETY: `st` is a valid out-pointer; `name` is NUL-terminated.
+        let rc = unsafe { libc::fstatat64(dir, name.as_ptr(), st.as_mut_ptr(), flags) };
+        if rc == 0 {
+            // SAFETY: fstatat64 filled the buffer.
+            let st = unsafe { st.assume_init_ref() };
+            return Ok(Stat {
+                dev: st.st_dev,
+                ino: st.st_ino,
+                mode: st.st_mode,
+                nlink: u64::from(st.st_nlink),
+                size: u64::try_from(st.st_size).unwrap_or(0),
+                mtime_sec: i64::from(st.st_mtime),
+                mtime_nsec: u32::try_from(st.st_mtime_nsec).unwrap_or(0),
+            });
+        }
+        let errno = last_errno();
+        if errno != libc::EINTR {
+            return Err(errno);
+        }
+    }
+}
+
 /// `pread` that retries on EINTR; returns 0 at end of file.
 pub fn pread(fd: &OwnedFd, buf: &mut [u8], offset: u64) -> Result<usize, Errno> {
-    let offset = libc::off_t::try_from(offset).map_err(|_| libc::EINVAL)?;
+    // A 32-bit `off_t` stops at 2 GiB: read big files there with the 64-bit offset interface.
+    #[cfg(target_pointer_width = "32")]
+    use libc::{off64_t as Offset, pread64 as pread_at};
+    #[cfg(target_pointer_width = "64")]
+    use libc::{off_t as Offset, pread as pread_at};
+    let offset = Offset::try_from(offset).map_err(|_| libc::EINVAL)?;
     loop {
         // SAFETY: `buf` is valid for `buf.len()` bytes of writes.
-        let n = unsafe { libc::pread(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), offset) };
+        let n = unsafe { pread_at(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), offset) };
         if n >= 0 {
             return Ok(n as usize);
         }
@@ -237,4 +335,45 @@ impl<'a> Iterator for DirEntries<'a> {
 pub fn euid() -> u32 {
     // SAFETY: geteuid cannot fail.
     unsafe { libc::geteuid() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::ffi::OsStrExt;
+
+    fn c(path: &std::path::Path) -> CString {
+        c_path(path.as_os_str().as_bytes()).unwrap()
+    }
+
+    // The statx path (32-bit targets) must report exactly what fstatat reports, including for a
+    // sparse file past 4 GiB, a future mtime past 2038 and a symlink that is not followed.
+    #[test]
+    fn statx_reports_what_fstatat_reports() {
+        let dir = std::env::temp_dir().join(format!("scanarr-sys-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let big = dir.join("big.mkv");
+        let file = std::fs::File::create(&big).unwrap();
+        file.set_len(5 << 30).unwrap();
+        let future = std::time::UNIX_EPOCH + std::time::Duration::new(4_102_444_800, 123_456_789);
+        file.set_modified(future).unwrap();
+        drop(file);
+        std::os::unix::fs::symlink("big.mkv", dir.join("link")).unwrap();
+        for path in [big.clone(), dir.join("link"), dir.clone()] {
+            let expected = lstat_at(libc::AT_FDCWD, &c(&path)).unwrap();
+            let got = statx_at(libc::AT_FDCWD, &c(&path), libc::AT_SYMLINK_NOFOLLOW).unwrap();
+            assert_eq!(got, expected, "{}", path.display());
+        }
+        let got = statx_at(libc::AT_FDCWD, &c(&big), libc::AT_SYMLINK_NOFOLLOW).unwrap();
+        assert_eq!(got.size, 5 << 30);
+        assert_eq!(
+            (got.mtime_sec, got.mtime_nsec),
+            (4_102_444_800, 123_456_789)
+        );
+        assert_eq!(
+            statx_at(libc::AT_FDCWD, c"/nonexistent/scanarr", 0),
+            Err(libc::ENOENT)
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
