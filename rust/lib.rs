@@ -3,6 +3,7 @@
 //! batches. The core is plain Rust (tested with `cargo test`); `python.rs` is the only pyo3 glue.
 
 pub mod filter;
+pub mod frames;
 pub mod fingerprint;
 pub mod jsonenc;
 pub mod paths;

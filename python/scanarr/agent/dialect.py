@@ -40,7 +40,6 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from scanarr import __version__
 from scanarr.protocol import (
@@ -77,6 +76,7 @@ from scanarr.protocol_v15 import (
     envelope_of,
     structure,
 )
+from scanarr.transport import ConnectionClosed, WebSocket
 from scanarr.wsframes import FrameWriter
 
 from .dialect_log import FORWARDED, LogForwarder
@@ -309,7 +309,7 @@ class Dialect:
     # --- handshake -------------------------------------------------------------------------
 
     async def handshake(
-        self, websocket: WebSocketConnection, *, timeout: float
+        self, websocket: WebSocket, *, timeout: float
     ) -> tuple[HandshakeResult, FrameWriter]:
         """§2 of the dialect in force; raises HandshakeRejected or HandshakeFailed."""
         if self.speaks_v15:
@@ -340,7 +340,7 @@ class Dialect:
             raise
 
     async def _handshake15(
-        self, websocket: WebSocketConnection, timeout: float, *, first: str | None = None
+        self, websocket: WebSocket, timeout: float, *, first: str | None = None
     ) -> tuple[HandshakeResult, FrameWriter]:
         writer = TranslatingWriter(websocket, self.translator)
         watcher_id = await self._watcher_id()
@@ -410,9 +410,7 @@ class Dialect:
             ) from None
         raise HandshakeFailed(f"no answer to the hello within {timeout:g} s")
 
-    async def _rejected(
-        self, websocket: WebSocketConnection, reason: str, token_used: str | None
-    ) -> None:
+    async def _rejected(self, websocket: WebSocket, reason: str, token_used: str | None) -> None:
         with trio.move_on_after(1.0):
             try:
                 while True:
