@@ -71,6 +71,10 @@ class FrameWriter:
     def encode(self, texts: Sequence[str]) -> bytes:
         return _native.text_frames(list(texts), masked=self._connection.masked)
 
+    def encode_as_is(self, texts: Sequence[str]) -> bytes:
+        """The frames of `texts` as they are, even when `encode` rewrites texts."""
+        return FrameWriter.encode(self, texts)
+
     def encode_batch(
         self,
         batch: _native.Batch,

@@ -90,6 +90,7 @@ from .session import (
     Link,
     OtherDialect,
     Session,
+    SessionLost,
     handshake,
     watcher_hello,
 )
@@ -569,12 +570,13 @@ class Dialect:
 
     async def _send_now(self, text: str) -> bool:
         session = self.link.current
-        writer = session.writer if session is not None else None
-        if not isinstance(writer, TranslatingWriter) or not session or not session.alive:
+        if session is None or not session.alive:
+            return False
+        if not isinstance(session.writer, TranslatingWriter):
             return False
         try:
-            await writer.send_raw([text])
-        except ConnectionClosed:
+            await session.send_as_is([text])
+        except SessionLost:
             return False
         return True
 
@@ -601,12 +603,11 @@ class Dialect:
         """While `session` lives: send the kept replies, then forward log lines."""
         if not self.speaks_v15 or not isinstance(session.writer, TranslatingWriter):
             return
-        writer = session.writer
         if self.store.outbox:
             texts = list(self.store.outbox)
             try:
-                await writer.send_raw(texts)
-            except ConnectionClosed:
+                await session.send_as_is(texts)
+            except SessionLost:
                 return
             log.info("sent %d replies kept while disconnected", len(texts))
             del self.store.outbox[: len(texts)]
@@ -616,18 +617,16 @@ class Dialect:
             return
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._check_parity, forwarder)
-            await self._forward_logs(session, writer, forwarder)
+            await self._forward_logs(session, forwarder)
             nursery.cancel_scope.cancel()
 
-    async def _forward_logs(
-        self, session: Session, writer: TranslatingWriter, forwarder: LogForwarder
-    ) -> None:
+    async def _forward_logs(self, session: Session, forwarder: LogForwarder) -> None:
         while session.alive:
             while forwarder.kept:
                 entry = forwarder.kept[0]
                 try:
-                    await writer.send_raw([encode15(entry)])
-                except ConnectionClosed:
+                    await session.send_as_is([encode15(entry)])
+                except SessionLost:
                     return
                 if forwarder.kept and forwarder.kept[0] is entry:
                     forwarder.kept.popleft()

@@ -251,6 +251,15 @@ class Session:
         if self.metrics is not None:
             self.metrics.frames_sent(texts)
 
+    async def send_as_is(self, texts: Sequence[str]) -> None:
+        """Send texts already in the connection's dialect (V1.5 replies and log lines): not
+        rewritten by the writer. Raises SessionLost."""
+        if not texts:
+            return
+        await self._write(self.writer.encode_as_is(texts))
+        if self.metrics is not None:
+            self.metrics.frames_sent(texts)
+
     async def send_scan_files(
         self,
         batch: Batch,
