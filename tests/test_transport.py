@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from collections.abc import Awaitable, Callable
 
 import pytest
 import trio
+import trio.testing
 from trio_websocket import ConnectionClosed as ServerClosed
 from trio_websocket import WebSocketConnection, WebSocketRequest, serve_websocket
 
@@ -16,6 +19,7 @@ from scanarr.transport import (
     HandshakeError,
     open_websocket,
 )
+from scanarr.wsframes import encode_text_frames
 
 Handler = Callable[[WebSocketConnection], Awaitable[None]]
 
@@ -123,29 +127,32 @@ async def test_the_server_closing_ends_the_connection(nursery: trio.Nursery) -> 
     assert closed.value.reason is not None and closed.value.reason.code == 4000
 
 
+async def accept_upgrade(listener: trio.SocketListener) -> trio.SocketStream:
+    """A bare server: accepts one WebSocket upgrade, then does only what the test says."""
+    stream = await listener.accept()
+    request = b""
+    while b"\r\n\r\n" not in request:
+        request += await stream.receive_some(65536)
+    key = next(
+        line.split(b":", 1)[1].strip()
+        for line in request.split(b"\r\n")
+        if line.lower().startswith(b"sec-websocket-key:")
+    )
+    accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+    await stream.send_all(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+    )
+    return stream
+
+
 async def test_a_pending_ping_ends_when_the_connection_drops(nursery: trio.Nursery) -> None:
     """A peer that vanishes (TCP closed, no close frame) does not leave a ping waiting."""
-    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-    port = listeners[0].socket.getsockname()[1]
+    (listener,) = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listener.socket.getsockname()[1]
 
     async def accept_then_drop() -> None:
-        stream = await listeners[0].accept()
-        request = await stream.receive_some(65536)
-        key = next(
-            line.split(b":", 1)[1].strip()
-            for line in request.split(b"\r\n")
-            if line.lower().startswith(b"sec-websocket-key:")
-        )
-        import base64
-        import hashlib
-
-        accept = base64.b64encode(
-            hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest()
-        )
-        await stream.send_all(
-            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n"
-        )
+        stream = await accept_upgrade(listener)
         await stream.receive_some(65536)  # the ping, never answered
         await stream.aclose()
 
@@ -154,6 +161,40 @@ async def test_a_pending_ping_ends_when_the_connection_drops(nursery: trio.Nurse
         with trio.fail_after(10), pytest.raises(ConnectionClosed):
             await websocket.ping()
     assert websocket.closed is not None and websocket.closed.code == 1006
+
+
+async def test_a_peer_that_reads_nothing_cannot_hold_the_close(nursery: trio.Nursery) -> None:
+    """With the socket full (a write blocked for good), a deadline on aclose still closes the
+    connection, and the blocked write fails instead of hanging."""
+    (listener,) = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listener.socket.getsockname()[1]
+
+    async def accept_then_stall() -> None:
+        stream = await accept_upgrade(listener)
+        try:
+            await trio.sleep_forever()
+        finally:
+            await stream.aclose()
+
+    nursery.start_soon(accept_then_stall)
+    write_failed = trio.Event()
+    async with open_websocket("127.0.0.1", port, "/", use_ssl=False) as websocket:
+
+        async def flood() -> None:
+            frames = encode_text_frames(["x" * 65536] * 16, masked=True)
+            with pytest.raises(ConnectionClosed):
+                while True:
+                    await websocket.send_frames(frames)
+            write_failed.set()
+
+        nursery.start_soon(flood)
+        await trio.testing.wait_all_tasks_blocked()  # the flood's write waits on a full socket
+        assert not write_failed.is_set()
+        with trio.move_on_after(0.2):
+            await websocket.aclose(1001, "no pong")
+        with trio.fail_after(10):
+            await write_failed.wait()
+    assert websocket.closed is not None and websocket.closed.code == 1001
 
 
 async def test_a_refused_upgrade_raises_connection_rejected(nursery: trio.Nursery) -> None:

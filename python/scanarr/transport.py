@@ -199,8 +199,8 @@ class WebSocket:
         stream."""
         log.warning("closing the WebSocket (%d): %s", code, reason)
         self._set_closed(CloseReason(code, reason))
-        with suppress(ConnectionClosed):
-            await self._write_event(CloseConnection(code=code, reason=reason))
+        with suppress(ConnectionClosed), trio.move_on_after(self._close_timeout):
+            await self._write_event(CloseConnection(code=code, reason=reason), shield=False)
         await self._close_stream()
 
     # --- sending -------------------------------------------------------------------------
@@ -243,7 +243,7 @@ class WebSocket:
         if unanswered is not None:
             raise ConnectionClosed(self._closed)
 
-    async def _write_event(self, event: Event) -> None:
+    async def _write_event(self, event: Event, *, shield: bool = True) -> None:
         async with self._send_lock:
             if self._stream_closed:
                 raise ConnectionClosed(self._closed)
@@ -251,17 +251,21 @@ class WebSocket:
                 data = self._protocol.send(event)
             except LocalProtocolError:
                 raise ConnectionClosed(self._closed) from None
-            await self._write(data)
+            await self._write(data, shield=shield)
 
-    async def _write(self, data: bytes) -> None:
-        # Called under the send lock.
-        with trio.CancelScope(shield=True):
-            try:
+    async def _write(self, data: bytes, *, shield: bool = True) -> None:
+        # Called under the send lock. Unshielded (close frames only), a cancelled write may
+        # leave half a frame: the stream is closed then, as it is about to be anyway.
+        try:
+            with trio.CancelScope(shield=shield):
                 await self._stream.send_all(data)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                self._set_closed(CloseReason(ABNORMAL_CLOSURE, "connection lost"))
-                await self._close_stream()
-                raise ConnectionClosed(self._closed) from None
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self._set_closed(CloseReason(ABNORMAL_CLOSURE, "connection lost"))
+            await self._close_stream()
+            raise ConnectionClosed(self._closed) from None
+        except trio.Cancelled:
+            await self._close_stream()
+            raise
 
     def _check_open(self) -> None:
         if self._closed is not None or self._protocol.state != ConnectionState.OPEN:
@@ -270,13 +274,15 @@ class WebSocket:
     # --- closing -------------------------------------------------------------------------
 
     async def aclose(self, code: int = 1000, reason: str | None = None) -> None:
-        """Run the close handshake (waiting up to the close timeout for the peer's answer),
-        then close the stream. Idempotent; when cancelled, the stream is closed anyway."""
+        """Send a close frame, wait up to the close timeout for the peer's answer, then close
+        the stream. Idempotent. When cancelled (a caller's deadline: the peer may read
+        nothing), the stream is closed anyway and a pending write fails with ConnectionClosed.
+        """
         try:
             if self._protocol.state == ConnectionState.OPEN and self._closed is None:
                 self._set_closed(CloseReason(code, reason))
                 with suppress(ConnectionClosed):
-                    await self._write_event(CloseConnection(code=code, reason=reason))
+                    await self._write_event(CloseConnection(code=code, reason=reason), shield=False)
             with trio.move_on_after(self._close_timeout):
                 await self._reader_done.wait()
         finally:
@@ -335,7 +341,10 @@ async def open_websocket(
             except BaseException as error:
                 body_error = error
             finally:
-                with trio.CancelScope(shield=True):
+                # Closed even when the body is cancelled, but not waiting forever on a peer
+                # that reads nothing.
+                deadline = trio.current_time() + 2 * close_timeout
+                with trio.CancelScope(shield=True, deadline=deadline):
                     await websocket.aclose()
                 nursery.cancel_scope.cancel()
     finally:

@@ -287,8 +287,9 @@ class Session:
             await self._write(data)
         if self.metrics is not None:
             self.metrics.message_sent("scan.file", files)
-            marks = (files_before + files) // progress_every - files_before // progress_every
-            self.metrics.message_sent("scan.progress", marks)
+            if progress_every > 0:
+                marks = (files_before + files) // progress_every - files_before // progress_every
+                self.metrics.message_sent("scan.progress", marks)
         return not_utf8
 
     async def _write(self, data: bytes) -> None:
