@@ -55,13 +55,8 @@ pub fn os_seed() -> io::Result<u64> {
     let mut filled = 0;
     while filled < seed.len() {
         // SAFETY: the pointer and length describe the unfilled part of `seed`.
-        let result = unsafe {
-            libc::getrandom(
-                seed[filled..].as_mut_ptr().cast(),
-                seed.len() - filled,
-                0,
-            )
-        };
+        let result =
+            unsafe { libc::getrandom(seed[filled..].as_mut_ptr().cast(), seed.len() - filled, 0) };
         if result < 0 {
             let error = io::Error::last_os_error();
             if error.kind() == io::ErrorKind::Interrupted {

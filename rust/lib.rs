@@ -3,8 +3,8 @@
 //! batches. The core is plain Rust (tested with `cargo test`); `python.rs` is the only pyo3 glue.
 
 pub mod filter;
-pub mod frames;
 pub mod fingerprint;
+pub mod frames;
 pub mod jsonenc;
 pub mod paths;
 pub mod stats;

@@ -9,8 +9,8 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 
 use crate::filter::Filter;
-use crate::frames;
 use crate::fingerprint::{self, Mode, Spec};
+use crate::frames;
 use crate::jsonenc::{self, FileFields};
 use crate::stats::WalkStats;
 use crate::walk::{self, Next, Walk, WalkOptions};
@@ -322,7 +322,9 @@ impl Batch {
     ) -> PyResult<(Bound<'py, PyBytes>, Vec<usize>)> {
         check_heads(&heads)?;
         if progress_every > 0 && progress.is_none() {
-            return Err(PyValueError::new_err("progress_every needs a progress callable"));
+            return Err(PyValueError::new_err(
+                "progress_every needs a progress callable",
+            ));
         }
         let mut keys = mask_keys(masked)?;
         let mut out = Vec::with_capacity(self.batch.files.len() * 400);

@@ -26,6 +26,7 @@ __all__ = [
     "Walker",
     "__version__",
     "fingerprint_files",
+    "text_frames",  # WebSocket frames
 ]
 
 __version__: Final[str]
