@@ -6,8 +6,8 @@
    generator is missing, a simple one below), unless ``--tree`` names one;
 2. a *sink*: a minimal API in a separate process, raw sockets, that does the handshake, sends the
    config and one ``command.scan``, then counts frames (it unmasks only 4 bytes of each
-   ``scan.file``, in a flat loop, so that it runs well ahead of the agent: about 2.5 × the
-   native walk's rate on one loaded core) and times ``scan.started`` → ``scan.completed``;
+   ``scan.file``, in a flat loop, so that it runs far ahead of the agent: over a million
+   frames/s on one core) and times ``scan.started`` → ``scan.completed``;
 3. and measures, each ``--repeat`` times (best kept, warm page cache):
 
    - **agent**: ``scanarr watch`` as a subprocess → sink: scan.file messages/s end to end;
@@ -139,6 +139,7 @@ def _serve_one(connection: _Connection, root: str) -> None:
     started_at = 0.0
     from_bytes = int.from_bytes
     mark = SCAN_FILE_MARK
+    frames = 0
     buffer = bytes(connection.buffer)
     # The sink must be much faster than the agent, or it measures itself: scan.file frames
     # are recognised in this flat loop (no generator, no copy); others go to `_other_frame`.
@@ -163,18 +164,16 @@ def _serve_one(connection: _Connection, root: str) -> None:
             stop = start + length
             if stop > end:
                 break
-            connection.frames += 1
-            # Only 4 bytes of a frame are unmasked to recognise a scan.file.
-            if (
-                buffer[position] == 0x81
-                and length >= 16
-                and from_bytes(buffer[start + 12 : start + 16], "big")
-                ^ from_bytes(buffer[start - 4 : start], "big")
-                == mark
-            ):
-                scan_files += 1
-                position = stop
-                continue
+            frames += 1
+            # Only 4 bytes of a frame are unmasked to recognise a scan.file: the key (the 4
+            # bytes before the payload) XOR payload bytes 12..15, from one 20-byte integer.
+            if length >= 16 and buffer[position] == 0x81:
+                value = from_bytes(buffer[start - 4 : start + 16], "big")
+                if (value >> 128) ^ (value & 0xFFFFFFFF) == mark:
+                    scan_files += 1
+                    position = stop
+                    continue
+            connection.frames = frames
             opcode = buffer[position] & 0x0F
             key = buffer[start - 4 : start] if second & 0x80 else b""
             payload = buffer[start:stop]
@@ -199,12 +198,13 @@ def _serve_one(connection: _Connection, root: str) -> None:
                 started_at = time.monotonic()
                 scan_files = 0
                 connection.started = started_at
-                connection.frames = 0
+                frames = 0
             elif kind in ("scan.completed", "scan.failed"):
                 seconds = time.monotonic() - started_at
                 result = {"kind": kind, "scan_files": scan_files, "seconds": seconds}
                 result["data"] = message["data"]
                 print(json.dumps(result), flush=True)
+        connection.frames = frames
         if connection.rate:
             connection.throttle()
         chunk = connection.sock.recv(1 << 20)
