@@ -4,6 +4,7 @@
 
 pub mod filter;
 pub mod fingerprint;
+pub mod frames;
 pub mod jsonenc;
 pub mod livelist;
 pub mod paths;

@@ -3,13 +3,14 @@
 
 use std::time::Duration;
 
-use pyo3::exceptions::{PyIndexError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyIndexError, PyOSError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 
 use crate::filter::Filter;
 use crate::fingerprint::{self, Mode, Spec};
+use crate::frames;
 use crate::jsonenc::{self, FileFields};
 use crate::livelist;
 use crate::stats::WalkStats;
@@ -296,38 +297,57 @@ impl Batch {
         let mut not_utf8 = Vec::new();
         let mut text = String::with_capacity(512);
         for (index, file) in self.batch.files.iter().enumerate() {
-            let Ok(relative_path) = std::str::from_utf8(self.batch.relative_path(file)) else {
+            if !self.write_record(file, &heads, tail, &mut text)? {
                 not_utf8.push(index);
                 continue;
-            };
-            let head = heads.get(file.root_index as usize).ok_or_else(|| {
-                PyIndexError::new_err(format!(
-                    "no head for root_index {} ({} heads given)",
-                    file.root_index,
-                    heads.len()
-                ))
-            })?;
-            let filename = &relative_path[relative_path.len() - self.batch.filename(file).len()..];
-            text.clear();
-            text.push_str(head);
-            jsonenc::write_file_fields(
-                &mut text,
-                &FileFields {
-                    relative_path,
-                    filename,
-                    inode: file.inode,
-                    device_id: file.device_id,
-                    size_bytes: file.size_bytes,
-                    hardlink_count: file.hardlink_count,
-                    mtime_sec: file.mtime_sec,
-                    mtime_nsec: file.mtime_nsec,
-                    fingerprint: file.fingerprint,
-                },
-            );
-            text.push_str(tail);
+            }
             texts.push(PyString::new(py, &text));
         }
         Ok((PyList::new(py, texts)?, not_utf8))
+    }
+
+    // --- WebSocket frames of a batch (rust/frames.rs) ---
+
+    /// The RFC 6455 text frames of `json_records`' texts, in one buffer: see `_native.pyi`.
+    #[pyo3(signature = (heads, tail, *, masked, files_before = 0, progress_every = 0, progress = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn json_frames<'py>(
+        &self,
+        py: Python<'py>,
+        heads: Vec<String>,
+        tail: &str,
+        masked: bool,
+        files_before: u64,
+        progress_every: u64,
+        progress: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<(Bound<'py, PyBytes>, Vec<usize>)> {
+        check_heads(&heads)?;
+        if progress_every > 0 && progress.is_none() {
+            return Err(PyValueError::new_err(
+                "progress_every needs a progress callable",
+            ));
+        }
+        let mut keys = mask_keys(masked)?;
+        let mut out = Vec::with_capacity(self.batch.files.len() * 400);
+        let mut not_utf8 = Vec::new();
+        let mut text = String::with_capacity(512);
+        let mut files = files_before;
+        for (index, file) in self.batch.files.iter().enumerate() {
+            if !self.write_record(file, &heads, tail, &mut text)? {
+                not_utf8.push(index);
+                continue;
+            }
+            let key = keys.as_mut().map(frames::MaskKeys::next_key);
+            frames::push_text_frame(&mut out, text.as_bytes(), key);
+            files += 1;
+            if let Some(progress) = progress.as_ref().filter(|_| files % progress_every == 0) {
+                let frame = progress.call1((files,))?;
+                let frame = frame.cast::<PyString>()?.to_str()?;
+                let key = keys.as_mut().map(frames::MaskKeys::next_key);
+                frames::push_text_frame(&mut out, frame.as_bytes(), key);
+            }
+        }
+        Ok((PyBytes::new(py, &out), not_utf8))
     }
 }
 
@@ -745,6 +765,90 @@ impl LiveListing {
     }
 }
 
+// --- WebSocket frames (rust/frames.rs) ---
+
+fn check_heads(heads: &[String]) -> PyResult<()> {
+    if let Some(head) = heads
+        .iter()
+        .find(|h| !(h.ends_with('{') || h.ends_with(',')))
+    {
+        return Err(PyValueError::new_err(format!(
+            "each head must end with '{{' or ',': {head:?}"
+        )));
+    }
+    Ok(())
+}
+
+fn mask_keys(masked: bool) -> PyResult<Option<frames::MaskKeys>> {
+    if !masked {
+        return Ok(None);
+    }
+    Ok(Some(frames::MaskKeys::from_os().map_err(|error| {
+        PyOSError::new_err(format!("getrandom: {error}"))
+    })?))
+}
+
+impl Batch {
+    /// `heads[root_index] + fields + tail` of `file` in `text`; false (text undefined) when
+    /// its relative path is not UTF-8.
+    fn write_record(
+        &self,
+        file: &walk::FileEntry,
+        heads: &[String],
+        tail: &str,
+        text: &mut String,
+    ) -> PyResult<bool> {
+        let Ok(relative_path) = std::str::from_utf8(self.batch.relative_path(file)) else {
+            return Ok(false);
+        };
+        let head = heads.get(file.root_index as usize).ok_or_else(|| {
+            PyIndexError::new_err(format!(
+                "no head for root_index {} ({} heads given)",
+                file.root_index,
+                heads.len()
+            ))
+        })?;
+        let filename = &relative_path[relative_path.len() - self.batch.filename(file).len()..];
+        text.clear();
+        text.push_str(head);
+        jsonenc::write_file_fields(
+            text,
+            &FileFields {
+                relative_path,
+                filename,
+                inode: file.inode,
+                device_id: file.device_id,
+                size_bytes: file.size_bytes,
+                hardlink_count: file.hardlink_count,
+                mtime_sec: file.mtime_sec,
+                mtime_nsec: file.mtime_nsec,
+                fingerprint: file.fingerprint,
+            },
+        );
+        text.push_str(tail);
+        Ok(true)
+    }
+}
+
+/// One RFC 6455 text frame per item of `texts`, in one buffer; see `_native.pyi`.
+#[pyfunction]
+#[pyo3(signature = (texts, *, masked))]
+fn text_frames<'py>(
+    py: Python<'py>,
+    texts: Vec<Bound<'py, PyString>>,
+    masked: bool,
+) -> PyResult<Bound<'py, PyBytes>> {
+    let mut keys = mask_keys(masked)?;
+    let mut out = Vec::new();
+    for text in &texts {
+        let key = keys.as_mut().map(frames::MaskKeys::next_key);
+        frames::push_text_frame(&mut out, text.to_str()?.as_bytes(), key);
+    }
+    Ok(PyBytes::new(py, &out))
+}
+
+// --- end of WebSocket frames ---
+
 #[pymodule]
 #[pyo3(name = "_native")]
 fn native_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -775,5 +879,6 @@ fn native_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<LiveLister>()?;
     m.add_class::<LiveListing>()?;
     m.add_function(wrap_pyfunction!(fingerprint_files, m)?)?;
+    m.add_function(wrap_pyfunction!(text_frames, m)?)?; // WebSocket frames
     Ok(())
 }

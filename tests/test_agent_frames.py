@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 import trio
-from trio_websocket import ConnectionClosed, WebSocketRequest, open_websocket, serve_websocket
+from trio_websocket import WebSocketRequest, serve_websocket
 from wsproto.frame_protocol import FrameProtocol, Opcode
 
+from scanarr.transport import ConnectionClosed, open_websocket
 from scanarr.wsframes import FrameWriter, encode_text_frames
 
 TEXTS = [
@@ -34,10 +35,16 @@ def test_frames_decode_back_to_the_texts(masked: bool) -> None:
 
 
 def test_every_frame_gets_its_own_mask_key() -> None:
-    data = encode_text_frames(["abcd", "abcd"], masked=True)
+    data = encode_text_frames(["abcd"] * 1000, masked=True)
     # 2 header bytes, 4 key bytes, 4 payload bytes per frame.
-    first_key, second_key = data[2:6], data[12:16]
-    assert first_key != second_key  # 1 chance in 2**32 of a false failure
+    keys = {data[10 * n + 2 : 10 * n + 6] for n in range(1000)}
+    assert len(keys) > 990  # equal keys by chance: about 1 pair in 8600 batches
+
+
+def test_two_batches_get_different_keys() -> None:
+    first = encode_text_frames(["abcd"], masked=True)
+    second = encode_text_frames(["abcd"], masked=True)
+    assert first[2:6] != second[2:6]  # 1 chance in 2**32 of a false failure
 
 
 async def test_a_real_server_receives_every_message_in_order(nursery: trio.Nursery) -> None:
@@ -59,7 +66,7 @@ async def test_a_real_server_receives_every_message_in_order(nursery: trio.Nurse
         writer = FrameWriter(websocket)
         for start in range(0, count, 1000):
             await writer.send_texts(texts[start : start + 1000])
-        # Frames written by trio-websocket itself still interleave correctly.
+        # Frames written by the transport itself still interleave correctly.
         await websocket.send_message("last")
         with trio.fail_after(10):
             await done.wait()

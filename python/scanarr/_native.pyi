@@ -11,7 +11,7 @@ Paths cross the boundary as ``str`` when they are valid UTF-8 and as ``bytes`` o
 The classes are final, built only by the engine, and their attributes are read-only.
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Final, Literal, final
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "Walker",
     "__version__",
     "fingerprint_files",
+    "text_frames",  # WebSocket frames
 ]
 
 __version__: Final[str]
@@ -93,6 +94,27 @@ class Batch:
         Files whose relative path is not valid UTF-8 are not encoded: their indexes in `files`
         are returned in the second list. ValueError when a head does not end with `{` or `,`,
         IndexError when `heads` has no entry for a file's `root_index`.
+        """
+    # --- WebSocket frames (rust/frames.rs) ---
+    def json_frames(
+        self,
+        heads: Sequence[str],
+        tail: str,
+        *,
+        masked: bool,
+        files_before: int = 0,
+        progress_every: int = 0,
+        progress: Callable[[int], str] | None = None,
+    ) -> tuple[bytes, list[int]]:
+        """The texts of `json_records`, each as one unfragmented RFC 6455 text frame, in one
+        buffer, and the indexes of the files not encoded (as `json_records`).
+
+        `masked`: client frames, each masked with its own 4-byte key (RFC 6455 §5.3) from a
+        generator seeded from ``getrandom`` at each call. With `progress_every` > 0, after the
+        frame of each encoded file whose count (from `files_before`, exclusive) is a multiple
+        of it, the frame of ``progress(count)`` follows. OSError when the OS gives no entropy;
+        ValueError when `progress_every` > 0 without `progress`; exceptions of `progress`
+        propagate.
         """
 
 @final
@@ -234,3 +256,10 @@ def fingerprint_files(
     bytes (the whole content when the file is at most 2 × `sample_size`); the size is the one
     `fstat` gives for the opened file. There is no cancel: hand it a bounded list of files.
     """
+
+# --- WebSocket frames (rust/frames.rs) ---
+
+def text_frames(texts: Sequence[str], *, masked: bool) -> bytes:
+    """One unfragmented RFC 6455 text frame per item of `texts`, in order, in one buffer;
+    `masked` as in `Batch.json_frames`. UnicodeEncodeError for a str that is not valid
+    Unicode (a lone surrogate)."""

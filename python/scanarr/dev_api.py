@@ -26,12 +26,13 @@ import logging
 import socket
 import struct
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, cast
 
 import attrs
 import trio
 from trio_websocket import (
     ConnectionClosed,
+    Endpoint,
     WebSocketConnection,
     WebSocketRequest,
     WebSocketServer,
@@ -108,6 +109,7 @@ class DevApiServer:
         self._reading.set()
         self._changed = trio.Event()
         self._cancel_scope: trio.CancelScope | None = None
+        self._streams: dict[tuple[str, int], trio.SocketStream] = {}
 
     # --- serving ------------------------------------------------------------------------
 
@@ -132,10 +134,14 @@ class DevApiServer:
                         listener.socket.setsockopt(
                             socket.SOL_SOCKET, socket.SO_RCVBUF, self.receive_buffer
                         )
-                server = WebSocketServer(self._handle, listeners)
+                # Each accepted TCP stream is kept (by peer address) so that `drop_connection`
+                # can cut it under the WebSocket.
+                recording = [_RecordingListener(listener, self._streams) for listener in listeners]
+                # trio-websocket serves any trio Listener; its annotation names two classes.
+                server = WebSocketServer(self._handle, cast(list[trio.SocketListener], recording))
                 await nursery.start(server.run)
                 self.host = host
-                self.port = server.port
+                self.port = listeners[0].socket.getsockname()[1]
                 self._notify(f"listening on {self.url}")
                 task_status.started(self)
 
@@ -305,13 +311,16 @@ class DevApiServer:
         if websocket is None:
             raise RuntimeError("no authenticated watcher is connected")
         self._current = None
-        # The stream is trio-websocket's private attribute; aborting it is exactly "the network
-        # died": the watcher sees EOF or a reset, not a close handshake.
-        stream: Any = websocket._stream
-        raw_socket = getattr(stream, "socket", None)
-        if raw_socket is not None:
-            # SO_LINGER 0 makes close() send a reset, as a crashed API would.
-            raw_socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        # Closing the TCP stream under the WebSocket is exactly "the network died": the
+        # watcher sees EOF or a reset, not a close handshake.
+        remote = websocket.remote
+        stream = None
+        if isinstance(remote, Endpoint):
+            stream = self._streams.get((str(remote.address), remote.port))
+        if stream is None:
+            raise RuntimeError("the connection's TCP stream is unknown")
+        # SO_LINGER 0 makes close() send a reset, as a crashed API would.
+        stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         await stream.aclose()
 
     async def close_connection(self, code: int = 1000, reason: str | None = None) -> None:
@@ -389,3 +398,26 @@ __all__ = [
     "ReceivedMessage",
     "parse_volume_option",
 ]
+
+
+class _RecordingListener(trio.abc.Listener[trio.SocketStream]):
+    """A TCP listener that remembers each stream it accepted, by peer address, while open."""
+
+    def __init__(
+        self, listener: trio.SocketListener, streams: dict[tuple[str, int], trio.SocketStream]
+    ) -> None:
+        self._listener = listener
+        self._streams = streams
+
+    async def accept(self) -> trio.SocketStream:
+        stream = await self._listener.accept()
+        # Peer ports are reused: entries whose socket is closed go first, so this stays small.
+        for key, known in list(self._streams.items()):
+            if known.socket.fileno() == -1:
+                del self._streams[key]
+        host, port = stream.socket.getpeername()[:2]
+        self._streams[(str(host), int(port))] = stream
+        return stream
+
+    async def aclose(self) -> None:
+        await self._listener.aclose()

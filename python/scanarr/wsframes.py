@@ -1,109 +1,51 @@
-"""Many WebSocket text messages in one socket write, on a trio-websocket connection.
+"""Many WebSocket text messages in one socket write, on the agent's `scanarr.transport`.
 
 The protocol sends one JSON object per text frame, and a scan sends one ``scan.file`` per media
-file. trio-websocket's ``send_message`` costs one wsproto call, one lock and one ``send_all`` per
-message (about 30k messages/s on one core), more than the native walk itself. `FrameWriter`
-builds the frames of a whole batch at once and hands them to the socket in one ``send_all``, under
-the connection's own send lock so they never interleave with the frames trio-websocket itself
-writes (pongs, close).
+file: one wsproto call, one lock and one ``send_all`` per message would cost more than the
+native walk itself. `FrameWriter` has the frames of a whole batch built natively
+(``_native.text_frames``, or ``Batch.json_frames`` straight from a walk batch: JSON, framing
+and masking in one call, RFC 6455 §5.3 keys drawn per frame from a generator seeded from the
+OS) and writes them with one `WebSocket.send_frames`, under the connection's send lock.
 
-Client frames must be masked (RFC 6455 §5.3) with a fresh random key per frame. The keys come
-from one ``os.urandom`` call; the masking of the whole buffer is one big-integer XOR against a key
-stream that is zero over the headers, so the Python work per frame is a header and a slice.
-
-This relies on four private attributes of ``trio_websocket.WebSocketConnection`` (``_stream``,
-``_stream_lock``, ``_wsproto``, ``_abort_web_socket``, read in `FrameWriter.__init__`); the
-supported trio-websocket versions are pinned in pyproject.toml and the test suite writes through
-this module against a real trio-websocket server. When the connection negotiated a WebSocket
-extension (trio-websocket offers none, but a future version might), frames are built by wsproto
-itself, one call per message, still written together.
-
-The write is shielded from cancellation: a ``send_all`` cut in the middle of a frame would leave
-the stream unusable. A dead peer still cannot hang the writer forever: closing the stream (the
-ping watchdog and the shutdown deadline do) makes the pending ``send_all`` fail at once.
+A writer whose `encode` rewrites the texts (the V1.5 dialect's `TranslatingWriter`) gets every
+frame through that `encode`, scan batches included: the native batch path is used only when
+`encode` is this class's own.
 """
 
 from __future__ import annotations
 
-import os
-import struct
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
 
-import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection
-from wsproto.connection import ConnectionState
-from wsproto.events import TextMessage
-
-_TEXT_FIN = 0x81  # FIN bit + opcode 1 (text)
-_HEADER_16 = struct.Struct("!BBH")
-_HEADER_64 = struct.Struct("!BBQ")
-_ZEROS = bytes(16)
-
-
-def _header(length: int, mask_bit: int) -> bytes:
-    if length < 126:
-        return bytes((_TEXT_FIN, mask_bit | length))
-    if length < 65536:
-        return _HEADER_16.pack(_TEXT_FIN, mask_bit | 126, length)
-    return _HEADER_64.pack(_TEXT_FIN, mask_bit | 127, length)
+from scanarr import _native
+from scanarr.transport import ConnectionClosed, WebSocket
 
 
 def encode_text_frames(texts: Sequence[str], *, masked: bool) -> bytes:
     """The wire bytes of one unfragmented text frame per item of `texts`, in order."""
-    if not texts:
-        return b""
-    parts: list[bytes] = []
-    append = parts.append
-    if not masked:
-        for text in texts:
-            payload = text.encode("utf-8")
-            append(_header(len(payload), 0))
-            append(payload)
-        return b"".join(parts)
-    keys = os.urandom(4 * len(texts))
-    frames: list[bytes] = []
-    for start in range(0, len(texts), _MASK_CHUNK):
-        frames.append(_masked_frames(texts[start : start + _MASK_CHUNK], keys, 4 * start))
-    return b"".join(frames)
+    return _native.text_frames(list(texts), masked=masked)
 
 
-# Frames masked per call of `_masked_frames`: big integers of a few tens of kB convert faster
-# than one of several hundred kB (which costs fresh pages on every batch).
-_MASK_CHUNK = 128
-
-
-def _masked_frames(texts: Sequence[str], keys: bytes, position: int) -> bytes:
-    # Hot path (one iteration per scan.file): kept flat on purpose.
-    parts: list[bytes] = []
-    key_stream: list[bytes] = []
-    append = parts.append
-    append_key = key_stream.append
-    pack_16 = _HEADER_16.pack
-    zeros_2 = _ZEROS[:2]
-    zeros_4 = _ZEROS[:4]
-    zeros_10 = _ZEROS[:10]
-    for text in texts:
-        payload = text.encode("utf-8")
-        length = len(payload)
-        key = keys[position : position + 4]
-        position += 4
-        if length < 126:
-            append(bytes((_TEXT_FIN, 0x80 | length)))
-            append_key(zeros_2)
-        elif length < 65536:
-            append(pack_16(_TEXT_FIN, 0xFE, length))
-            append_key(zeros_4)
-        else:
-            append(_HEADER_64.pack(_TEXT_FIN, 0xFF, length))
-            append_key(zeros_10)
-        append(key)
-        append(payload)
-        append_key(zeros_4)
-        append_key((key * ((length >> 2) + 1))[:length])
-    clear = b"".join(parts)
-    masked = int.from_bytes(clear, "big") ^ int.from_bytes(b"".join(key_stream), "big")
-    return masked.to_bytes(len(clear), "big")
+def with_progress(
+    records: list[str], files_before: int, every: int, progress: Callable[[int], str]
+) -> list[str]:
+    """`records` with ``progress(n)`` after the record that makes the n-th file, for every n
+    that is a multiple of `every` (0: never), counting from `files_before`."""
+    if every <= 0:
+        return records
+    files_after = files_before + len(records)
+    next_mark = (files_before // every + 1) * every
+    if next_mark > files_after:
+        return records
+    texts: list[str] = []
+    start = 0
+    while next_mark <= files_after:
+        cut = next_mark - files_before
+        texts.extend(records[start:cut])
+        texts.append(progress(next_mark))
+        start = cut
+        next_mark += every
+    texts.extend(records[start:])
+    return texts
 
 
 class FrameWriter:
@@ -113,53 +55,66 @@ class FrameWriter:
     send lock keeps whole batches in order.
     """
 
-    def __init__(self, connection: WebSocketConnection) -> None:
+    def __init__(self, connection: WebSocket) -> None:
         self._connection = connection
-        # The private parts of trio-websocket this module relies on (see module docstring).
-        self._stream: Any = connection._stream
-        self._stream_lock: trio.StrictFIFOLock = connection._stream_lock
-        self._wsproto: Any = connection._wsproto
-        self._masked = bool(self._wsproto.client)
-        protocol = getattr(getattr(self._wsproto, "connection", None), "_proto", None)
-        extensions = getattr(protocol, "extensions", None)
-        self._fast = extensions == []
+        # Batches may skip `encode` only when it is the plain one.
+        self.rewrites = type(self).encode is not FrameWriter.encode
 
     @property
-    def connection(self) -> WebSocketConnection:
+    def connection(self) -> WebSocket:
         return self._connection
 
     def _check_open(self) -> None:
-        connection = self._connection
-        if connection.closed is not None or self._wsproto.state != ConnectionState.OPEN:
-            raise ConnectionClosed(connection.closed)
+        if self._connection.closed is not None:
+            raise ConnectionClosed(self._connection.closed)
 
     def encode(self, texts: Sequence[str]) -> bytes:
-        if self._fast:
-            return encode_text_frames(texts, masked=self._masked)
-        return b"".join(self._wsproto.send(TextMessage(data=text)) for text in texts)
+        return _native.text_frames(list(texts), masked=self._connection.masked)
+
+    def encode_as_is(self, texts: Sequence[str]) -> bytes:
+        """The frames of `texts` as they are, even when `encode` rewrites texts."""
+        return FrameWriter.encode(self, texts)
+
+    def encode_batch(
+        self,
+        batch: _native.Batch,
+        heads: Sequence[str],
+        tail: str,
+        *,
+        files_before: int = 0,
+        progress_every: int = 0,
+        progress: Callable[[int], str] | None = None,
+    ) -> tuple[bytes, list[int]]:
+        """The frames of `batch`'s records (`Batch.json_records`) with progress frames as
+        `with_progress` places them, and the indexes of the files not encoded."""
+        if not self.rewrites:
+            return batch.json_frames(
+                list(heads),
+                tail,
+                masked=self._connection.masked,
+                files_before=files_before,
+                progress_every=progress_every,
+                progress=progress,
+            )
+        records, not_utf8 = batch.json_records(list(heads), tail)
+        if progress is not None:
+            records = with_progress(records, files_before, progress_every, progress)
+        return self.encode(records), not_utf8
 
     async def send_texts(self, texts: Sequence[str]) -> None:
         """Send each of `texts` as one text message, all in one write.
 
-        Raises trio_websocket.ConnectionClosed when the connection is (or becomes) closed;
-        then an unknown prefix of `texts` may have reached the peer.
+        Raises ConnectionClosed when the connection is (or becomes) closed; then an unknown
+        prefix of `texts` may have reached the peer.
         """
         if not texts:
             return
         self._check_open()
-        data = self.encode(texts)
-        await self.send_encoded(data)
+        await self.send_encoded(self.encode(texts))
 
     async def send_text(self, text: str) -> None:
         await self.send_texts((text,))
 
     async def send_encoded(self, data: bytes) -> None:
-        """Write frames built by `encode` (cheap to build outside a lock, or ahead of time)."""
-        async with self._stream_lock:
-            self._check_open()
-            with trio.CancelScope(shield=True):
-                try:
-                    await self._stream.send_all(data)
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    await self._connection._abort_web_socket()
-                    raise ConnectionClosed(self._connection.closed) from None
+        """Write frames built by `encode` or `encode_batch`. Raises ConnectionClosed."""
+        await self._connection.send_frames(data)

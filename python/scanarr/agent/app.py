@@ -31,8 +31,6 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 
 import trio
-import trio_websocket
-from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket
 
 from scanarr.config import Settings
 from scanarr.file_commands import FileCommands
@@ -47,6 +45,13 @@ from scanarr.protocol import (
     WatchPath,
 )
 from scanarr.state import WatcherState, load_state, save_state
+from scanarr.transport import (
+    ConnectionClosed,
+    ConnectionRejected,
+    HandshakeError,
+    WebSocket,
+    open_websocket,
+)
 
 from .backoff import Backoff
 from .dialect import Dialect, WatcherRevoked
@@ -180,7 +185,7 @@ class WatcherAgent:
         self._stopping = False
         # The WebSocket of the connection attempt in progress (upgraded, maybe not yet
         # authenticated), and an event set once the attempt's upgrade has succeeded or failed.
-        self._websocket: WebSocketConnection | None = None
+        self._websocket: WebSocket | None = None
         self._upgrade_settled: trio.Event | None = None
         self._backoff = Backoff(settings.reconnect_delay, settings.reconnect_max_delay)
         self._rejected_backoff = Backoff(settings.reconnect_delay, settings.rejected_max_delay)
@@ -319,7 +324,7 @@ class WatcherAgent:
                 delay = self._rejected_backoff.next_delay()
                 if isinstance(rejected, WatcherRevoked):
                     delay = max(delay, self.settings.rejected_max_delay)
-            except trio_websocket.ConnectionRejected as rejected:
+            except ConnectionRejected as rejected:
                 log.error("the API refused the WebSocket upgrade (HTTP %d)", rejected.status_code)
                 backoff = (
                     self._rejected_backoff if rejected.status_code in (401, 403) else self._backoff
@@ -327,7 +332,7 @@ class WatcherAgent:
                 delay = backoff.next_delay()
             except (
                 HandshakeFailed,
-                trio_websocket.HandshakeError,
+                HandshakeError,
                 OSError,
                 ConnectionClosed,
             ) as error:
@@ -352,7 +357,7 @@ class WatcherAgent:
                 extra_headers=headers,
                 max_message_size=MAX_INCOMING_MESSAGE,
                 connect_timeout=settings.hello_timeout,
-                disconnect_timeout=CLOSE_TIMEOUT,
+                close_timeout=CLOSE_TIMEOUT,
             ) as websocket:
                 self._websocket = websocket
                 upgrade_settled.set()
@@ -361,7 +366,7 @@ class WatcherAgent:
             upgrade_settled.set()
             self._websocket = None
 
-    async def _converse(self, websocket: WebSocketConnection) -> None:
+    async def _converse(self, websocket: WebSocket) -> None:
         settings = self.settings
         url = settings.api_url
         result, writer = await self.dialect.handshake(websocket, timeout=settings.hello_timeout)
@@ -390,7 +395,7 @@ class WatcherAgent:
             self.link.detach(session)
         log.warning("connection to %s lost (%s)", redact_url(url.url), websocket.closed)
 
-    async def _read_messages(self, websocket: WebSocketConnection) -> None:
+    async def _read_messages(self, websocket: WebSocket) -> None:
         while True:
             try:
                 text = await websocket.get_message()
@@ -399,7 +404,7 @@ class WatcherAgent:
             for translated in await self.dialect.incoming(text):
                 await self.dispatcher.dispatch(translated, self.context)
 
-    async def _keepalive(self, websocket: WebSocketConnection) -> None:
+    async def _keepalive(self, websocket: WebSocket) -> None:
         interval = self.settings.ping_interval
         while True:
             await trio.sleep(interval)
@@ -445,6 +450,6 @@ def _log_change(change: ConfigChange) -> None:
 
 
 def _describe(error: BaseException) -> str:
-    if isinstance(error, trio_websocket.HandshakeError) and error.__cause__ is not None:
+    if isinstance(error, HandshakeError) and error.__cause__ is not None:
         return str(error.__cause__) or type(error.__cause__).__name__
     return str(error) or type(error).__name__

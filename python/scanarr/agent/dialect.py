@@ -40,7 +40,6 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from scanarr import __version__
 from scanarr.protocol import (
@@ -77,6 +76,7 @@ from scanarr.protocol_v15 import (
     envelope_of,
     structure,
 )
+from scanarr.transport import ConnectionClosed, WebSocket
 from scanarr.wsframes import FrameWriter
 
 from .dialect_log import FORWARDED, LogForwarder
@@ -90,6 +90,7 @@ from .session import (
     Link,
     OtherDialect,
     Session,
+    SessionLost,
     handshake,
     watcher_hello,
 )
@@ -309,7 +310,7 @@ class Dialect:
     # --- handshake -------------------------------------------------------------------------
 
     async def handshake(
-        self, websocket: WebSocketConnection, *, timeout: float
+        self, websocket: WebSocket, *, timeout: float
     ) -> tuple[HandshakeResult, FrameWriter]:
         """§2 of the dialect in force; raises HandshakeRejected or HandshakeFailed."""
         if self.speaks_v15:
@@ -340,7 +341,7 @@ class Dialect:
             raise
 
     async def _handshake15(
-        self, websocket: WebSocketConnection, timeout: float, *, first: str | None = None
+        self, websocket: WebSocket, timeout: float, *, first: str | None = None
     ) -> tuple[HandshakeResult, FrameWriter]:
         writer = TranslatingWriter(websocket, self.translator)
         watcher_id = await self._watcher_id()
@@ -410,9 +411,7 @@ class Dialect:
             ) from None
         raise HandshakeFailed(f"no answer to the hello within {timeout:g} s")
 
-    async def _rejected(
-        self, websocket: WebSocketConnection, reason: str, token_used: str | None
-    ) -> None:
+    async def _rejected(self, websocket: WebSocket, reason: str, token_used: str | None) -> None:
         with trio.move_on_after(1.0):
             try:
                 while True:
@@ -571,12 +570,13 @@ class Dialect:
 
     async def _send_now(self, text: str) -> bool:
         session = self.link.current
-        writer = session.writer if session is not None else None
-        if not isinstance(writer, TranslatingWriter) or not session or not session.alive:
+        if session is None or not session.alive:
+            return False
+        if not isinstance(session.writer, TranslatingWriter):
             return False
         try:
-            await writer.send_raw([text])
-        except ConnectionClosed:
+            await session.send_as_is([text])
+        except SessionLost:
             return False
         return True
 
@@ -603,12 +603,11 @@ class Dialect:
         """While `session` lives: send the kept replies, then forward log lines."""
         if not self.speaks_v15 or not isinstance(session.writer, TranslatingWriter):
             return
-        writer = session.writer
         if self.store.outbox:
             texts = list(self.store.outbox)
             try:
-                await writer.send_raw(texts)
-            except ConnectionClosed:
+                await session.send_as_is(texts)
+            except SessionLost:
                 return
             log.info("sent %d replies kept while disconnected", len(texts))
             del self.store.outbox[: len(texts)]
@@ -618,18 +617,16 @@ class Dialect:
             return
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._check_parity, forwarder)
-            await self._forward_logs(session, writer, forwarder)
+            await self._forward_logs(session, forwarder)
             nursery.cancel_scope.cancel()
 
-    async def _forward_logs(
-        self, session: Session, writer: TranslatingWriter, forwarder: LogForwarder
-    ) -> None:
+    async def _forward_logs(self, session: Session, forwarder: LogForwarder) -> None:
         while session.alive:
             while forwarder.kept:
                 entry = forwarder.kept[0]
                 try:
-                    await writer.send_raw([encode15(entry)])
-                except ConnectionClosed:
+                    await session.send_as_is([encode15(entry)])
+                except SessionLost:
                     return
                 if forwarder.kept and forwarder.kept[0] is entry:
                     forwarder.kept.popleft()

@@ -12,7 +12,6 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
-from trio_websocket import WebSocketConnection
 
 from scanarr.protocol import (
     CommandFilesDelete,
@@ -53,6 +52,7 @@ from scanarr.protocol_v15 import (
     encode15,
     envelope_of,
 )
+from scanarr.transport import WebSocket
 from scanarr.wsframes import FrameWriter
 
 from .volumes import VolumeSet, normalise_root, owning_volume
@@ -436,7 +436,7 @@ class Translator:
 class TranslatingWriter(FrameWriter):
     """The session's writer in V1.5: every V2 text written becomes its V1.5 frame."""
 
-    def __init__(self, connection: WebSocketConnection, translator: Translator) -> None:
+    def __init__(self, connection: WebSocket, translator: Translator) -> None:
         super().__init__(connection)
         self.translator = translator
 

@@ -1,8 +1,9 @@
 """One scan of one volume over one session: native walk → ``scan.file`` frames → socket (§4, §5).
 
-The hot path never builds a Python object per file: the native `Batch.json_records` renders
+The hot path never builds a Python object per file: the native `Batch.json_frames` renders
 each file's JSON between a per-batch head (type, timestamp, scan_id, volume_id, volume_path) and
-a tail, `FrameWriter` frames a whole batch and the session writes it in one ``send_all``. While
+a tail and frames and masks it in the same call, so `Session.send_scan_files` writes a batch as
+one ``bytes`` in one ``send_all`` (in V1.5, frames go through the dialect's translation). While
 the socket is full (a slow API) the write blocks, this task stops pulling batches, the walker's
 bounded queue fills and its threads wait: memory stays flat and nothing is dropped.
 
@@ -35,6 +36,7 @@ from scanarr.protocol import (
     ScanFailed,
     ScanProgress,
     ScanStarted,
+    as_text,
     utc_timestamp,
 )
 
@@ -132,7 +134,27 @@ def _check_root(path: str, recorded_device: int | None) -> os.stat_result:
     return status
 
 
-def _head(timestamp: str, prefix: str) -> str:
+def _json_string(value: str) -> str:
+    """`value` as `protocol.encode` writes a string (non-ASCII as is, surrogates as U+FFFD),
+    so a frame built from these pieces is that function's text, byte for byte."""
+    return json.dumps(as_text(value), ensure_ascii=False)
+
+
+def scan_file_prefix(scan_id: str, volume_id: str, volume_path: str) -> str:
+    """What every ``scan.file`` of a scan has after ``"data":``, up to its file's fields."""
+    return (
+        '{"scan_id":'
+        + _json_string(scan_id)
+        + ',"volume_id":'
+        + _json_string(volume_id)
+        + ',"volume_path":'
+        + _json_string(volume_path)
+        + ","
+    )
+
+
+def scan_file_head(timestamp: str, prefix: str) -> str:
+    """The head `Batch.json_frames` puts before each file's fields (tail: ``}}``)."""
     return '{"type":"scan.file","timestamp":"' + timestamp + '","data":' + prefix
 
 
@@ -142,9 +164,9 @@ class _ProgressText:
     def __init__(self, scan_id: str, volume_id: str) -> None:
         self._middle = (
             '","data":{"scan_id":'
-            + json.dumps(scan_id)
+            + _json_string(scan_id)
             + ',"volume_id":'
-            + json.dumps(volume_id)
+            + _json_string(volume_id)
             + ',"files_scanned":'
         )
 
@@ -158,26 +180,6 @@ class _ProgressText:
             + str(dirs)
             + "}}"
         )
-
-
-def _with_progress(
-    records: list[str], files_before: int, progress: Callable[[int], str]
-) -> list[str]:
-    """`records` with a progress frame after every multiple of PROGRESS_EVERY_FILES files."""
-    files_after = files_before + len(records)
-    next_mark = (files_before // PROGRESS_EVERY_FILES + 1) * PROGRESS_EVERY_FILES
-    if next_mark > files_after:
-        return records
-    texts: list[str] = []
-    start = 0
-    while next_mark <= files_after:
-        cut = next_mark - files_before
-        texts.extend(records[start:cut])
-        texts.append(progress(next_mark))
-        start = cut
-        next_mark += PROGRESS_EVERY_FILES
-    texts.extend(records[start:])
-    return texts
 
 
 async def scan_volume(
@@ -214,17 +216,8 @@ async def scan_volume(
         "scan %s of volume %s (%s) started", request.scan_id, request.volume_id, request.volume_path
     )
 
-    prefix = (
-        '{"scan_id":'
-        + json.dumps(request.scan_id)
-        + ',"volume_id":'
-        + json.dumps(request.volume_id)
-        + ',"volume_path":'
-        + json.dumps(request.volume_path)
-        + ","
-    )
+    prefix = scan_file_prefix(request.scan_id, request.volume_id, request.volume_path)
     progress_text = _ProgressText(request.scan_id, request.volume_id)
-    writer = session.writer
     walker = _native.Walker(
         [request.volume_path],
         extensions=list(request.extensions),
@@ -249,8 +242,17 @@ async def scan_volume(
                     return await _fail(session, request, walk_failure, end)
             dirs_walked += batch.dirs_walked
             timestamp = utc_timestamp()
+            head = scan_file_head(timestamp, prefix)
             if len(batch):
-                records, not_utf8 = batch.json_records([_head(timestamp, prefix)], "}}")
+                marks_before = files_sent // PROGRESS_EVERY_FILES
+                not_utf8 = await session.send_scan_files(
+                    batch,
+                    head,
+                    "}}",
+                    files_before=files_sent,
+                    progress_every=PROGRESS_EVERY_FILES,
+                    progress=functools.partial(progress_text, timestamp, dirs_walked),
+                )
                 if not_utf8:
                     if not skipped_names:
                         first = batch.files[not_utf8[0]].relative_path
@@ -262,16 +264,9 @@ async def scan_volume(
                             _text(first),
                         )
                     skipped_names += len(not_utf8)
-                texts = _with_progress(
-                    records, files_sent, functools.partial(progress_text, timestamp, dirs_walked)
-                )
-                if texts:
-                    if len(texts) != len(records):
-                        last_progress = trio.current_time()
-                    await session.send_encoded(writer.encode(texts))
-                    session.count_sent("scan.file", len(records))
-                    session.count_sent("scan.progress", len(texts) - len(records))
-                files_sent += len(records)
+                files_sent += len(batch) - len(not_utf8)
+                if files_sent // PROGRESS_EVERY_FILES != marks_before:
+                    last_progress = trio.current_time()
             if trio.current_time() - last_progress >= progress_interval:
                 await session.send(
                     ScanProgress(

@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING
 
 import attrs
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from scanarr import __version__
 from scanarr.protocol import (
@@ -34,9 +33,11 @@ from scanarr.protocol import (
     encode,
 )
 from scanarr.protocol_v15 import V15_HELLO_ANSWERS
+from scanarr.transport import ConnectionClosed, WebSocket
 from scanarr.wsframes import FrameWriter
 
 if TYPE_CHECKING:
+    from scanarr._native import Batch
     from scanarr.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -124,7 +125,7 @@ class HandshakeResult:
 
 
 async def handshake(
-    websocket: WebSocketConnection,
+    websocket: WebSocket,
     writer: FrameWriter,
     hello: WatcherHello,
     *,
@@ -156,7 +157,7 @@ async def handshake(
     return HandshakeResult(auth=auth, config=config, early_messages=early)
 
 
-async def _drain_until_closed(websocket: WebSocketConnection) -> None:
+async def _drain_until_closed(websocket: WebSocket) -> None:
     try:
         while True:
             await websocket.get_message()
@@ -164,7 +165,7 @@ async def _drain_until_closed(websocket: WebSocketConnection) -> None:
         pass
 
 
-async def _receive_auth(websocket: WebSocketConnection) -> WatcherAuth:
+async def _receive_auth(websocket: WebSocket) -> WatcherAuth:
     while True:
         text = await websocket.get_message()
         try:
@@ -185,7 +186,7 @@ async def _receive_auth(websocket: WebSocketConnection) -> WatcherAuth:
 
 
 async def _receive_first_config(
-    websocket: WebSocketConnection,
+    websocket: WebSocket,
 ) -> tuple[WatcherConfig | None, list[str | bytes]]:
     early: list[str | bytes] = []
     while True:
@@ -217,14 +218,13 @@ async def _receive_first_config(
 class Session:
     """An authenticated connection whose first config has been applied.
 
-    Every message sent through it is counted in `metrics` (when given); frames written with
-    `send_encoded` are counted by the caller with `count_sent`.
+    Every frame leaves through `_write` and is counted in `metrics` (when given) by its type.
     """
 
     def __init__(
         self,
         number: int,
-        websocket: WebSocketConnection,
+        websocket: WebSocket,
         writer: FrameWriter,
         metrics: Metrics | None = None,
     ) -> None:
@@ -239,29 +239,60 @@ class Session:
 
     async def send(self, message: Message) -> None:
         """Send one message now. Raises SessionLost."""
-        await self._write_texts((encode(message),))
+        await self._write(self.writer.encode((encode(message),)))
         if self.metrics is not None:
             self.metrics.record_sent(message)
 
     async def send_texts(self, texts: Sequence[str]) -> None:
         """Send pre-encoded frames' texts, in order, in one write. Raises SessionLost."""
-        await self._write_texts(texts)
+        if not texts:
+            return
+        await self._write(self.writer.encode(texts))
         if self.metrics is not None:
             self.metrics.frames_sent(texts)
 
-    async def _write_texts(self, texts: Sequence[str]) -> None:
-        try:
-            await self.writer.send_texts(texts)
-        except ConnectionClosed as closed:
-            raise SessionLost(str(closed.reason)) from None
-
-    def count_sent(self, message_type: str, count: int) -> None:
-        """Count frames the caller wrote with `send_encoded`."""
+    async def send_as_is(self, texts: Sequence[str]) -> None:
+        """Send texts already in the connection's dialect (V1.5 replies and log lines): not
+        rewritten by the writer. Raises SessionLost."""
+        if not texts:
+            return
+        await self._write(self.writer.encode_as_is(texts))
         if self.metrics is not None:
-            self.metrics.message_sent(message_type, count)
+            self.metrics.frames_sent(texts)
 
-    async def send_encoded(self, data: bytes) -> None:
-        """Send frames built by `writer.encode`. Raises SessionLost."""
+    async def send_scan_files(
+        self,
+        batch: Batch,
+        head: str,
+        tail: str,
+        *,
+        files_before: int,
+        progress_every: int,
+        progress: Callable[[int], str],
+    ) -> list[int]:
+        """Send a ``scan.file`` per file of `batch` (``head + fields + tail``, see
+        `Batch.json_records`) with a ``scan.progress`` (``progress(files)``) after every
+        `progress_every`-th file counted from `files_before`, in one write. Returns the indexes
+        of the files not sent (their name is not UTF-8). Raises SessionLost."""
+        data, not_utf8 = self.writer.encode_batch(
+            batch,
+            [head],
+            tail,
+            files_before=files_before,
+            progress_every=progress_every,
+            progress=progress,
+        )
+        files = len(batch) - len(not_utf8)
+        if files:
+            await self._write(data)
+        if self.metrics is not None:
+            self.metrics.message_sent("scan.file", files)
+            if progress_every > 0:
+                marks = (files_before + files) // progress_every - files_before // progress_every
+                self.metrics.message_sent("scan.progress", marks)
+        return not_utf8
+
+    async def _write(self, data: bytes) -> None:
         try:
             await self.writer.send_encoded(data)
         except ConnectionClosed as closed:
