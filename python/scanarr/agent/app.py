@@ -14,9 +14,8 @@ state and returns, all within ``shutdown_timeout``.
 
 Plug points for other services, all on the agent object:
 
-- ``agent.dispatcher.register_command(...)`` — command handlers (see `dispatcher`); modules named
-  in `COMMAND_MODULES` are imported and their ``register(dispatcher)`` called at construction;
-  the file commands are built in (``agent.file_commands``, `file_handlers`);
+- ``agent.dispatcher.register_command(...)`` — command handlers (see `dispatcher`); the file
+  commands are built in (``agent.file_commands``, `file_handlers`);
 - ``agent.live.submit(event)`` / ``agent.live.request_rescan(volume_id, reason)`` — live events;
 - ``agent.status.set_volume_status(volume_id, status)`` — volume statuses;
 - ``agent.volumes.add_listener(callback)`` — follow config changes (volumes to watch);
@@ -25,10 +24,9 @@ Plug points for other services, all on the agent object:
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 
 import trio
 import trio_websocket
@@ -59,9 +57,6 @@ from .status import StatusBoard
 from .volumes import ConfigChange, VolumeSet, duplicate_volume_ids
 
 log = logging.getLogger(__name__)
-
-# Modules that add command handlers: each exposes ``register(dispatcher: Dispatcher) -> None``.
-COMMAND_MODULES: tuple[str, ...] = ()
 
 # Largest message the watcher accepts from the API (a delete command for many files).
 MAX_INCOMING_MESSAGE = 64 * 1024 * 1024
@@ -136,7 +131,6 @@ class WatcherAgent:
         self,
         settings: Settings,
         *,
-        command_modules: Sequence[str] = COMMAND_MODULES,
         metrics: Metrics | None = None,
         file_commands: bool = True,
     ) -> None:
@@ -170,8 +164,6 @@ class WatcherAgent:
             )
             self.file_commands.register(self.dispatcher)
             self.volumes.add_listener(lambda _volumes, _change: handlers.config_applied())
-        for module_name in command_modules:
-            importlib.import_module(module_name).register(self.dispatcher)
         # The V1.5 dialect at the connection's boundary, when the API speaks it.
         self.dialect = Dialect(settings, self.state_keeper, self.volumes, self.link)
         self.sessions_opened = 0
