@@ -138,7 +138,8 @@ class WatcherAgent:
         # What /metrics shows (scanarr.metrics); served by the CLI when SCANARR_METRICS_ADDR is set.
         self.metrics = metrics if metrics is not None else Metrics()
         self.link = Link()
-        self.metrics.follow_link(self.link)
+        self.link.add_listener(lambda session: self.metrics.set_connected(session is not None))
+        self.metrics.set_connected(False)
         self.volumes = VolumeSet()
         self.status = StatusBoard(self.link, interval=settings.status_interval)
         self.state_keeper = StateKeeper(settings.state_file)
@@ -182,6 +183,24 @@ class WatcherAgent:
     def request_stop(self) -> None:
         """Stop: close the connection with code 1000, save the state, return from `run`."""
         self._stop_requested.set()
+
+    def readiness(self) -> tuple[bool, str]:
+        """/readyz (`scanarr.metrics`): connected, configured, at least one volume, none
+        unavailable. Degraded volumes (part of a tree unwatched, a network filesystem) do not
+        make it unready — rescans cover them — but the answer names them."""
+        if self.link.current is None:
+            return False, f"not connected to the API at {redact_url(self.settings.api_url.url)}"
+        if self.volumes.config is None:
+            return False, "connected, but no valid watcher.config was received yet"
+        volumes = self.status.snapshot().volumes
+        if not volumes:
+            return False, "connected, but the API configured no volume for this watcher"
+        unavailable = [volume for volume in volumes if volume.status == "unavailable"]
+        if unavailable:
+            names = ", ".join(f"{volume.id} ({volume.path})" for volume in unavailable)
+            return False, f"volume unavailable: {names}"
+        summary = ", ".join(f"{volume.id} {volume.status}" for volume in volumes)
+        return True, f"ready: connected, {len(volumes)} volume(s): {summary}"
 
     async def run(
         self, *, task_status: trio.TaskStatus[WatcherAgent] = trio.TASK_STATUS_IGNORED

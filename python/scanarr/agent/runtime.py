@@ -71,7 +71,7 @@ async def run_watcher(
     task_status: trio.TaskStatus[WatcherAgent] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the watcher until stopped (`WatcherAgent.request_stop`, or a signal)."""
-    from scanarr.metrics import MetricsServer, agent_readiness, metrics_address_from_env
+    from scanarr.metrics import MetricsServer, metrics_address_from_env
     from scanarr.offline_queue import OfflineQueue, queue_path_for
 
     environ = os.environ if environ is None else environ
@@ -94,7 +94,7 @@ async def run_watcher(
             if watcher is not None:
                 await nursery.start(watcher.run)
             if metrics_address is not None:
-                server = MetricsServer(metrics_address, agent.metrics, agent_readiness(agent))
+                server = MetricsServer(metrics_address, agent.metrics, agent.readiness)
                 await nursery.start(server.serve)
                 log.info("metrics and health endpoints on %s", server.url)
             if handle_signals:
