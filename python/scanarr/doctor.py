@@ -32,7 +32,6 @@ import attrs
 import trio
 import trio_websocket
 
-from scanarr.agent.volumes import is_inside, normalise_root
 from scanarr.config import DEFAULT_STATE_FILE, Settings, SettingsError, load_settings
 from scanarr.protocol import (
     MalformedMessage,
@@ -44,6 +43,7 @@ from scanarr.protocol import (
     decode,
     encode,
 )
+from scanarr.volume_paths import nested_roots as _nested_roots
 
 Status = Literal["ok", "note", "action", "skip"]
 
@@ -118,14 +118,7 @@ def read_environment_file(path: str) -> dict[str, str]:
 
 def nested_roots(volume: WatchPath, volumes: Sequence[WatchPath]) -> list[str]:
     """Roots of the other volumes strictly inside `volume` (each is counted as its own)."""
-    root = normalise_root(volume.path)
-    return sorted(
-        {
-            normalise_root(other.path)
-            for other in volumes
-            if normalise_root(other.path) != root and is_inside(normalise_root(other.path), root)
-        }
-    )
+    return _nested_roots(volume.path, (other.path for other in volumes))
 
 
 def count_directories(volume: WatchPath, volumes: Sequence[WatchPath] = ()) -> tuple[int, int]:

@@ -77,6 +77,7 @@ from scanarr.protocol_v15 import (
     envelope_of,
     structure,
 )
+from scanarr.volume_paths import normalise_root
 from scanarr.wsframes import FrameWriter
 
 from .dialect_log import FORWARDED, LogForwarder
@@ -93,7 +94,7 @@ from .session import (
     handshake,
     watcher_hello,
 )
-from .volumes import VolumeSet, normalise_root
+from .volumes import VolumeSet
 
 if TYPE_CHECKING:
     from scanarr.config import Settings

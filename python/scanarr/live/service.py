@@ -52,6 +52,7 @@ from scanarr.live.inotify import Inotify, read_sysctl
 from scanarr.live.mounts import MOUNTINFO_PATH, filesystem_of, is_network_filesystem
 from scanarr.live.tree import Directory, InodeIndex, SubtreeChanges, TreeWalker, VolumeTree
 from scanarr.protocol import WatchPath
+from scanarr.volume_paths import resolve_root
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +123,7 @@ class _Volume:
 
 
 def _normalise(path: str) -> str:
-    return os.path.realpath(os.path.normpath(path))
+    return resolve_root(path)  # the nesting rule of the scans too
 
 
 class LiveWatcher:
