@@ -14,6 +14,10 @@ state and returns, all within ``shutdown_timeout``.
 
 Plug points for other services, all on the agent object:
 
+- constructor arguments: ``metrics``, ``offline_store`` (live events kept while disconnected)
+  and ``live_watcher`` (a factory given the agent's `LiveInputs`: it returns the live watcher,
+  which the agent then feeds with volumes, waits for before each scan and tells about removals);
+  `scanarr.agent.runtime` is where the watcher process builds them;
 - ``agent.dispatcher.register_command(...)`` — command handlers (see `dispatcher`); the file
   commands are built in (``agent.file_commands``, `file_handlers`);
 - ``agent.live.submit(event)`` / ``agent.live.request_rescan(volume_id, reason)`` — live events;
@@ -33,7 +37,6 @@ import trio_websocket
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket
 
 from scanarr.config import Settings
-from scanarr.file_commands import FileCommands
 from scanarr.logs import redact_url
 from scanarr.metrics import Metrics
 from scanarr.protocol import (
@@ -50,7 +53,7 @@ from .backoff import Backoff
 from .dialect import Dialect, WatcherRevoked
 from .dispatcher import CommandContext, Dispatcher
 from .file_handlers import FileCommandHandlers, results_path_for
-from .live import LiveEvents
+from .live import LiveEvents, LiveInputs, LiveWatcherFactory, LiveWatching, OfflineStore
 from .scans import RequestResult, ScanService
 from .session import HandshakeFailed, HandshakeRejected, Link, Session
 from .status import StatusBoard
@@ -133,6 +136,8 @@ class WatcherAgent:
         *,
         metrics: Metrics | None = None,
         file_commands: bool = True,
+        offline_store: OfflineStore | None = None,
+        live_watcher: LiveWatcherFactory | None = None,
     ) -> None:
         self.settings = settings
         # What /metrics shows (scanarr.metrics); served by the CLI when SCANARR_METRICS_ADDR is set.
@@ -150,8 +155,20 @@ class WatcherAgent:
             recorded_devices=lambda: self.state_keeper.state.volume_devices,
             record_scan=self._record_scan,
             progress_interval=settings.progress_interval,
+            before_scan=None if live_watcher is None else self._live_watches_applied,
         )
-        self.live = LiveEvents(self.link, self.volumes, self.scans, self.metrics)
+        self.live = LiveEvents(
+            self.link, self.volumes, self.scans, self.metrics, offline_store=offline_store
+        )
+        self.live_watching: LiveWatching | None = None
+        if live_watcher is not None:
+            inputs = LiveInputs(self.live.submit, self.live.request_rescan, self._set_degraded)
+            self.live_watching = watching = live_watcher(inputs)
+            self.volumes.add_listener(
+                lambda volumes, _change: watching.set_volumes(
+                    volumes.ordered(), volumes.scan_extensions
+                )
+            )
         self.context: CommandContext = AgentContext(self)
         self.dispatcher = Dispatcher(on_handled=self.metrics.command_done)
         self.dispatcher.register(WatcherConfig, self._on_config)
@@ -160,8 +177,12 @@ class WatcherAgent:
         # command.files.delete / .hardlink, replies remembered beside the state file.
         self.file_commands: FileCommandHandlers | None = None
         if file_commands:
+            # A path the delete command removes is reported by the command, not as file.deleted.
             self.file_commands = handlers = FileCommandHandlers(
-                FileCommands(results_path_for(settings.state_file))
+                results_path_for(settings.state_file),
+                on_removing=None
+                if self.live_watching is None
+                else self.live_watching.expect_removal,
             )
             self.file_commands.register(self.dispatcher)
             self.volumes.add_listener(lambda _volumes, _change: handlers.config_applied())
@@ -183,6 +204,19 @@ class WatcherAgent:
     def request_stop(self) -> None:
         """Stop: close the connection with code 1000, save the state, return from `run`."""
         self._stop_requested.set()
+
+    async def _live_watches_applied(self) -> None:
+        if self.live_watching is not None:
+            await self.live_watching.wait_applied()
+
+    def _set_degraded(self, volume_id: str, reason: str | None) -> None:
+        """The live watcher's health of a volume as its status (``degraded`` ⇄ ``watching``)."""
+        base = self.status.base_status(volume_id)
+        if reason is not None and base == "watching":
+            log.warning("volume %s is degraded: %s", volume_id, reason)
+            self.status.set_volume_status(volume_id, "degraded")
+        elif reason is None and base == "degraded":
+            self.status.set_volume_status(volume_id, "watching")
 
     def readiness(self) -> tuple[bool, str]:
         """/readyz (`scanarr.metrics`): connected, configured, at least one volume, none

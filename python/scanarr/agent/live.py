@@ -11,11 +11,12 @@ a directory the walk has already passed would be missing from the scan and wiped
 That copy never follows the scan's ``scan.completed`` (see `ScanEnd`): once the scan has ended
 the live event alone is sent.
 
-While disconnected, events go to the `OfflineStore` when one is installed (§9's bounded on-disk
+While disconnected, events go to the `OfflineStore` when one is given (§9's bounded on-disk
 queue); without one, or when the store reports it overflowed, the volume is rescanned once
 connected instead — a rescan is the truth, so nothing is lost either way. `run` (a service task)
-replays the store on every new session, which exists only once its first config is applied (§2);
-until the replay is over `submit` waits, so live events reach the API in the order they happened.
+replays the store on every new session, which exists only once its first config is applied (§2),
+then rescans the volumes the store could not keep events for; until the replay is over `submit`
+waits, so live events reach the API in the order they happened.
 """
 
 from __future__ import annotations
@@ -24,8 +25,10 @@ import contextlib
 import datetime
 import logging
 import os
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
+import attrs
 import trio
 
 from scanarr.protocol import (
@@ -34,6 +37,7 @@ from scanarr.protocol import (
     FileModified,
     FileRenamed,
     ScanFile,
+    WatchPath,
 )
 
 from .scans import ScanService
@@ -47,6 +51,8 @@ log = logging.getLogger(__name__)
 
 LiveEvent = FileCreated | FileModified | FileDeleted | FileRenamed
 
+OFFLINE_OVERFLOW_REASON = "the offline event queue overflowed while disconnected"
+
 
 class OfflineStore(Protocol):
     """Keeps live events while the watcher is disconnected (§9)."""
@@ -55,9 +61,39 @@ class OfflineStore(Protocol):
         """Keep `event`; False when full (the caller then rescans the volume instead)."""
         ...
 
-    async def replay(self, session: Session) -> None:
-        """Send what was kept, in order, after the next config. Raises SessionLost."""
+    async def replay(self, session: Session) -> list[str]:
+        """Send what was kept, in order, after the next config, and forget it; the volumes
+        whose events could not all be kept (to rescan). Raises SessionLost."""
         ...
+
+
+class LiveWatching(Protocol):
+    """What the agent needs of a live watcher (`scanarr.live.LiveWatcher` is one)."""
+
+    def set_volumes(self, volumes: Sequence[WatchPath], extensions: Sequence[str]) -> None:
+        """Watch these volumes from now on (after each config)."""
+        ...
+
+    async def wait_applied(self) -> None:
+        """Return once the watches of the volumes set so far are in place (before a scan)."""
+        ...
+
+    def expect_removal(self, volume_id: str, relative_path: str) -> None:
+        """A delete command is about to remove this path: not to be reported as deleted."""
+        ...
+
+
+@attrs.frozen
+class LiveInputs:
+    """What the agent gives the live watcher it builds (`LiveWatcherFactory`)."""
+
+    submit: Callable[[LiveEvent], Awaitable[None]]
+    request_rescan: Callable[[str, str], None]
+    # (volume_id, why it is degraded — or None once it is fully watched again)
+    set_degraded: Callable[[str, str | None], None]
+
+
+LiveWatcherFactory = Callable[[LiveInputs], LiveWatching]
 
 
 def _mod_time(mtime_ns: int) -> str:
@@ -71,13 +107,19 @@ def _mod_time(mtime_ns: int) -> str:
 
 class LiveEvents:
     def __init__(
-        self, link: Link, volumes: VolumeSet, scans: ScanService, metrics: Metrics | None = None
+        self,
+        link: Link,
+        volumes: VolumeSet,
+        scans: ScanService,
+        metrics: Metrics | None = None,
+        *,
+        offline_store: OfflineStore | None = None,
     ) -> None:
         self._link = link
         self._volumes = volumes
         self._scans = scans
         self._metrics = metrics
-        self.offline_store: OfflineStore | None = None
+        self.offline_store = offline_store
         self.events_sent = 0
         self._replay_session: Session | None = None
         self._replay_wakeup = trio.Event()
@@ -100,7 +142,8 @@ class LiveEvents:
             session, store = self._replay_session, self.offline_store
             try:
                 if session is not None and store is not None and session.alive:
-                    await store.replay(session)
+                    for volume_id in await store.replay(session):
+                        self.request_rescan(volume_id, OFFLINE_OVERFLOW_REASON)
             except SessionLost:
                 pass  # the store keeps what was not acknowledged; replayed next time
             except Exception:
