@@ -27,7 +27,6 @@ them where they matter.
 
 from __future__ import annotations
 
-import datetime
 import json
 import re
 import typing
@@ -38,6 +37,8 @@ import cattrs
 from cattrs.cols import list_structure_factory
 from cattrs.gen import make_dict_structure_fn, override
 from cattrs.v import format_exception
+
+from scanarr.rfc3339 import utc_timestamp as utc_timestamp  # re-exported: the protocol's clock
 
 DEFAULT_SCAN_EXTENSIONS: tuple[str, ...] = ("mkv", "mp4", "avi", "m4v", "ts", "wmv")
 
@@ -83,13 +84,6 @@ def _config_path() -> Any:
 
 def _command_path() -> Any:
     return attrs.field(metadata={_STRING_KIND: "command_path"})
-
-
-def utc_timestamp(moment: datetime.datetime | None = None) -> str:
-    """RFC 3339 UTC with `Z` and milliseconds, as every watcher → API message carries."""
-    moment = moment or datetime.datetime.now(datetime.timezone.utc)
-    moment = moment.astimezone(datetime.timezone.utc)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
 class Message:

@@ -22,7 +22,6 @@ waits, so live events reach the API in the order they happened.
 from __future__ import annotations
 
 import contextlib
-import datetime
 import logging
 import os
 from collections.abc import Awaitable, Callable, Sequence
@@ -31,6 +30,7 @@ from typing import TYPE_CHECKING, Protocol
 import attrs
 import trio
 
+from scanarr import rfc3339
 from scanarr.protocol import (
     FileCreated,
     FileDeleted,
@@ -94,15 +94,6 @@ class LiveInputs:
 
 
 LiveWatcherFactory = Callable[[LiveInputs], LiveWatching]
-
-
-def _mod_time(mtime_ns: int) -> str:
-    seconds, nanoseconds = divmod(mtime_ns, 1_000_000_000)
-    moment = datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc)
-    text = moment.strftime("%Y-%m-%dT%H:%M:%S")
-    if nanoseconds:
-        text += "." + f"{nanoseconds:09d}".rstrip("0")
-    return text + "Z"
 
 
 class LiveEvents:
@@ -223,6 +214,6 @@ class LiveEvents:
                 device_id=status.st_dev,
                 size_bytes=status.st_size,
                 hardlink_count=status.st_nlink,
-                mod_time=_mod_time(status.st_mtime_ns),
+                mod_time=rfc3339.from_ns(status.st_mtime_ns),
             )
         )
