@@ -38,9 +38,12 @@ from cattrs.cols import list_structure_factory
 from cattrs.gen import make_dict_structure_fn, override
 from cattrs.v import format_exception
 
+from scanarr import _native
 from scanarr.rfc3339 import utc_timestamp as utc_timestamp  # re-exported: the protocol's clock
 
-DEFAULT_SCAN_EXTENSIONS: tuple[str, ...] = ("mkv", "mp4", "avi", "m4v", "ts", "wmv")
+# The scanner's own list (rust/lib.rs), so a config without scan_extensions scans what
+# `scanarr scan` does.
+DEFAULT_SCAN_EXTENSIONS: tuple[str, ...] = tuple(_native.DEFAULT_EXTENSIONS)
 
 # --- untrusted strings (see the module docstring) ---------------------------------------------
 
