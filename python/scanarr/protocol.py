@@ -248,19 +248,20 @@ class FileRenamed(Message):
 # --- status (§9) --------------------------------------------------------------------------
 
 VolumeStatusName = Literal["watching", "scanning", "unavailable", "error", "degraded"]
+WatcherStatusName = Literal["watching", "scanning", "degraded"]
 
 
 @attrs.frozen
 class VolumeStatus:
     id: str
     path: str
-    status: str
+    status: VolumeStatusName
 
 
 @attrs.frozen
 class WatcherStatus(Message):
     TYPE: ClassVar[str] = "watcher.status"
-    status: str  # "watching", "scanning" or "degraded"
+    status: WatcherStatusName
     volumes: list[VolumeStatus]
     uptime_seconds: int
 
@@ -317,7 +318,7 @@ class FilesDeleteProgress(Message):
 @attrs.frozen
 class DeleteResult:
     media_file_id: str
-    status: str  # "deleted" or "failed"
+    status: Literal["deleted", "failed"]
     paths_deleted: int
     dirs_removed: int
     size_bytes: int
@@ -340,7 +341,7 @@ class FilesDeleteCompleted(Message):
     # "completed": the command was carried out and `results` says how each media file went
     # (refusals included); "failed": it could not be carried out at all (malformed, not
     # supported, internal error) and `error` says why.
-    status: str = "completed"
+    status: Literal["completed", "failed"] = "completed"
     error: str | None = None
 
 
@@ -360,7 +361,7 @@ class FilesHardlinkCompleted(Message):
     TYPE: ClassVar[str] = "files.hardlink.completed"
     request_id: str
     deletion_id: str
-    status: str  # "created" or "failed"
+    status: Literal["created", "failed"]
     source_inode: int | None = None
     target_inode: int | None = None
     error: str | None = None

@@ -362,5 +362,6 @@ class ScanService:
             self._status.mark_scan_result(job.volume_id, "completed")
             await self._record_scan(job.volume_id, outcome.root_device, utc_timestamp())
         elif outcome.failed is not None:
-            result = "unavailable" if outcome.unavailable else "failed"
-            self._status.mark_scan_result(job.volume_id, result)
+            self._status.mark_scan_result(
+                job.volume_id, "unavailable" if outcome.unavailable else "failed"
+            )
