@@ -7,7 +7,7 @@ from typing import Any
 
 import trio
 
-from conftest import watcher_settings
+from helpers.agent import watcher_settings
 from scanarr.agent import WatcherAgent
 from scanarr.dev_api import DevApiServer
 from scanarr.offline_queue import OfflineQueue

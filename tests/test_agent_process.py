@@ -20,7 +20,7 @@ import trio
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, CloseConnection, Request, TextMessage
 
-from conftest import TOKEN, settings_environment, watcher_settings
+from helpers.agent import TOKEN, settings_environment, watcher_settings
 from privileges import NOBODY, is_root, world_traversable_tmp
 from scanarr.dev_api import DevApiServer
 from scanarr.protocol import (

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import trio
 
-from conftest import TOKEN, watcher_settings
+from helpers.agent import TOKEN, watcher_settings
 from privileges import run_unprivileged, world_traversable_tmp
 from scanarr.cli import build_parser
 from scanarr.cli.doctor import agent_handshake

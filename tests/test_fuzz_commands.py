@@ -36,7 +36,7 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed
 
-from conftest import settings_environment, watcher_settings
+from helpers.agent import settings_environment, watcher_settings
 from scanarr.dev_api import DevApiServer, ReceivedMessage
 from scanarr.protocol import WatcherConfig, WatchPath
 

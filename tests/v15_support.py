@@ -9,7 +9,7 @@ from pathlib import Path
 
 import trio
 
-from conftest import TEST_TIMINGS
+from helpers.agent import TEST_TIMINGS
 from scanarr.config import DURATION_VARIABLES
 from scanarr.dev_api_v15 import DevApiV15Server
 
