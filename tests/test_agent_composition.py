@@ -8,22 +8,11 @@ from typing import Any
 import trio
 
 from helpers.agent import watcher_settings
+from helpers.events import created
 from scanarr.agent import WatcherAgent
 from scanarr.dev_api import DevApiServer
 from scanarr.offline_queue import OfflineQueue
-from scanarr.protocol import FileCreated, WatcherConfig, WatchPath
-
-
-def _created(volume_id: str, name: str) -> FileCreated:
-    return FileCreated(
-        volume_id=volume_id,
-        relative_path=name,
-        filename=name,
-        inode=1,
-        device_id=1,
-        size_bytes=1,
-        hardlink_count=1,
-    )
+from scanarr.protocol import WatcherConfig, WatchPath
 
 
 async def test_volumes_the_offline_queue_could_not_keep_are_rescanned_after_its_replay(
@@ -39,9 +28,9 @@ async def test_volumes_the_offline_queue_could_not_keep_are_rescanned_after_its_
         scan_on_start=False,  # only the queue's overflow asks for a scan
     )
     queue = OfflineQueue(tmp_path / "queue.jsonl", max_events=1)
-    queue.put(_created("movies", "a.mkv"))
-    assert not queue.put(_created("movies", "c.mkv"))  # overflow: movies needs a rescan
-    queue.put(_created("shows", "b.mkv"))
+    queue.put(created("movies", "a.mkv"))
+    assert not queue.put(created("movies", "c.mkv"))  # overflow: movies needs a rescan
+    queue.put(created("shows", "b.mkv"))
     agent = WatcherAgent(
         watcher_settings(dev_api.url, tmp_path / "state.json"), offline_store=queue
     )

@@ -13,20 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from helpers.events import created
 from scanarr.offline_queue import OfflineQueue, queue_path_for
-from scanarr.protocol import FileCreated, FileDeleted, FileRenamed, decode
-
-
-def created(volume_id: str, relative_path: str, inode: int = 1) -> FileCreated:
-    return FileCreated(
-        volume_id=volume_id,
-        relative_path=relative_path,
-        filename=relative_path.rpartition("/")[2],
-        inode=inode,
-        device_id=2049,
-        size_bytes=10,
-        hardlink_count=1,
-    )
+from scanarr.protocol import FileDeleted, FileRenamed, decode
 
 
 def deleted(volume_id: str, relative_path: str) -> FileDeleted:
@@ -98,13 +87,15 @@ def test_kill_9_loses_nothing_appended(tmp_path: Path) -> None:
         "print('appended', flush=True)\n"
         "time.sleep(60)\n"
     )
-    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-    try:
-        assert child.stdout is not None
-        assert child.stdout.readline().strip() == "appended"
-    finally:
-        child.send_signal(signal.SIGKILL)
-        child.wait()
+    with subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True
+    ) as child:
+        try:
+            assert child.stdout is not None
+            assert child.stdout.readline().strip() == "appended"
+        finally:
+            child.send_signal(signal.SIGKILL)
+            child.wait()
     assert child.returncode == -signal.SIGKILL
     replayed = OfflineQueue(path).events()
     assert [event.relative_path for event, _ in replayed] == [f"{n}.mkv" for n in range(500)]
