@@ -22,6 +22,7 @@ waits, so live events reach the API in the order they happened.
 from __future__ import annotations
 
 import contextlib
+import enum
 import logging
 import os
 from collections.abc import Awaitable, Callable, Sequence
@@ -51,7 +52,21 @@ log = logging.getLogger(__name__)
 
 LiveEvent = FileCreated | FileModified | FileDeleted | FileRenamed
 
-OFFLINE_OVERFLOW_REASON = "the offline event queue overflowed while disconnected"
+
+class AgentRescan(enum.Enum):
+    """Why the agent itself rescans a volume (the live watcher's own reasons come as text).
+    The value is what the log and the ``scanarr_rescans`` label are made from."""
+
+    DISCONNECTED = "live events while disconnected"  # and no offline store to keep them
+    STORE_FULL = "the offline event queue overflowed"  # an event did not fit
+    STORE_OVERFLOWED = "the offline event queue overflowed while disconnected"  # at replay
+
+
+class DroppedEvents(enum.Enum):
+    """Why a live event was not delivered as an event (the rescan covers it)."""
+
+    NO_STORE = "disconnected without an offline queue"
+    STORE_FULL = "offline queue full"
 
 
 class OfflineStore(Protocol):
@@ -134,7 +149,7 @@ class LiveEvents:
             try:
                 if session is not None and store is not None and session.alive:
                     for volume_id in await store.replay(session):
-                        self.request_rescan(volume_id, OFFLINE_OVERFLOW_REASON)
+                        self.request_rescan(volume_id, AgentRescan.STORE_OVERFLOWED)
             except SessionLost:
                 pass  # the store keeps what was not acknowledged; replayed next time
             except Exception:
@@ -142,8 +157,11 @@ class LiveEvents:
             finally:
                 self._replayed.set()
 
-    def request_rescan(self, volume_id: str, reason: str) -> None:
-        """Queue a rescan of `volume_id` (coalesced with one waiting)."""
+    def request_rescan(self, volume_id: str, reason: AgentRescan | str) -> None:
+        """Queue a rescan of `volume_id` (coalesced with one waiting); `reason` is the agent's
+        own (`AgentRescan`) or the live watcher's text."""
+        if isinstance(reason, AgentRescan):
+            reason = reason.value
         log.warning("rescanning volume %s: %s", volume_id, reason)
         if self._metrics is not None:
             self._metrics.rescan_requested(reason)
@@ -170,16 +188,14 @@ class LiveEvents:
         store = self.offline_store
         if store is not None and store.put(event):
             return
-        if self._metrics is not None:
-            self._metrics.event_dropped(
-                "disconnected without an offline queue" if store is None else "offline queue full"
-            )
-        self.request_rescan(
-            event.volume_id,
-            "live events while disconnected"
+        dropped, rescan = (
+            (DroppedEvents.NO_STORE, AgentRescan.DISCONNECTED)
             if store is None
-            else "the offline event queue overflowed",
+            else (DroppedEvents.STORE_FULL, AgentRescan.STORE_FULL)
         )
+        if self._metrics is not None:
+            self._metrics.event_dropped(dropped.value)
+        self.request_rescan(event.volume_id, rescan)
 
     async def _mirror_into_scan(self, event: LiveEvent) -> None:
         if isinstance(event, FileDeleted):
