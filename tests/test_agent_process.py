@@ -44,17 +44,19 @@ def _environment(extra: dict[str, str]) -> dict[str, str]:
 async def _start_watch(
     nursery: trio.Nursery, environment: dict[str, str], log: Path, **options: Any
 ) -> trio.Process:
-    process: trio.Process = await nursery.start(
-        lambda task_status: trio.run_process(
-            WATCH,
-            env=_environment(environment),
-            stdout=log.open("ab"),
-            stderr=subprocess.STDOUT,
-            check=False,
-            task_status=task_status,
-            **options,
+    # The child keeps its own copy of the log's descriptor; ours is closed once it runs.
+    with log.open("ab") as output:
+        process: trio.Process = await nursery.start(
+            lambda task_status: trio.run_process(
+                WATCH,
+                env=_environment(environment),
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                check=False,
+                task_status=task_status,
+                **options,
+            )
         )
-    )
     return process
 
 
@@ -103,16 +105,17 @@ async def test_flags_override_the_environment(
     environment = settings_environment(watcher_settings(dev_api.url, state_file))
     environment["SCANARR_API_URL"] = "http://not-a-websocket-url"
     environment["SCANARR_STATE_FILE"] = "/nonexistent/unwritable/state.json"
-    process: trio.Process = await nursery.start(
-        lambda task_status: trio.run_process(
-            [*WATCH, "--api-url", dev_api.url, "--state-file", str(state_file)],
-            env=_environment(environment),
-            stdout=(tmp_path / "watch.log").open("ab"),
-            stderr=subprocess.STDOUT,
-            check=False,
-            task_status=task_status,
+    with (tmp_path / "watch.log").open("ab") as output:
+        process: trio.Process = await nursery.start(
+            lambda task_status: trio.run_process(
+                [*WATCH, "--api-url", dev_api.url, "--state-file", str(state_file)],
+                env=_environment(environment),
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                check=False,
+                task_status=task_status,
+            )
         )
-    )
     try:
         with trio.fail_after(20):
             await dev_api.wait_for_type("watcher.status")

@@ -530,16 +530,17 @@ async def test_fuzzed_frames_against_the_running_watcher(
     environment["SCANARR_LOG_LEVEL"] = "info"
     keep = {key: value for key, value in os.environ.items() if not key.startswith("SCANARR_")}
     log = fuzz_base / "watch.log"
-    process: trio.Process = await nursery.start(
-        lambda task_status: trio.run_process(
-            WATCH,
-            env={**keep, **environment},
-            stdout=log.open("ab"),
-            stderr=subprocess.STDOUT,
-            check=False,
-            task_status=task_status,
+    with log.open("ab") as output:
+        process: trio.Process = await nursery.start(
+            lambda task_status: trio.run_process(
+                WATCH,
+                env={**keep, **environment},
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                check=False,
+                task_status=task_status,
+            )
         )
-    )
     try:
         with trio.fail_after(30):
             for volume in tree.volumes:

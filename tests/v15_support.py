@@ -35,16 +35,18 @@ def go_environment(url: str, state_file: Path, **extra: str) -> dict[str, str]:
 async def start_watch(
     nursery: trio.Nursery, environment: dict[str, str], log: Path
 ) -> trio.Process:
-    process: trio.Process = await nursery.start(
-        lambda task_status: trio.run_process(
-            WATCH,
-            env=environment,
-            stdout=log.open("ab"),
-            stderr=subprocess.STDOUT,
-            check=False,
-            task_status=task_status,
+    # The child keeps its own copy of the log's descriptor; ours is closed once it runs.
+    with log.open("ab") as output:
+        process: trio.Process = await nursery.start(
+            lambda task_status: trio.run_process(
+                WATCH,
+                env=environment,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                check=False,
+                task_status=task_status,
+            )
         )
-    )
     return process
 
 
