@@ -8,7 +8,7 @@ from typing import Any
 import attrs
 import trio
 
-from conftest import start_stalled_big_scan
+from helpers.agent import start_stalled_big_scan
 from scanarr.dev_api import DevApiServer
 from scanarr.protocol import CommandScan, WatcherConfig, WatchPath
 from scanarr.state import WatcherState, load_state, save_state

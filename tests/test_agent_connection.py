@@ -14,13 +14,8 @@ import trio
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, Ping, Request, TextMessage
 
-from conftest import (
-    BIG_TREE_DIRECTORIES,
-    BIG_TREE_FILES_PER_DIRECTORY,
-    TOKEN,
-    start_stalled_big_scan,
-    watcher_settings,
-)
+from helpers.agent import TOKEN, start_stalled_big_scan, watcher_settings
+from helpers.trees import BIG_TREE_DIRECTORIES, BIG_TREE_FILES_PER_DIRECTORY
 from scanarr.agent import WatcherAgent
 from scanarr.dev_api import DevApiServer
 from scanarr.protocol import CommandScan, WatcherAuth, WatcherConfig, WatchPath, encode

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import trio
 
-from conftest import TOKEN
+from helpers.agent import TOKEN
 from scanarr import __version__
 from scanarr.dev_api import DevApiServer
 from scanarr.protocol import CommandScan, WatcherConfig, WatchPath
@@ -125,7 +125,7 @@ async def test_commands_sent_before_the_config_are_carried_out(
 
     early._send_on = send_command_first  # type: ignore[method-assign]
     await nursery.start(early.serve)
-    from conftest import watcher_settings
+    from helpers.agent import watcher_settings
     from scanarr.agent import WatcherAgent
 
     agent = WatcherAgent(watcher_settings(early.url, Path(root.parent / "state.json")))

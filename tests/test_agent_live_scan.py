@@ -12,7 +12,7 @@ from typing import Any
 
 import trio
 
-from conftest import start_stalled_big_scan
+from helpers.agent import start_stalled_big_scan
 from scanarr.dev_api import DevApiServer, ReceivedMessage
 from scanarr.protocol import CommandScan, FileCreated, FileDeleted, WatcherConfig, WatchPath
 from scanarr.state import WatcherState, save_state

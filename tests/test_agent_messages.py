@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import trio
 
-from conftest import start_stalled_big_scan
+from helpers.agent import start_stalled_big_scan
 from scanarr.dev_api import DevApiServer
 from scanarr.protocol import (
     CommandFilesDelete,
@@ -139,7 +139,7 @@ async def test_delete_replies_carry_status_completed(
 async def test_command_without_a_handler_is_answered(
     dev_api: DevApiServer, nursery: trio.Nursery, state_file: Path
 ) -> None:
-    from conftest import watcher_settings
+    from helpers.agent import watcher_settings
     from scanarr.agent import WatcherAgent
 
     agent = WatcherAgent(watcher_settings(dev_api.url, state_file), file_commands=False)

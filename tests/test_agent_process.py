@@ -20,7 +20,8 @@ import trio
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, CloseConnection, Request, TextMessage
 
-from conftest import TOKEN, settings_environment, watcher_settings
+from helpers.agent import TOKEN, settings_environment, watcher_settings
+from helpers.processes import WATCH, start_watch
 from privileges import NOBODY, is_root, world_traversable_tmp
 from scanarr.dev_api import DevApiServer
 from scanarr.protocol import (
@@ -33,8 +34,6 @@ from scanarr.protocol import (
 )
 from scanarr.state import WatcherState, load_state, save_state
 
-WATCH = [sys.executable, "-m", "scanarr", "watch"]
-
 
 def _environment(extra: dict[str, str]) -> dict[str, str]:
     keep = {key: value for key, value in os.environ.items() if not key.startswith("SCANARR_")}
@@ -44,18 +43,7 @@ def _environment(extra: dict[str, str]) -> dict[str, str]:
 async def _start_watch(
     nursery: trio.Nursery, environment: dict[str, str], log: Path, **options: Any
 ) -> trio.Process:
-    process: trio.Process = await nursery.start(
-        lambda task_status: trio.run_process(
-            WATCH,
-            env=_environment(environment),
-            stdout=log.open("ab"),
-            stderr=subprocess.STDOUT,
-            check=False,
-            task_status=task_status,
-            **options,
-        )
-    )
-    return process
+    return await start_watch(nursery, _environment(environment), log, **options)
 
 
 async def _wait_exit(process: trio.Process, seconds: float) -> int:
@@ -103,15 +91,11 @@ async def test_flags_override_the_environment(
     environment = settings_environment(watcher_settings(dev_api.url, state_file))
     environment["SCANARR_API_URL"] = "http://not-a-websocket-url"
     environment["SCANARR_STATE_FILE"] = "/nonexistent/unwritable/state.json"
-    process: trio.Process = await nursery.start(
-        lambda task_status: trio.run_process(
-            [*WATCH, "--api-url", dev_api.url, "--state-file", str(state_file)],
-            env=_environment(environment),
-            stdout=(tmp_path / "watch.log").open("ab"),
-            stderr=subprocess.STDOUT,
-            check=False,
-            task_status=task_status,
-        )
+    process = await start_watch(
+        nursery,
+        _environment(environment),
+        tmp_path / "watch.log",
+        arguments=["--api-url", dev_api.url, "--state-file", str(state_file)],
     )
     try:
         with trio.fail_after(20):

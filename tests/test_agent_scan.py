@@ -9,7 +9,7 @@ from typing import Any
 
 import trio
 
-from conftest import lstat_ground_truth
+from helpers.ground_truth import lstat_ground_truth
 from scanarr.dev_api import DevApiServer, ReceivedMessage
 from scanarr.protocol import (
     CommandScan,

@@ -131,3 +131,20 @@ def test_offline_queue_rescan_record_on_enospc_leaves_no_temporary(tiny_fs: Path
         queue.put(event)  # overflow: the rescan record cannot be written
     queue.close()
     assert sorted(os.listdir(tiny_fs)) == ["filler", "watcher-state.queue.jsonl"]
+
+
+def test_v15_reply_store_on_enospc_keeps_the_old_file_and_no_temporary(tiny_fs: Path) -> None:
+    from scanarr.agent.dialect import ReplyStore
+
+    path = tiny_fs / "watcher-state.v15-replies.json"
+    store = ReplyStore(path)
+    store.outbox.append('{"type":"first"}')
+    store.save()
+    before = path.read_bytes()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    _fill(tiny_fs)
+    store.outbox.append("x" * (256 * 1024))  # more than the filesystem holds
+    with pytest.raises(OSError):
+        store.save()
+    assert path.read_bytes() == before
+    assert sorted(os.listdir(tiny_fs)) == ["filler", path.name]

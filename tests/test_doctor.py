@@ -15,9 +15,10 @@ from typing import Any
 import pytest
 import trio
 
-from conftest import TOKEN, watcher_settings
+from helpers.agent import TOKEN, watcher_settings
 from privileges import run_unprivileged, world_traversable_tmp
 from scanarr.cli import build_parser
+from scanarr.cli.doctor import agent_handshake
 from scanarr.dev_api import DevApiServer
 from scanarr.doctor import (
     SYSCTL_FILE,
@@ -317,7 +318,7 @@ async def test_the_api_accepts_the_token(
     root = make_volume("movies", {"a.mkv": b"1"})
     dev_api.config = WatcherConfig(watch_paths=[WatchPath(id="movies", path=str(root))])
     settings = watcher_settings(dev_api.url, tmp_path / "state.json")
-    verdict, config = await check_api(settings, timeout=5)
+    verdict, config = await check_api(settings, 5, agent_handshake)
     assert verdict.status == "ok"
     assert "token accepted as Development watcher; 1 volume configured" in verdict.summary
     assert config is not None and config.watch_paths[0].id == "movies"
@@ -336,7 +337,7 @@ async def test_a_rejected_token_needs_action(
     server = await serve_dev_api(token="the-right-token")
     server.reject_reason = reject_reason
     settings = watcher_settings(server.url, tmp_path / "state.json")
-    verdict, config = await check_api(settings, timeout=5)
+    verdict, config = await check_api(settings, 5, agent_handshake)
     assert verdict.status == "action" and config is None
     assert f"rejected the token ({reject_reason or 'invalid_token'})" in verdict.summary
     assert verdict.action is not None and "SCANARR_AUTH_TOKEN" in verdict.action
@@ -348,7 +349,7 @@ async def test_an_unreachable_api_needs_action(tmp_path: Path) -> None:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     settings = watcher_settings(f"ws://127.0.0.1:{port}/ws/watcher", tmp_path / "state.json")
-    verdict, _ = await check_api(settings, timeout=5)
+    verdict, _ = await check_api(settings, 5, agent_handshake)
     assert verdict.status == "action"
     assert f"cannot reach ws://127.0.0.1:{port}/ws/watcher" in verdict.summary
 
@@ -356,9 +357,9 @@ async def test_an_unreachable_api_needs_action(tmp_path: Path) -> None:
 async def test_a_silent_api_needs_action(dev_api: DevApiServer, tmp_path: Path) -> None:
     dev_api.silent = True
     settings = watcher_settings(dev_api.url, tmp_path / "state.json")
-    verdict, _ = await check_api(settings, timeout=0.5)
+    verdict, _ = await check_api(settings, 0.5, agent_handshake)
     assert verdict.status == "action"
-    assert "did not answer watcher.hello within 0.5 s" in verdict.summary
+    assert "handshake: no watcher.auth and watcher.config within 0.5 s" in verdict.summary
 
 
 async def test_the_command_checks_the_volumes_the_api_configures(

@@ -24,8 +24,6 @@ import os
 import random
 import re
 import shutil
-import subprocess
-import sys
 import tempfile
 from collections import Counter
 from collections.abc import Iterator
@@ -36,11 +34,11 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed
 
-from conftest import settings_environment, watcher_settings
+from helpers.agent import settings_environment, watcher_settings
+from helpers.processes import start_watch
 from scanarr.dev_api import DevApiServer, ReceivedMessage
 from scanarr.protocol import WatcherConfig, WatchPath
 
-WATCH = [sys.executable, "-m", "scanarr", "watch"]
 FRAMES = int(os.environ.get("SCANARR_FUZZ_FRAMES", "3000"))
 IN_FLIGHT = 32  # unanswered commands at most (the watcher queues 64 before pushing back)
 SURROGATES = ("\ud800", "\udbff", "\udc80", "\udcff", "\udfff")
@@ -530,16 +528,7 @@ async def test_fuzzed_frames_against_the_running_watcher(
     environment["SCANARR_LOG_LEVEL"] = "info"
     keep = {key: value for key, value in os.environ.items() if not key.startswith("SCANARR_")}
     log = fuzz_base / "watch.log"
-    process: trio.Process = await nursery.start(
-        lambda task_status: trio.run_process(
-            WATCH,
-            env={**keep, **environment},
-            stdout=log.open("ab"),
-            stderr=subprocess.STDOUT,
-            check=False,
-            task_status=task_status,
-        )
-    )
+    process = await start_watch(nursery, {**keep, **environment}, log)
     try:
         with trio.fail_after(30):
             for volume in tree.volumes:

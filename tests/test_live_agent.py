@@ -14,7 +14,7 @@ from pathlib import Path
 
 import trio
 
-from conftest import TOKEN
+from helpers.agent import TOKEN
 from scanarr.dev_api import DevApiServer
 from scanarr.protocol import WatcherConfig, WatchPath
 from test_live import disk_view

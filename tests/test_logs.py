@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import trio
 
-from conftest import TOKEN
+from helpers.agent import TOKEN
 from scanarr.config import SettingsError, parse_api_url
 from scanarr.dev_api import DevApiServer
 from scanarr.logs import (

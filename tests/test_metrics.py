@@ -21,7 +21,6 @@ from scanarr.metrics import (
     LABEL_VALUES_LIMIT,
     Metrics,
     MetricsServer,
-    agent_readiness,
     metrics_address_from_env,
     parse_metrics_address,
 )
@@ -284,7 +283,7 @@ async def test_readyz_follows_the_agent_and_flips_when_the_api_goes_away(
     root = make_volume("movies", {"A/a.mkv": b"1", "b.mkv": b"22"})
     dev_api.config = WatcherConfig(watch_paths=[WatchPath(id="movies", path=str(root))])
     agent = await start_watcher()
-    server = MetricsServer(("127.0.0.1", 0), agent.metrics, agent_readiness(agent))
+    server = MetricsServer(("127.0.0.1", 0), agent.metrics, agent.readiness)
     await nursery.start(server.serve)
 
     async def ready() -> bool:
@@ -324,7 +323,7 @@ async def test_readyz_names_an_unavailable_volume(
         scan_on_start=True,
     )
     agent = await start_watcher()
-    server = MetricsServer(("127.0.0.1", 0), Metrics(process_metrics=False), agent_readiness(agent))
+    server = MetricsServer(("127.0.0.1", 0), Metrics(process_metrics=False), agent.readiness)
     await nursery.start(server.serve)
     with trio.fail_after(10):
         await dev_api.wait_for_type("scan.failed", volume_id="tv")
@@ -350,7 +349,7 @@ async def test_readyz_without_any_volume(
     nursery: trio.Nursery, dev_api: DevApiServer, start_watcher: Any
 ) -> None:
     agent = await start_watcher()
-    server = MetricsServer(("127.0.0.1", 0), Metrics(process_metrics=False), agent_readiness(agent))
+    server = MetricsServer(("127.0.0.1", 0), Metrics(process_metrics=False), agent.readiness)
     await nursery.start(server.serve)
     status, _, body = await get(server.url + "/readyz")
     assert status == 503
@@ -369,7 +368,7 @@ async def test_values_move_when_scans_and_commands_run(
         watch_paths=[WatchPath(id="movies", path=str(root))], scan_on_start=True
     )
     agent = await start_watcher()
-    server = MetricsServer(("127.0.0.1", 0), agent.metrics, agent_readiness(agent))
+    server = MetricsServer(("127.0.0.1", 0), agent.metrics, agent.readiness)
     await nursery.start(server.serve)
     with trio.fail_after(10):
         await dev_api.wait_for_type("scan.completed", volume_id="movies")
@@ -406,7 +405,7 @@ async def test_readyz_keeps_a_secret_in_the_api_url_out(
     agent = await start_watcher(
         server=_UrlOnly(url), wait_connected=False, api_url=parse_api_url(url)
     )
-    server = MetricsServer(("127.0.0.1", 0), agent.metrics, agent_readiness(agent))
+    server = MetricsServer(("127.0.0.1", 0), agent.metrics, agent.readiness)
     await nursery.start(server.serve)
     status, _, body = await get(server.url + "/readyz")
     assert status == 503

@@ -13,20 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from helpers.events import created
 from scanarr.offline_queue import OfflineQueue, queue_path_for
-from scanarr.protocol import FileCreated, FileDeleted, FileRenamed, decode
-
-
-def created(volume_id: str, relative_path: str, inode: int = 1) -> FileCreated:
-    return FileCreated(
-        volume_id=volume_id,
-        relative_path=relative_path,
-        filename=relative_path.rpartition("/")[2],
-        inode=inode,
-        device_id=2049,
-        size_bytes=10,
-        hardlink_count=1,
-    )
+from scanarr.protocol import FileDeleted, FileRenamed, decode
 
 
 def deleted(volume_id: str, relative_path: str) -> FileDeleted:
@@ -98,13 +87,15 @@ def test_kill_9_loses_nothing_appended(tmp_path: Path) -> None:
         "print('appended', flush=True)\n"
         "time.sleep(60)\n"
     )
-    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-    try:
-        assert child.stdout is not None
-        assert child.stdout.readline().strip() == "appended"
-    finally:
-        child.send_signal(signal.SIGKILL)
-        child.wait()
+    with subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True
+    ) as child:
+        try:
+            assert child.stdout is not None
+            assert child.stdout.readline().strip() == "appended"
+        finally:
+            child.send_signal(signal.SIGKILL)
+            child.wait()
     assert child.returncode == -signal.SIGKILL
     replayed = OfflineQueue(path).events()
     assert [event.relative_path for event, _ in replayed] == [f"{n}.mkv" for n in range(500)]
@@ -153,9 +144,8 @@ def test_overflow_drops_the_queue_and_remembers_the_volumes_to_rescan(
 async def test_replay_sends_everything_in_order_then_asks_for_rescans_then_clears(
     tmp_path: Path,
 ) -> None:
-    rescans: list[tuple[str, str]] = []
     path = tmp_path / "queue.jsonl"
-    queue = OfflineQueue(path, max_events=2, request_rescan=lambda v, r: rescans.append((v, r)))
+    queue = OfflineQueue(path, max_events=2)
     queue.put(created("a", "1.mkv"))
     queue.put(created("a", "2.mkv"))
     queue.put(created("b", "3.mkv"))  # overflow: a and b to rescan
@@ -164,16 +154,16 @@ async def test_replay_sends_everything_in_order_then_asks_for_rescans_then_clear
     # A connection lost during the replay keeps the queue whole for the next one.
     with pytest.raises(ConnectionError):
         await queue.replay(RecordingSession(fail_after=0))
-    assert queue.pending == 2 and rescans == []
+    assert queue.pending == 2 and queue.volumes_to_rescan == {"a", "b"}
     session = RecordingSession()
-    await queue.replay(session)
+    rescans = await queue.replay(session)
     frames = [json.loads(frame) for frame in session.frames]
     assert [(frame["timestamp"], frame["data"]["relative_path"]) for frame in frames] == [
         ("2026-02-01T10:00:00.000Z", "0.mkv"),
         ("2026-02-02T10:00:00.000Z", "1.mkv"),
     ]
     assert decode(session.frames[0]) == created("c", "0.mkv")
-    assert sorted(volume for volume, _ in rescans) == ["a", "b"]
+    assert rescans == ["a", "b"]
     assert queue.pending == 0 and queue.volumes_to_rescan == frozenset()
     assert OfflineQueue(path).events() == [] and OfflineQueue(path).volumes_to_rescan == set()
 

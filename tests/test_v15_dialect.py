@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import trio
 
-from conftest import watcher_settings
+from helpers.agent import watcher_settings
 from scanarr.agent.app import StateKeeper
 from scanarr.agent.dialect import Dialect, Translator
 from scanarr.agent.session import Link
@@ -211,7 +211,7 @@ async def test_auto_detects_a_server_that_closes_on_a_hello_without_watcher_id(
 async def test_auto_with_a_watcher_id_still_speaks_v2_to_a_v2_api(
     nursery: trio.Nursery, dev_api: DevApiServer, make_volume: Any, state_file: Path, tmp_path: Path
 ) -> None:
-    from conftest import TOKEN
+    from helpers.agent import TOKEN
 
     movies = make_volume("movies", {"a.mkv": 1})
     dev_api.config = WatcherConfig(
@@ -233,7 +233,7 @@ async def test_auto_with_a_watcher_id_still_speaks_v2_to_a_v2_api(
 async def test_a_remembered_v15_api_upgraded_to_v2_is_spoken_to_in_v2_again(
     nursery: trio.Nursery, dev_api: DevApiServer, make_volume: Any, state_file: Path, tmp_path: Path
 ) -> None:
-    from conftest import TOKEN
+    from helpers.agent import TOKEN
 
     movies = make_volume("movies", {"a.mkv": 1})
     dev_api.config = WatcherConfig(

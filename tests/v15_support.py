@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import trio
 
-from conftest import TEST_TIMINGS
+import helpers.processes
+from helpers.agent import TEST_TIMINGS
 from scanarr.config import DURATION_VARIABLES
 from scanarr.dev_api_v15 import DevApiV15Server
-
-WATCH = [sys.executable, "-m", "scanarr", "watch"]
 
 
 def go_environment(url: str, state_file: Path, **extra: str) -> dict[str, str]:
@@ -35,17 +32,7 @@ def go_environment(url: str, state_file: Path, **extra: str) -> dict[str, str]:
 async def start_watch(
     nursery: trio.Nursery, environment: dict[str, str], log: Path
 ) -> trio.Process:
-    process: trio.Process = await nursery.start(
-        lambda task_status: trio.run_process(
-            WATCH,
-            env=environment,
-            stdout=log.open("ab"),
-            stderr=subprocess.STDOUT,
-            check=False,
-            task_status=task_status,
-        )
-    )
-    return process
+    return await helpers.processes.start_watch(nursery, environment, log)
 
 
 async def stop_watch(process: trio.Process) -> int:

@@ -25,25 +25,20 @@ import errno
 import os
 import secrets
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Literal, TypeVar
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Literal
 
 import attrs
 import trio
-import trio_websocket
 
-from scanarr.agent.volumes import is_inside, normalise_root
+from scanarr import transport
 from scanarr.config import DEFAULT_STATE_FILE, Settings, SettingsError, load_settings
 from scanarr.protocol import (
-    MalformedMessage,
-    Message,
-    UnknownMessageType,
     WatcherAuth,
     WatcherConfig,
     WatchPath,
-    decode,
-    encode,
 )
+from scanarr.volume_paths import nested_roots as _nested_roots
 
 Status = Literal["ok", "note", "action", "skip"]
 
@@ -118,14 +113,7 @@ def read_environment_file(path: str) -> dict[str, str]:
 
 def nested_roots(volume: WatchPath, volumes: Sequence[WatchPath]) -> list[str]:
     """Roots of the other volumes strictly inside `volume` (each is counted as its own)."""
-    root = normalise_root(volume.path)
-    return sorted(
-        {
-            normalise_root(other.path)
-            for other in volumes
-            if normalise_root(other.path) != root and is_inside(normalise_root(other.path), root)
-        }
-    )
+    return _nested_roots(volume.path, (other.path for other in volumes))
 
 
 def count_directories(volume: WatchPath, volumes: Sequence[WatchPath] = ()) -> tuple[int, int]:
@@ -451,43 +439,57 @@ def api_settings(environ: Mapping[str, str]) -> Settings | SettingsError | None:
         return error
 
 
-async def check_api(settings: Settings, timeout: float) -> tuple[Verdict, WatcherConfig | None]:
-    """Open the WebSocket as the watcher does, send the hello, wait for ``watcher.auth`` (and the
-    config that follows, briefly), close with 1000."""
-    from scanarr.agent.session import watcher_hello
+@attrs.frozen
+class ApiAnswer:
+    """What the API answered the watcher's hello."""
 
+    auth: WatcherAuth  # status "authenticated" or "rejected"
+    config: WatcherConfig | None = None  # the first config (None: not given, or malformed)
+
+
+class ApiHandshakeFailed(Exception):
+    """The handshake did not complete; the message says how (timeout, closed, wrong answer)."""
+
+
+# (open WebSocket, token, timeout) → the answer; raises ApiHandshakeFailed. `scanarr doctor`
+# passes the watcher's own handshake (`scanarr.cli.doctor.agent_handshake`), so the check says
+# what the watcher would meet.
+ApiHandshake = Callable[[transport.WebSocket, str, float], Awaitable[ApiAnswer]]
+
+
+async def check_api(
+    settings: Settings, timeout: float, handshake: ApiHandshake
+) -> tuple[Verdict, WatcherConfig | None]:
+    """Open the WebSocket as the watcher does, run its handshake (hello, ``watcher.auth``, the
+    first ``watcher.config``), close with 1000."""
     check = "API"
     url = settings.api_url
     headers = [(b"Authorization", b"Bearer " + settings.auth_token.encode("utf-8"))]
-    config: WatcherConfig | None = None
     try:
-        with trio.fail_after(timeout):
-            async with trio_websocket.open_websocket(
+        with trio.fail_after(timeout + 2.0):  # the handshake's own limit comes first
+            async with transport.open_websocket(
                 url.host,
                 url.port,
                 url.resource,
                 use_ssl=url.secure,
                 extra_headers=headers,
                 connect_timeout=timeout,
-                disconnect_timeout=1.0,
+                close_timeout=1.0,
             ) as websocket:
-                await websocket.send_message(encode(watcher_hello(settings.auth_token)))
-                auth = await _receive(websocket, WatcherAuth)
-                if auth.status == "authenticated":
-                    with trio.move_on_after(min(timeout, 5.0)):
-                        config = await _receive(websocket, WatcherConfig)
+                answer = await handshake(websocket, settings.auth_token, timeout)
                 await websocket.aclose(1000, "scanarr doctor: check done")
-    except trio.TooSlowError:
+    except (trio.TooSlowError, ApiHandshakeFailed) as error:
+        problem = str(error) or f"no answer within {timeout:g} s"
         return (
             Verdict(
                 check,
                 "action",
-                f"{url.url} did not answer watcher.hello within {timeout:g} s",
+                f"{url.url} did not complete the handshake: {problem}",
                 "check that the URL points at the watcher endpoint of the API",
             ),
             None,
         )
-    except trio_websocket.ConnectionRejected as rejected:
+    except transport.ConnectionRejected as rejected:
         if rejected.status_code in (401, 403):
             return (
                 Verdict(
@@ -507,7 +509,7 @@ async def check_api(settings: Settings, timeout: float) -> tuple[Verdict, Watche
             ),
             None,
         )
-    except (trio_websocket.HandshakeError, OSError) as error:
+    except (transport.HandshakeError, OSError) as error:
         cause = error.__cause__ if error.__cause__ is not None else error
         return (
             Verdict(
@@ -519,7 +521,7 @@ async def check_api(settings: Settings, timeout: float) -> tuple[Verdict, Watche
             ),
             None,
         )
-    except trio_websocket.ConnectionClosed as closed:
+    except transport.ConnectionClosed as closed:
         return (
             Verdict(
                 check,
@@ -529,6 +531,7 @@ async def check_api(settings: Settings, timeout: float) -> tuple[Verdict, Watche
             ),
             None,
         )
+    auth, config = answer.auth, answer.config
     if auth.status != "authenticated":
         reason = auth.reason or "no reason given"
         return (
@@ -551,27 +554,6 @@ async def check_api(settings: Settings, timeout: float) -> tuple[Verdict, Watche
     return Verdict(check, "ok", f"{url.url} reachable, token accepted as {who}{configured}"), config
 
 
-M = TypeVar("M", bound=Message)
-
-
-async def _receive(websocket: trio_websocket.WebSocketConnection, kind: type[M]) -> M:
-    """The next message of `kind`; other types are skipped (the API may send commands)."""
-    while True:
-        text = await websocket.get_message()
-        try:
-            message = decode(text)
-        except UnknownMessageType:
-            continue
-        except MalformedMessage as error:
-            if error.message_type == kind.TYPE:
-                raise trio_websocket.ConnectionClosed(
-                    trio_websocket.CloseReason(1002, f"malformed {kind.TYPE}: {error.reason}")
-                ) from None
-            continue
-        if isinstance(message, kind):
-            return message
-
-
 # --- all together ------------------------------------------------------------------------------
 
 
@@ -585,6 +567,7 @@ class DoctorOptions:
     link_test: bool = True
     timeout: float = 10.0
     mount_table: str | None = None
+    api_handshake: ApiHandshake | None = None  # needed for the API check
 
 
 def run_checks(options: DoctorOptions) -> list[Verdict]:
@@ -593,6 +576,8 @@ def run_checks(options: DoctorOptions) -> list[Verdict]:
     api_config: WatcherConfig | None = None
     if not options.check_api:
         verdicts.append(Verdict("API", "skip", "not checked (--skip-api)"))
+    elif options.api_handshake is None:
+        verdicts.append(Verdict("API", "skip", "not checked (no handshake to run)"))
     elif settings is None:
         verdicts.append(
             Verdict("API", "skip", "SCANARR_API_URL and SCANARR_AUTH_TOKEN are not set")
@@ -602,7 +587,7 @@ def run_checks(options: DoctorOptions) -> list[Verdict]:
             Verdict("API", "action", str(settings), "fix the variable in the environment file")
         )
     else:
-        verdict, api_config = trio.run(check_api, settings, options.timeout)
+        verdict, api_config = trio.run(check_api, settings, options.timeout, options.api_handshake)
         verdicts.append(verdict)
 
     state_file = (

@@ -71,7 +71,7 @@ import os
 import pathlib
 import threading
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, Final
 
 import attrs
 
@@ -98,17 +98,26 @@ log = logging.getLogger(__name__)
 
 COMPANION_EXTENSIONS = frozenset({"nfo", "jpg", "png", "srt", "sub", "idx"})
 TEMPORARY_SUFFIXES = (".part", ".tmp", ".download", ".!qb")
-DELETION_DISABLED = "deletion disabled by watcher config"
+DELETION_DISABLED: Final = "deletion disabled by watcher config"
 
 RemovalObserver = Callable[[str, str], None]
 
 
-class PathFailure(Exception):
-    """One path that could not be handled; `str()` is the text for the reply's `error`."""
+class DeletionDisabled(safefs.Refused):
+    """Refused because the config disables deletion (replacing a file is deleting one)."""
 
-    def __init__(self, text: str, reason: str) -> None:
+    def __init__(self, detail: str) -> None:
+        super().__init__(DELETION_DISABLED, detail)
+
+
+class PathFailure(Exception):
+    """One path that could not be handled; `str()` is the text for the reply's `error`.
+    `by_config`: refused by the config (`DeletionDisabled`), not by the disk."""
+
+    def __init__(self, text: str, reason: str, *, by_config: bool = False) -> None:
         super().__init__(text)
         self.reason = reason
+        self.by_config = by_config
 
 
 def _location(volume_path: str, relative_path: str) -> str:
@@ -135,7 +144,8 @@ def _failures_at(location: str) -> Iterator[None]:
         yield
     except safefs.Refused as refused:
         text = f"{refused.reason} ({refused.detail}): {location}"
-        raise PathFailure(text, refused.reason) from None
+        by_config = isinstance(refused, DeletionDisabled)
+        raise PathFailure(text, refused.reason, by_config=by_config) from None
     except safefs.UnsafePath as unsafe:
         raise PathFailure(f"invalid_path ({unsafe}): {location}", "invalid_path") from None
     except OSError as error:
@@ -550,7 +560,7 @@ class FileCommands:
                 self._clean_leftovers(context)
                 inode = self._hardlink(command, context, disable_deletion)
             except PathFailure as failure:
-                refused_by_config = failure.reason == DELETION_DISABLED
+                refused_by_config = failure.by_config
                 log.warning("hardlink %s failed: %s", command.request_id, failure)
                 reply = FilesHardlinkCompleted(
                     request_id=command.request_id,
@@ -658,7 +668,7 @@ class FileCommands:
             return
         safefs.lstat_regular_file(target_parents.fd, target_name, source.st_dev)
         if disable_deletion:
-            raise safefs.Refused(DELETION_DISABLED, "the target exists with another inode")
+            raise DeletionDisabled("the target exists with another inode")
         self._announce(context, target_volume, target_names)
 
         def target_unchanged() -> None:

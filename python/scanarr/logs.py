@@ -31,6 +31,7 @@ from collections.abc import Callable, Hashable, Iterable, Mapping, MutableMappin
 from typing import Any, TextIO
 
 from scanarr.config import LOG_LEVELS, SettingsError
+from scanarr.rfc3339 import utc_timestamp
 
 LOG_FORMAT_VARIABLE = "SCANARR_LOG_FORMAT"
 LOG_FORMATS = ("human", "json")
@@ -158,7 +159,7 @@ class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         moment = datetime.datetime.fromtimestamp(record.created, datetime.timezone.utc)
         document: dict[str, Any] = {
-            "time": moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z",
+            "time": utc_timestamp(moment),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),

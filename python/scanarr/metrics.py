@@ -4,7 +4,7 @@
 tests and several agents in one process each get theirs). The agent reports what happens through
 a few methods, each safe to call from any thread:
 
-- `set_connected(bool)` — on session attach/detach (`follow_link` does it with a Link listener);
+- `set_connected(bool)` — on session attach/detach;
 - `message_sent(type, count=1)` — frames written to the API, by protocol ``type``;
   `record_sent(message)` does it for a model and also records a ``scan.completed``'s scan;
   `frames_sent(texts)` for pre-encoded frames (the type is read from each frame's head);
@@ -20,10 +20,13 @@ a few methods, each safe to call from any thread:
 scrape. Free-text label values (reasons, types sent by the API) are folded to short snake_case
 words and capped in number (`LABEL_VALUES_LIMIT`), so a misbehaving peer cannot grow the registry.
 
-`MetricsServer` answers ``GET /metrics``, ``/livez`` and ``/readyz`` inside trio (a minimal
-HTTP/1.1 responder, one request per connection): start it with ``nursery.start(server.serve)``.
-``/readyz`` asks a readiness callback — `agent_readiness(agent)` for the watcher: connected,
-configured, at least one volume and none unavailable — and answers 200 or 503 with the reason.
+`MetricsServer` answers ``GET /metrics``, ``/livez`` and ``/readyz`` inside trio (`scanarr.httpd`,
+one request per connection): start it with ``nursery.start(server.serve)``. ``/readyz`` asks a
+readiness callback — ``WatcherAgent.readiness`` for the watcher: connected, configured, at least
+one volume and none unavailable — and answers 200 or 503 with the reason.
+
+This module knows nothing of the agent: the agent reports into it, `scanarr.agent.runtime`
+wires the two.
 """
 
 from __future__ import annotations
@@ -33,7 +36,6 @@ import platform
 import re
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING
 
 import trio
 from prometheus_client import (
@@ -47,14 +49,9 @@ from prometheus_client import (
 )
 from prometheus_client.exposition import choose_encoder
 
-from scanarr import __version__, native_version
+from scanarr import __version__, httpd, native_version
 from scanarr.config import SettingsError
-from scanarr.logs import redact_url
 from scanarr.protocol import Message, ScanCompleted
-
-if TYPE_CHECKING:
-    from scanarr.agent import WatcherAgent
-    from scanarr.agent.session import Link, Session
 
 log = logging.getLogger(__name__)
 
@@ -201,15 +198,6 @@ class Metrics:
     def set_connected(self, connected: bool) -> None:
         self.connected.set(1 if connected else 0)
 
-    def follow_link(self, link: Link) -> None:
-        """Keep ``scanarr_connected`` in step with the agent's `Link` (attach/detach)."""
-
-        def on_session(session: Session | None) -> None:
-            self.set_connected(session is not None)
-
-        link.add_listener(on_session)
-        self.set_connected(link.current is not None)
-
     def message_sent(self, message_type: str, count: int = 1) -> None:
         if count > 0:
             self.messages_sent.labels(self._types(message_type)).inc(count)
@@ -279,34 +267,6 @@ def _frame_type(text: str) -> str:
     return "unknown"
 
 
-# --- readiness ---------------------------------------------------------------------------------
-
-
-def agent_readiness(agent: WatcherAgent) -> Readiness:
-    """The watcher's /readyz: connected, configured, at least one volume, none unavailable.
-
-    Degraded volumes (part of a tree unwatched, a network filesystem) do not make it unready —
-    rescans cover them — but the body names them.
-    """
-
-    def readiness() -> tuple[bool, str]:
-        if agent.link.current is None:
-            return False, f"not connected to the API at {redact_url(agent.settings.api_url.url)}"
-        if agent.volumes.config is None:
-            return False, "connected, but no valid watcher.config was received yet"
-        status = agent.status.snapshot()
-        if not status.volumes:
-            return False, "connected, but the API configured no volume for this watcher"
-        unavailable = [volume for volume in status.volumes if volume.status == "unavailable"]
-        if unavailable:
-            names = ", ".join(f"{volume.id} ({volume.path})" for volume in unavailable)
-            return False, f"volume unavailable: {names}"
-        summary = ", ".join(f"{volume.id} {volume.status}" for volume in status.volumes)
-        return True, f"ready: connected, {len(status.volumes)} volume(s): {summary}"
-
-    return readiness
-
-
 # --- address -----------------------------------------------------------------------------------
 
 
@@ -348,22 +308,6 @@ def metrics_address_from_env(environ: Mapping[str, str]) -> MetricsAddress | Non
 
 # --- HTTP ------------------------------------------------------------------------------------
 
-MAX_REQUEST_HEAD = 8192  # bytes of request line and headers accepted
-REQUEST_TIMEOUT = 10.0  # seconds a client has to send its request and take the answer
-_REASONS = {
-    200: "OK",
-    400: "Bad Request",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    500: "Internal Server Error",
-    503: "Service Unavailable",
-}
-_TEXT = "text/plain; charset=utf-8"
-
-
-class _BadRequest(Exception):
-    pass
-
 
 class MetricsServer:
     """``/metrics``, ``/livez``, ``/readyz`` over HTTP/1.1 on `address`, inside trio."""
@@ -383,119 +327,29 @@ class MetricsServer:
     ) -> None:
         """Listen until cancelled; `started` gives self once bound (`port` is then the real
         port when 0 was asked). Raises OSError when the address cannot be bound."""
-        listeners = await trio.open_tcp_listeners(self.port, host=self.host)
-        if self.port == 0 and len(listeners) > 1:
-            # Port 0 on a name with several addresses gives each its own port: keep one.
-            for extra in listeners[1:]:
-                await extra.aclose()
-            listeners = listeners[:1]
-        self.port = listeners[0].socket.getsockname()[1]
-        log.info("metrics and health endpoints on %s (/metrics /livez /readyz)", self.url)
-        task_status.started(self)
-        await trio.serve_listeners(self._handle, listeners)
+        async with trio.open_nursery() as nursery:
+            self.port = await nursery.start(httpd.serve, self.host, self.port, self.answer)
+            log.info("metrics and health endpoints on %s (/metrics /livez /readyz)", self.url)
+            task_status.started(self)
 
-    async def _handle(self, stream: trio.SocketStream) -> None:
-        try:
-            with trio.move_on_after(REQUEST_TIMEOUT) as timer:
-                try:
-                    method, path, headers = await _read_request(stream)
-                except _BadRequest as error:
-                    method, status, content_type, body = "GET", 400, _TEXT, f"{error}\n".encode()
-                else:
-                    status, content_type, body = self._answer(method, path, headers)
-                extra = [("Allow", "GET, HEAD")] if status == 405 else []
-                await _respond(
-                    stream, status, content_type, body, head_only=method == "HEAD", headers=extra
-                )
-            if not timer.cancelled_caught:
-                await _lingering_close(stream)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as error:
-            log.debug("metrics client went away: %s", error)
-        finally:
-            await trio.aclose_forcefully(stream)
-
-    def _answer(self, method: str, path: str, headers: Mapping[str, str]) -> tuple[int, str, bytes]:
-        if path not in ("/metrics", "/livez", "/readyz"):
-            return 404, _TEXT, b"not found: try /metrics, /livez or /readyz\n"
-        if method not in ("GET", "HEAD"):
-            return 405, _TEXT, b"only GET and HEAD\n"
-        if path == "/livez":
-            return 200, _TEXT, b"alive\n"
-        if path == "/readyz":
+    def answer(self, request: httpd.Request) -> httpd.Response:
+        text = httpd.TEXT
+        if request.path not in ("/metrics", "/livez", "/readyz"):
+            return httpd.Response(404, text, b"not found: try /metrics, /livez or /readyz\n")
+        if request.method not in ("GET", "HEAD"):
+            return httpd.Response(405, text, b"only GET and HEAD\n", (("Allow", "GET, HEAD"),))
+        if request.path == "/livez":
+            return httpd.Response(200, text, b"alive\n")
+        if request.path == "/readyz":
             try:
                 ready, why = self.readiness()
             except Exception as error:
                 log.exception("the readiness check failed")
-                return 503, _TEXT, f"readiness check failed: {error}\n".encode()
-            return (200 if ready else 503), _TEXT, f"{why}\n".encode()
+                return httpd.Response(503, text, f"readiness check failed: {error}\n".encode())
+            return httpd.Response(200 if ready else 503, text, f"{why}\n".encode())
         try:
-            body, content_type = self.metrics.render(headers.get("accept", ""))
+            body, content_type = self.metrics.render(request.headers.get("accept", ""))
         except Exception as error:
             log.exception("rendering the metrics failed")
-            return 500, _TEXT, f"rendering the metrics failed: {error}\n".encode()
-        return 200, content_type, body
-
-
-LINGER_TIMEOUT = 1.0
-LINGER_BYTES = 1 << 20
-
-
-async def _lingering_close(stream: trio.SocketStream) -> None:
-    """Half-close, then discard what the client still sends: closing with unread input would
-    reset the connection and could destroy the answer before the client reads it."""
-    await stream.send_eof()
-    discarded = 0
-    with trio.move_on_after(LINGER_TIMEOUT):
-        while discarded < LINGER_BYTES:
-            chunk = await stream.receive_some(65536)
-            if not chunk:
-                break
-            discarded += len(chunk)
-
-
-async def _read_request(stream: trio.SocketStream) -> tuple[str, str, dict[str, str]]:
-    """(method, path without query, headers by lower-case name) of the request."""
-    buffer = bytearray()
-    while b"\r\n\r\n" not in buffer and b"\n\n" not in buffer:
-        if len(buffer) > MAX_REQUEST_HEAD:
-            raise _BadRequest("request head too large")
-        chunk = await stream.receive_some(4096)
-        if not chunk:
-            raise _BadRequest("incomplete request")
-        buffer += chunk
-    head = bytes(buffer).replace(b"\r\n", b"\n").split(b"\n\n", 1)[0]
-    request_line, *header_lines = head.split(b"\n")
-    parts = request_line.split(b" ")
-    if len(parts) != 3 or not parts[2].startswith(b"HTTP/1."):
-        raise _BadRequest("malformed request line")
-    try:
-        method, target = parts[0].decode("ascii"), parts[1].decode("ascii")
-    except UnicodeDecodeError:
-        raise _BadRequest("request line is not ASCII") from None
-    headers: dict[str, str] = {}
-    for line in header_lines:
-        name, colon, value = line.decode("latin-1").partition(":")
-        if colon:
-            headers[name.strip().lower()] = value.strip()
-    return method, target.split("?", 1)[0], headers
-
-
-async def _respond(
-    stream: trio.SocketStream,
-    status: int,
-    content_type: str,
-    body: bytes,
-    *,
-    head_only: bool,
-    headers: list[tuple[str, str]] | None = None,
-) -> None:
-    lines = [
-        f"HTTP/1.1 {status} {_REASONS.get(status, '')}",
-        f"Content-Type: {content_type}",
-        f"Content-Length: {len(body)}",
-        "Cache-Control: no-store",
-        "Connection: close",
-        *(f"{name}: {value}" for name, value in headers or []),
-    ]
-    head = ("\r\n".join(lines) + "\r\n\r\n").encode("ascii")
-    await stream.send_all(head if head_only else head + body)
+            return httpd.Response(500, text, f"rendering the metrics failed: {error}\n".encode())
+        return httpd.Response(200, content_type, body)

@@ -13,10 +13,10 @@ events of other volumes are. Both are logged.
 
 Use by the agent (it matches ``scanarr.agent.live.OfflineStore``)::
 
-    queue = OfflineQueue(queue_path_for(state_file), request_rescan=live.request_rescan)
+    queue = OfflineQueue(queue_path_for(state_file))
     queue.put(event)              # while disconnected; False: not kept, rescan the volume
-    await queue.replay(session)   # after the next watcher.config: send all, in order, with
-                                  # their original timestamps; then ask for the rescans; clear
+    rescan = await queue.replay(session)  # after the next watcher.config: send all, in order,
+                                  # with their original timestamps; clear; the volumes to rescan
 
 An interrupted replay (SessionLost) leaves the queue whole, to be replayed again next time:
 created/deleted/renamed events are idempotent for the API. Lower level: `append`, `events`,
@@ -30,7 +30,7 @@ import contextlib
 import json
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -53,7 +53,6 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_EVENTS = 100_000
 LIVE_EVENT_TYPES = (FileCreated, FileModified, FileDeleted, FileRenamed)
 REPLAY_CHUNK = 256  # frames per write while replaying
-RESCAN_REASON = "the offline event queue overflowed while disconnected"
 
 
 class FrameSender(Protocol):
@@ -75,15 +74,12 @@ class OfflineQueue:
         self,
         path: str | os.PathLike[str],
         max_events: int = DEFAULT_MAX_EVENTS,
-        *,
-        request_rescan: Callable[[str, str], object] | None = None,
     ) -> None:
         if max_events < 1:
             raise ValueError(f"max_events must be at least 1, not {max_events}")
         self.path = Path(path)
         self.rescan_path = self.path.with_name(f"{self.path.name}.rescan.json")
         self.max_events = max_events
-        self.request_rescan = request_rescan
         self.dropped_events = 0  # events not queued because their volume will be rescanned
         self.overflows = 0
         self._volumes: collections.Counter[str] = collections.Counter()  # queued events by volume
@@ -230,24 +226,19 @@ class OfflineQueue:
         """Every queued event with its timestamp, oldest first. The queue is left as is."""
         return self._read()
 
-    async def replay(self, session: FrameSender) -> None:
-        """Send every queued event in order with its original timestamp, then ask for the
-        rescans the queue recorded, then clear it. A failed send propagates and keeps it."""
+    async def replay(self, session: FrameSender) -> list[str]:
+        """Send every queued event in order with its original timestamp, clear the queue and
+        return the volumes it recorded as needing a rescan (the caller asks for them). A failed
+        send propagates and keeps the queue whole."""
         events = self._read()
         for start in range(0, len(events), REPLAY_CHUNK):
             chunk = events[start : start + REPLAY_CHUNK]
             await session.send_texts([encode(event, timestamp) for event, timestamp in chunk])
         if events:
             log.info("replayed %d events kept while disconnected", len(events))
-        if self.request_rescan is not None:
-            for volume_id in sorted(self._rescan):
-                self.request_rescan(volume_id, RESCAN_REASON)
-        elif self._rescan:
-            log.warning(
-                "volumes %s need a rescan (offline queue overflowed)",
-                ", ".join(sorted(self._rescan)),
-            )
+        rescan = sorted(self._rescan)
         self.clear()
+        return rescan
 
     def clear(self) -> None:
         """Forget every queued event and every volume to rescan (after they were handled)."""

@@ -27,7 +27,6 @@ them where they matter.
 
 from __future__ import annotations
 
-import datetime
 import json
 import re
 import typing
@@ -39,7 +38,12 @@ from cattrs.cols import list_structure_factory
 from cattrs.gen import make_dict_structure_fn, override
 from cattrs.v import format_exception
 
-DEFAULT_SCAN_EXTENSIONS: tuple[str, ...] = ("mkv", "mp4", "avi", "m4v", "ts", "wmv")
+from scanarr import _native
+from scanarr.rfc3339 import utc_timestamp as utc_timestamp  # re-exported: the protocol's clock
+
+# The scanner's own list (rust/lib.rs), so a config without scan_extensions scans what
+# `scanarr scan` does.
+DEFAULT_SCAN_EXTENSIONS: tuple[str, ...] = tuple(_native.DEFAULT_EXTENSIONS)
 
 # --- untrusted strings (see the module docstring) ---------------------------------------------
 
@@ -83,13 +87,6 @@ def _config_path() -> Any:
 
 def _command_path() -> Any:
     return attrs.field(metadata={_STRING_KIND: "command_path"})
-
-
-def utc_timestamp(moment: datetime.datetime | None = None) -> str:
-    """RFC 3339 UTC with `Z` and milliseconds, as every watcher → API message carries."""
-    moment = moment or datetime.datetime.now(datetime.timezone.utc)
-    moment = moment.astimezone(datetime.timezone.utc)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
 class Message:
@@ -251,19 +248,20 @@ class FileRenamed(Message):
 # --- status (§9) --------------------------------------------------------------------------
 
 VolumeStatusName = Literal["watching", "scanning", "unavailable", "error", "degraded"]
+WatcherStatusName = Literal["watching", "scanning", "degraded"]
 
 
 @attrs.frozen
 class VolumeStatus:
     id: str
     path: str
-    status: str
+    status: VolumeStatusName
 
 
 @attrs.frozen
 class WatcherStatus(Message):
     TYPE: ClassVar[str] = "watcher.status"
-    status: str  # "watching", "scanning" or "degraded"
+    status: WatcherStatusName
     volumes: list[VolumeStatus]
     uptime_seconds: int
 
@@ -320,7 +318,7 @@ class FilesDeleteProgress(Message):
 @attrs.frozen
 class DeleteResult:
     media_file_id: str
-    status: str  # "deleted" or "failed"
+    status: Literal["deleted", "failed"]
     paths_deleted: int
     dirs_removed: int
     size_bytes: int
@@ -343,7 +341,7 @@ class FilesDeleteCompleted(Message):
     # "completed": the command was carried out and `results` says how each media file went
     # (refusals included); "failed": it could not be carried out at all (malformed, not
     # supported, internal error) and `error` says why.
-    status: str = "completed"
+    status: Literal["completed", "failed"] = "completed"
     error: str | None = None
 
 
@@ -363,7 +361,7 @@ class FilesHardlinkCompleted(Message):
     TYPE: ClassVar[str] = "files.hardlink.completed"
     request_id: str
     deletion_id: str
-    status: str  # "created" or "failed"
+    status: Literal["created", "failed"]
     source_inode: int | None = None
     target_inode: int | None = None
     error: str | None = None

@@ -57,6 +57,7 @@ import re
 import secrets
 import stat
 from collections.abc import Callable, Iterable, Sequence
+from typing import Literal
 
 NAME_MAX = 255
 PATH_MAX = 4096
@@ -78,10 +79,25 @@ class UnsafePath(ValueError):
     """A relative path that is not a plain path below its volume root; `str()` says why."""
 
 
+# The protocol's error codes for a refusal (PROTOCOL.md §7); the last one is, by the protocol's
+# wording, a phrase rather than a code.
+RefusalReason = Literal[
+    "volume_unavailable",
+    "volume_unverified",
+    "unknown_volume",
+    "not_a_regular_file",
+    "cross_device",
+    "source_changed",
+    "target_changed",
+    "inode_mismatch",
+    "deletion disabled by watcher config",
+]
+
+
 class Refused(Exception):
     """Something safefs will not touch; `reason` is the protocol error code, `detail` the why."""
 
-    def __init__(self, reason: str, detail: str) -> None:
+    def __init__(self, reason: RefusalReason, detail: str) -> None:
         super().__init__(f"{reason} ({detail})")
         self.reason = reason
         self.detail = detail

@@ -11,7 +11,6 @@ Python object is built per file; ``ScanRecord`` is for callers that want objects
 
 from __future__ import annotations
 
-import datetime
 from collections.abc import Iterator, Sequence
 from types import TracebackType
 from typing import Literal
@@ -20,6 +19,7 @@ import attrs
 
 from scanarr import _native
 from scanarr._native import Batch, FileRecord, WalkError, WalkStats
+from scanarr.rfc3339 import from_ns
 
 __all__ = [
     "DEFAULT_EXTENSIONS",
@@ -35,17 +35,8 @@ __all__ = [
 DEFAULT_EXTENSIONS: tuple[str, ...] = _native.DEFAULT_EXTENSIONS
 FingerprintMode = Literal["full", "sampled"]
 
-_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
 
-
-def rfc3339_from_ns(mtime_ns: int) -> str:
-    """RFC 3339 UTC with `Z`; fraction trimmed of trailing zeros, as the native encoder does."""
-    seconds, nanos = divmod(mtime_ns, 1_000_000_000)
-    moment = _EPOCH + datetime.timedelta(seconds=seconds)
-    text = moment.strftime("%Y-%m-%dT%H:%M:%S")
-    if nanos:
-        text += "." + f"{nanos:09d}".rstrip("0")
-    return text + "Z"
+rfc3339_from_ns = from_ns  # a file's mtime as `scan.file` carries it (scanarr.rfc3339)
 
 
 @attrs.frozen(slots=True)

@@ -12,6 +12,6 @@ Modules, in the order data flows:
 - `app` — `WatcherAgent`, which ties them together (its docstring lists the plug points).
 """
 
-from .app import COMMAND_MODULES, WatcherAgent
+from .app import WatcherAgent
 
-__all__ = ["COMMAND_MODULES", "WatcherAgent"]
+__all__ = ["WatcherAgent"]

@@ -14,9 +14,12 @@ state and returns, all within ``shutdown_timeout``.
 
 Plug points for other services, all on the agent object:
 
-- ``agent.dispatcher.register_command(...)`` — command handlers (see `dispatcher`); modules named
-  in `COMMAND_MODULES` are imported and their ``register(dispatcher)`` called at construction;
-  the file commands are built in (``agent.file_commands``, `file_handlers`);
+- constructor arguments: ``metrics``, ``offline_store`` (live events kept while disconnected)
+  and ``live_watcher`` (a factory given the agent's `LiveInputs`: it returns the live watcher,
+  which the agent then feeds with volumes, waits for before each scan and tells about removals);
+  `scanarr.agent.runtime` is where the watcher process builds them;
+- ``agent.dispatcher.register_command(...)`` — command handlers (see `dispatcher`); the file
+  commands are built in (``agent.file_commands``, `file_handlers`);
 - ``agent.live.submit(event)`` / ``agent.live.request_rescan(volume_id, reason)`` — live events;
 - ``agent.status.set_volume_status(volume_id, status)`` — volume statuses;
 - ``agent.volumes.add_listener(callback)`` — follow config changes (volumes to watch);
@@ -25,15 +28,13 @@ Plug points for other services, all on the agent object:
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 
 import trio
 
 from scanarr.config import Settings
-from scanarr.file_commands import FileCommands
 from scanarr.logs import redact_url
 from scanarr.metrics import Metrics
 from scanarr.protocol import (
@@ -57,16 +58,13 @@ from .backoff import Backoff
 from .dialect import Dialect, WatcherRevoked
 from .dispatcher import CommandContext, Dispatcher
 from .file_handlers import FileCommandHandlers, results_path_for
-from .live import LiveEvents
+from .live import LiveEvents, LiveInputs, LiveWatcherFactory, LiveWatching, OfflineStore
 from .scans import RequestResult, ScanService
 from .session import HandshakeFailed, HandshakeRejected, Link, Session
 from .status import StatusBoard
 from .volumes import ConfigChange, VolumeSet, duplicate_volume_ids
 
 log = logging.getLogger(__name__)
-
-# Modules that add command handlers: each exposes ``register(dispatcher: Dispatcher) -> None``.
-COMMAND_MODULES: tuple[str, ...] = ()
 
 # Largest message the watcher accepts from the API (a delete command for many files).
 MAX_INCOMING_MESSAGE = 64 * 1024 * 1024
@@ -141,15 +139,17 @@ class WatcherAgent:
         self,
         settings: Settings,
         *,
-        command_modules: Sequence[str] = COMMAND_MODULES,
         metrics: Metrics | None = None,
         file_commands: bool = True,
+        offline_store: OfflineStore | None = None,
+        live_watcher: LiveWatcherFactory | None = None,
     ) -> None:
         self.settings = settings
         # What /metrics shows (scanarr.metrics); served by the CLI when SCANARR_METRICS_ADDR is set.
         self.metrics = metrics if metrics is not None else Metrics()
         self.link = Link()
-        self.metrics.follow_link(self.link)
+        self.link.add_listener(lambda session: self.metrics.set_connected(session is not None))
+        self.metrics.set_connected(False)
         self.volumes = VolumeSet()
         self.status = StatusBoard(self.link, interval=settings.status_interval)
         self.state_keeper = StateKeeper(settings.state_file)
@@ -160,8 +160,20 @@ class WatcherAgent:
             recorded_devices=lambda: self.state_keeper.state.volume_devices,
             record_scan=self._record_scan,
             progress_interval=settings.progress_interval,
+            before_scan=None if live_watcher is None else self._live_watches_applied,
         )
-        self.live = LiveEvents(self.link, self.volumes, self.scans, self.metrics)
+        self.live = LiveEvents(
+            self.link, self.volumes, self.scans, self.metrics, offline_store=offline_store
+        )
+        self.live_watching: LiveWatching | None = None
+        if live_watcher is not None:
+            inputs = LiveInputs(self.live.submit, self.live.request_rescan, self._set_degraded)
+            self.live_watching = watching = live_watcher(inputs)
+            self.volumes.add_listener(
+                lambda volumes, _change: watching.set_volumes(
+                    volumes.ordered(), volumes.scan_extensions
+                )
+            )
         self.context: CommandContext = AgentContext(self)
         self.dispatcher = Dispatcher(on_handled=self.metrics.command_done)
         self.dispatcher.register(WatcherConfig, self._on_config)
@@ -170,13 +182,15 @@ class WatcherAgent:
         # command.files.delete / .hardlink, replies remembered beside the state file.
         self.file_commands: FileCommandHandlers | None = None
         if file_commands:
+            # A path the delete command removes is reported by the command, not as file.deleted.
             self.file_commands = handlers = FileCommandHandlers(
-                FileCommands(results_path_for(settings.state_file))
+                results_path_for(settings.state_file),
+                on_removing=None
+                if self.live_watching is None
+                else self.live_watching.expect_removal,
             )
             self.file_commands.register(self.dispatcher)
             self.volumes.add_listener(lambda _volumes, _change: handlers.config_applied())
-        for module_name in command_modules:
-            importlib.import_module(module_name).register(self.dispatcher)
         # The V1.5 dialect at the connection's boundary, when the API speaks it.
         self.dialect = Dialect(settings, self.state_keeper, self.volumes, self.link)
         self.sessions_opened = 0
@@ -195,6 +209,37 @@ class WatcherAgent:
     def request_stop(self) -> None:
         """Stop: close the connection with code 1000, save the state, return from `run`."""
         self._stop_requested.set()
+
+    async def _live_watches_applied(self) -> None:
+        if self.live_watching is not None:
+            await self.live_watching.wait_applied()
+
+    def _set_degraded(self, volume_id: str, reason: str | None) -> None:
+        """The live watcher's health of a volume as its status (``degraded`` ⇄ ``watching``)."""
+        base = self.status.base_status(volume_id)
+        if reason is not None and base == "watching":
+            log.warning("volume %s is degraded: %s", volume_id, reason)
+            self.status.set_volume_status(volume_id, "degraded")
+        elif reason is None and base == "degraded":
+            self.status.set_volume_status(volume_id, "watching")
+
+    def readiness(self) -> tuple[bool, str]:
+        """/readyz (`scanarr.metrics`): connected, configured, at least one volume, none
+        unavailable. Degraded volumes (part of a tree unwatched, a network filesystem) do not
+        make it unready — rescans cover them — but the answer names them."""
+        if self.link.current is None:
+            return False, f"not connected to the API at {redact_url(self.settings.api_url.url)}"
+        if self.volumes.config is None:
+            return False, "connected, but no valid watcher.config was received yet"
+        volumes = self.status.snapshot().volumes
+        if not volumes:
+            return False, "connected, but the API configured no volume for this watcher"
+        unavailable = [volume for volume in volumes if volume.status == "unavailable"]
+        if unavailable:
+            names = ", ".join(f"{volume.id} ({volume.path})" for volume in unavailable)
+            return False, f"volume unavailable: {names}"
+        summary = ", ".join(f"{volume.id} {volume.status}" for volume in volumes)
+        return True, f"ready: connected, {len(volumes)} volume(s): {summary}"
 
     async def run(
         self, *, task_status: trio.TaskStatus[WatcherAgent] = trio.TASK_STATUS_IGNORED

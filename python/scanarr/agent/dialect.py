@@ -27,13 +27,10 @@ kept on disk (`ReplyStore`, beside the state file) and sent after the next hands
 from __future__ import annotations
 
 import collections
-import contextlib
 import json
 import logging
 import math
-import os
 import socket
-import tempfile
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,6 +39,7 @@ import attrs
 import trio
 
 from scanarr import __version__
+from scanarr.atomic import atomic_write
 from scanarr.protocol import (
     FilesDeleteCompleted,
     FilesDeleteProgress,
@@ -77,6 +75,7 @@ from scanarr.protocol_v15 import (
     structure,
 )
 from scanarr.transport import ConnectionClosed, WebSocket
+from scanarr.volume_paths import normalise_root
 from scanarr.wsframes import FrameWriter
 
 from .dialect_log import FORWARDED, LogForwarder
@@ -94,7 +93,7 @@ from .session import (
     handshake,
     watcher_hello,
 )
-from .volumes import VolumeSet, normalise_root
+from .volumes import VolumeSet
 
 if TYPE_CHECKING:
     from scanarr.config import Settings
@@ -171,19 +170,7 @@ class ReplyStore:
             "deleted": [[*key, result] for key, result in self.deleted.items()],
             "outbox": self.outbox,
         }
-        directory = self.path.parent
-        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        descriptor, temporary = tempfile.mkstemp(dir=directory, prefix=".v15-replies.")
-        try:
-            with os.fdopen(descriptor, "w", encoding="utf-8") as file:
-                json.dump(document, file, ensure_ascii=False)
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(temporary, self.path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temporary)
-            raise
+        atomic_write(self.path, json.dumps(document, ensure_ascii=False).encode("utf-8"))
 
 
 # --- the dialect of the connection ----------------------------------------------------------

@@ -53,9 +53,10 @@ from scanarr.protocol_v15 import (
     envelope_of,
 )
 from scanarr.transport import WebSocket
+from scanarr.volume_paths import normalise_root
 from scanarr.wsframes import FrameWriter
 
-from .volumes import VolumeSet, normalise_root, owning_volume
+from .volumes import VolumeSet, owning_volume
 
 log = logging.getLogger(__name__)
 

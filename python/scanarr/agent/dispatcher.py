@@ -18,8 +18,7 @@ Plugging in a command, e.g. the file commands::
 
     dispatcher.register_command(CommandFilesDelete, handle_delete, reply_when_malformed=...)
 
-The agent imports every module named in `scanarr.agent.app.COMMAND_MODULES` and calls its
-``register(dispatcher)``. A known command type with no handler is answered as failed with
+A known command type with no handler is answered as failed with
 ``not supported by this watcher`` when it carries a ``request_id``.
 
 Unknown types are logged at debug and ignored. A malformed message is logged as a warning and,

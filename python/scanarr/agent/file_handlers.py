@@ -7,7 +7,7 @@ in a worker thread, its ``files.delete.progress`` messages go out as they come (
 for each write: a slow API slows the deletion, nothing piles up), and the reply is sent when it
 is done. The dispatcher runs these handlers one at a time.
 
-`on_removing(volume_id, relative_path)` — set by whoever needs to know a path is about to be
+`on_removing(volume_id, relative_path)` — given by whoever needs to know a path is about to be
 unlinked (the live watcher, so that the deletion is not reported back as ``file.deleted``); it is
 called in the trio thread, just before the unlink.
 
@@ -40,10 +40,13 @@ def results_path_for(state_file: str) -> Path:
 
 
 class FileCommandHandlers:
-    def __init__(self, commands: FileCommands) -> None:
-        self.commands = commands
-        self.on_removing: Callable[[str, str], None] | None = None
-        commands.on_removing = self._removing_from_thread
+    def __init__(
+        self, results_path: Path | None, *, on_removing: Callable[[str, str], None] | None = None
+    ) -> None:
+        self._on_removing = on_removing
+        self.commands = FileCommands(
+            results_path, on_removing=None if on_removing is None else self._removing_from_thread
+        )
         self._config_applied = trio.Event()
 
     def register(self, dispatcher: Dispatcher) -> None:
@@ -74,9 +77,9 @@ class FileCommandHandlers:
                 log.exception("cleaning temporary links failed")
 
     def _removing_from_thread(self, volume_id: str, relative_path: str) -> None:
-        observer = self.on_removing
-        if observer is not None:
-            trio.from_thread.run_sync(observer, volume_id, relative_path)
+        # FileCommands runs in a worker thread; the observer belongs to the trio thread.
+        if self._on_removing is not None:
+            trio.from_thread.run_sync(self._on_removing, volume_id, relative_path)
 
     async def delete(self, command: CommandFilesDelete, context: CommandContext) -> None:
         log.info(

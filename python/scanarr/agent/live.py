@@ -11,29 +11,34 @@ a directory the walk has already passed would be missing from the scan and wiped
 That copy never follows the scan's ``scan.completed`` (see `ScanEnd`): once the scan has ended
 the live event alone is sent.
 
-While disconnected, events go to the `OfflineStore` when one is installed (§9's bounded on-disk
+While disconnected, events go to the `OfflineStore` when one is given (§9's bounded on-disk
 queue); without one, or when the store reports it overflowed, the volume is rescanned once
 connected instead — a rescan is the truth, so nothing is lost either way. `run` (a service task)
-replays the store on every new session, which exists only once its first config is applied (§2);
-until the replay is over `submit` waits, so live events reach the API in the order they happened.
+replays the store on every new session, which exists only once its first config is applied (§2),
+then rescans the volumes the store could not keep events for; until the replay is over `submit`
+waits, so live events reach the API in the order they happened.
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime
+import enum
 import logging
 import os
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
+import attrs
 import trio
 
+from scanarr import rfc3339
 from scanarr.protocol import (
     FileCreated,
     FileDeleted,
     FileModified,
     FileRenamed,
     ScanFile,
+    WatchPath,
 )
 
 from .scans import ScanService
@@ -48,6 +53,22 @@ log = logging.getLogger(__name__)
 LiveEvent = FileCreated | FileModified | FileDeleted | FileRenamed
 
 
+class AgentRescan(enum.Enum):
+    """Why the agent itself rescans a volume (the live watcher's own reasons come as text).
+    The value is what the log and the ``scanarr_rescans`` label are made from."""
+
+    DISCONNECTED = "live events while disconnected"  # and no offline store to keep them
+    STORE_FULL = "the offline event queue overflowed"  # an event did not fit
+    STORE_OVERFLOWED = "the offline event queue overflowed while disconnected"  # at replay
+
+
+class DroppedEvents(enum.Enum):
+    """Why a live event was not delivered as an event (the rescan covers it)."""
+
+    NO_STORE = "disconnected without an offline queue"
+    STORE_FULL = "offline queue full"
+
+
 class OfflineStore(Protocol):
     """Keeps live events while the watcher is disconnected (§9)."""
 
@@ -55,29 +76,56 @@ class OfflineStore(Protocol):
         """Keep `event`; False when full (the caller then rescans the volume instead)."""
         ...
 
-    async def replay(self, session: Session) -> None:
-        """Send what was kept, in order, after the next config. Raises SessionLost."""
+    async def replay(self, session: Session) -> list[str]:
+        """Send what was kept, in order, after the next config, and forget it; the volumes
+        whose events could not all be kept (to rescan). Raises SessionLost."""
         ...
 
 
-def _mod_time(mtime_ns: int) -> str:
-    seconds, nanoseconds = divmod(mtime_ns, 1_000_000_000)
-    moment = datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc)
-    text = moment.strftime("%Y-%m-%dT%H:%M:%S")
-    if nanoseconds:
-        text += "." + f"{nanoseconds:09d}".rstrip("0")
-    return text + "Z"
+class LiveWatching(Protocol):
+    """What the agent needs of a live watcher (`scanarr.live.LiveWatcher` is one)."""
+
+    def set_volumes(self, volumes: Sequence[WatchPath], extensions: Sequence[str]) -> None:
+        """Watch these volumes from now on (after each config)."""
+        ...
+
+    async def wait_applied(self) -> None:
+        """Return once the watches of the volumes set so far are in place (before a scan)."""
+        ...
+
+    def expect_removal(self, volume_id: str, relative_path: str) -> None:
+        """A delete command is about to remove this path: not to be reported as deleted."""
+        ...
+
+
+@attrs.frozen
+class LiveInputs:
+    """What the agent gives the live watcher it builds (`LiveWatcherFactory`)."""
+
+    submit: Callable[[LiveEvent], Awaitable[None]]
+    request_rescan: Callable[[str, str], None]
+    # (volume_id, why it is degraded — or None once it is fully watched again)
+    set_degraded: Callable[[str, str | None], None]
+
+
+LiveWatcherFactory = Callable[[LiveInputs], LiveWatching]
 
 
 class LiveEvents:
     def __init__(
-        self, link: Link, volumes: VolumeSet, scans: ScanService, metrics: Metrics | None = None
+        self,
+        link: Link,
+        volumes: VolumeSet,
+        scans: ScanService,
+        metrics: Metrics | None = None,
+        *,
+        offline_store: OfflineStore | None = None,
     ) -> None:
         self._link = link
         self._volumes = volumes
         self._scans = scans
         self._metrics = metrics
-        self.offline_store: OfflineStore | None = None
+        self.offline_store = offline_store
         self.events_sent = 0
         self._replay_session: Session | None = None
         self._replay_wakeup = trio.Event()
@@ -100,7 +148,8 @@ class LiveEvents:
             session, store = self._replay_session, self.offline_store
             try:
                 if session is not None and store is not None and session.alive:
-                    await store.replay(session)
+                    for volume_id in await store.replay(session):
+                        self.request_rescan(volume_id, AgentRescan.STORE_OVERFLOWED)
             except SessionLost:
                 pass  # the store keeps what was not acknowledged; replayed next time
             except Exception:
@@ -108,8 +157,11 @@ class LiveEvents:
             finally:
                 self._replayed.set()
 
-    def request_rescan(self, volume_id: str, reason: str) -> None:
-        """Queue a rescan of `volume_id` (coalesced with one waiting)."""
+    def request_rescan(self, volume_id: str, reason: AgentRescan | str) -> None:
+        """Queue a rescan of `volume_id` (coalesced with one waiting); `reason` is the agent's
+        own (`AgentRescan`) or the live watcher's text."""
+        if isinstance(reason, AgentRescan):
+            reason = reason.value
         log.warning("rescanning volume %s: %s", volume_id, reason)
         if self._metrics is not None:
             self._metrics.rescan_requested(reason)
@@ -136,16 +188,14 @@ class LiveEvents:
         store = self.offline_store
         if store is not None and store.put(event):
             return
-        if self._metrics is not None:
-            self._metrics.event_dropped(
-                "disconnected without an offline queue" if store is None else "offline queue full"
-            )
-        self.request_rescan(
-            event.volume_id,
-            "live events while disconnected"
+        dropped, rescan = (
+            (DroppedEvents.NO_STORE, AgentRescan.DISCONNECTED)
             if store is None
-            else "the offline event queue overflowed",
+            else (DroppedEvents.STORE_FULL, AgentRescan.STORE_FULL)
         )
+        if self._metrics is not None:
+            self._metrics.event_dropped(dropped.value)
+        self.request_rescan(event.volume_id, rescan)
 
     async def _mirror_into_scan(self, event: LiveEvent) -> None:
         if isinstance(event, FileDeleted):
@@ -180,6 +230,6 @@ class LiveEvents:
                 device_id=status.st_dev,
                 size_bytes=status.st_size,
                 hardlink_count=status.st_nlink,
-                mod_time=_mod_time(status.st_mtime_ns),
+                mod_time=rfc3339.from_ns(status.st_mtime_ns),
             )
         )

@@ -1,15 +1,18 @@
 """The whole `scanarr watch` process: the agent and the services plugged into it.
 
-`run_watcher` assembles, under one nursery:
+`run_watcher` is the composition root: it builds every service with its constructor arguments
+(nothing is patched in afterwards) and runs them under one nursery:
 
-- the `WatcherAgent` (connection, config, scans, commands, status);
-- the live watcher (`scanarr.live.LiveWatcher`): events into ``agent.live.submit``, rescans into
-  ``agent.live.request_rescan``, volumes from the agent's config; scans wait until its watches
-  of the current config are in place (``agent.scans.before_scan``); its per-volume health sets
-  the volume statuses (``degraded`` while a root is missing or the watch limit bites);
-- the file commands' removals announced to the live watcher (no ``file.deleted`` echo);
+- the `Metrics` (scanarr.metrics), read by the agent and the endpoints;
 - the offline event queue (`scanarr.offline_queue.OfflineQueue`) beside the state file, which
   the agent replays after each reconnection;
+- the `WatcherAgent` (connection, config, scans, commands, status), given the metrics, the
+  queue and a factory for the live watcher (`scanarr.live.LiveWatcher`), which the agent calls
+  with its `LiveInputs`: events into ``agent.live.submit``, rescans into
+  ``agent.live.request_rescan``, per-volume health into the volume statuses (``degraded`` while
+  a root is missing or the watch limit bites); the agent feeds it the volumes of each config,
+  waits for its watches before each scan, and announces its file commands' removals (no
+  ``file.deleted`` echo);
 - the metrics and health endpoints when ``SCANARR_METRICS_ADDR`` is set;
 - SIGTERM/SIGINT: the first stops gracefully (close 1000, state saved), a second at once.
 
@@ -35,9 +38,11 @@ from scanarr.config import Settings, SettingsError
 
 if TYPE_CHECKING:
     from scanarr.live import LiveWatcher
+    from scanarr.metrics import Metrics
     from scanarr.offline_queue import OfflineQueue
 
 from .app import WatcherAgent
+from .live import LiveInputs
 
 log = logging.getLogger(__name__)
 
@@ -74,30 +79,39 @@ async def run_watcher(
     task_status: trio.TaskStatus[WatcherAgent] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the watcher until stopped (`WatcherAgent.request_stop`, or a signal)."""
-    from scanarr.metrics import MetricsServer, agent_readiness, metrics_address_from_env
+    from scanarr.metrics import Metrics, MetricsServer, metrics_address_from_env
     from scanarr.offline_queue import OfflineQueue, queue_path_for
 
     environ = os.environ if environ is None else environ
     metrics_address = metrics_address_from_env(environ)
-    agent = WatcherAgent(settings)
-    watcher: LiveWatcher | None = None
+    metrics = Metrics()
+    live_watching = live_watch_from_env(environ)
     queue: OfflineQueue | None = None
-    if live_watch_from_env(environ):
-        queue = OfflineQueue(
-            queue_path_for(settings.state_file), request_rescan=agent.live.request_rescan
-        )
-        agent.live.offline_store = queue
-        agent.metrics.count_queue_events(lambda: queue.pending if queue is not None else 0)
-        watcher = _plug_live_watcher(agent, environ)
+    watchers: list[LiveWatcher] = []  # the one the agent has built
+    if live_watching:
+        queue = OfflineQueue(queue_path_for(settings.state_file))
+        metrics.count_queue_events(lambda: queue.pending if queue is not None else 0)
     else:
         log.info("live watching is off (%s): volumes are only scanned", LIVE_WATCH_VARIABLE)
 
+    def build_live_watcher(inputs: LiveInputs) -> LiveWatcher:
+        watcher = _live_watcher(inputs, metrics, environ)
+        watchers.append(watcher)
+        return watcher
+
+    agent = WatcherAgent(
+        settings,
+        metrics=metrics,
+        offline_store=queue,
+        live_watcher=build_live_watcher if live_watching else None,
+    )
+
     try:
         async with trio.open_nursery() as nursery:
-            if watcher is not None:
+            for watcher in watchers:
                 await nursery.start(watcher.run)
             if metrics_address is not None:
-                server = MetricsServer(metrics_address, agent.metrics, agent_readiness(agent))
+                server = MetricsServer(metrics_address, agent.metrics, agent.readiness)
                 await nursery.start(server.serve)
                 log.info("metrics and health endpoints on %s", server.url)
             if handle_signals:
@@ -111,36 +125,26 @@ async def run_watcher(
             queue.close()
 
 
-def _plug_live_watcher(agent: WatcherAgent, environ: Mapping[str, str]) -> LiveWatcher:
+def _live_watcher(inputs: LiveInputs, metrics: Metrics, environ: Mapping[str, str]) -> LiveWatcher:
     from scanarr.live import LiveWatcher
     from scanarr.live.settings import live_options_from_env
 
     def health_changed() -> None:
         for volume_id, health in watcher.health().items():
-            if health.degraded:
-                if agent.status.base_status(volume_id) == "watching":
-                    log.warning("volume %s is degraded: %s", volume_id, health.reason)
-                    agent.status.set_volume_status(volume_id, "degraded")
-            elif agent.status.base_status(volume_id) == "degraded":
-                agent.status.set_volume_status(volume_id, "watching")
+            inputs.set_degraded(
+                volume_id, (health.reason or "degraded") if health.degraded else None
+            )
 
     options = live_options_from_env(environ)
     watcher = LiveWatcher(
-        agent.live.submit,
-        agent.live.request_rescan,
+        inputs.submit,
+        inputs.request_rescan,
         health_changed=health_changed,
         fallback_rescan_interval=options["fallback_rescan_interval"],
         watch_retry_delay=options["watch_retry_delay"],
         watch_retry_max_delay=options["watch_retry_max_delay"],
     )
-    agent.metrics.count_inotify_watches(lambda: watcher.stats().watches)
-    agent.volumes.add_listener(
-        lambda volumes, _change: watcher.set_volumes(volumes.ordered(), volumes.scan_extensions)
-    )
-    agent.scans.before_scan = watcher.wait_applied
-    if agent.file_commands is not None:
-        # A path the delete command removes is reported by the command, not as file.deleted.
-        agent.file_commands.on_removing = watcher.expect_removal
+    metrics.count_inotify_watches(lambda: watcher.stats().watches)
     return watcher
 
 

@@ -25,11 +25,13 @@ import json
 import logging
 import os
 import stat
+import typing
 from collections.abc import Callable, Sequence
 
 import attrs
 import trio
 
+from scanarr._native import WalkError
 from scanarr.protocol import (
     Message,
     ScanCompleted,
@@ -336,12 +338,9 @@ async def scan_volume(
     return ScanOutcome(completed=completed, root_device=end_status.st_dev)
 
 
-def _first_failure(errors: Sequence[object]) -> _Failure | None:
+def _first_failure(errors: Sequence[WalkError]) -> _Failure | None:
     for error in errors:
-        kind = getattr(error, "kind", "")
-        code = getattr(error, "errno", 0)
-        path = _text(getattr(error, "path", ""))
-        message = getattr(error, "message", "")
+        kind, code, path, message = error.kind, error.errno, _text(error.path), error.message
         if kind == "root":
             return _Failure(f"volume root cannot be read: {path}: {message}", unavailable=True)
         if kind == "read_dir":
@@ -354,9 +353,16 @@ def _first_failure(errors: Sequence[object]) -> _Failure | None:
                 log.debug("file vanished during the walk: %s", path)
                 continue
             return _Failure(f"cannot stat file: {path}: {message}")
-        # A fingerprint error leaves the file listed; the agent does not fingerprint anyway.
-        log.debug("walk error %s on %s: %s", kind, path, message)
+        if kind == "fingerprint":
+            # It leaves the file listed; the agent does not fingerprint anyway.
+            log.debug("walk error %s on %s: %s", kind, path, message)
+            continue
+        _unhandled(kind)  # strict mypy: a new kind of error must be decided on here
     return None
+
+
+def _unhandled(kind: typing.NoReturn) -> typing.NoReturn:
+    raise AssertionError(f"walk error kind {kind!r} is not handled")
 
 
 async def _fail(

@@ -24,9 +24,9 @@ Other services use:
 - `live_scan(volume_id)` — the volume's running scan (`LiveScan`) once its ``scan.started``
   went out and until its end, so a live event can also be sent as ``scan.file`` (§5); what is
   sent through it never follows the scan's ``scan.completed`` or ``scan.failed``;
-- `before_scan` — awaited before each walk starts; the live watcher sets it to "wait until the
-  watches of the current config are in place", so a file created during the scan is either
-  walked or reported live.
+- `before_scan` (a constructor argument) — awaited before each walk starts; with live watching
+  it is "wait until the watches of the current config are in place", so a file created during
+  the scan is either walked or reported live.
 """
 
 from __future__ import annotations
@@ -108,6 +108,7 @@ class ScanService:
         recorded_devices: Callable[[], dict[str, int]],
         record_scan: ScanRecorder,
         progress_interval: float,
+        before_scan: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._link = link
         self._volumes = volumes
@@ -118,7 +119,7 @@ class ScanService:
         self._queue: collections.deque[ScanJob] = collections.deque()
         self._queued_event = trio.Event()
         self._running: _Running | None = None
-        self.before_scan: Callable[[], Awaitable[None]] | None = None
+        self._before_scan = before_scan
         self.completed_count = 0  # scans that sent scan.completed (for logs and tests)
 
     # --- requests --------------------------------------------------------------------------
@@ -301,8 +302,8 @@ class ScanService:
     async def _scan_until_done(self, running: _Running) -> None:
         job = running.job
         while True:
-            if self.before_scan is not None:
-                await self.before_scan()
+            if self._before_scan is not None:
+                await self._before_scan()
             session = await self._link.wait_session()
             volume = self._volumes.get(job.volume_id)
             if volume is None:
@@ -361,5 +362,6 @@ class ScanService:
             self._status.mark_scan_result(job.volume_id, "completed")
             await self._record_scan(job.volume_id, outcome.root_device, utc_timestamp())
         elif outcome.failed is not None:
-            result = "unavailable" if outcome.unavailable else "failed"
-            self._status.mark_scan_result(job.volume_id, result)
+            self._status.mark_scan_result(
+                job.volume_id, "unavailable" if outcome.unavailable else "failed"
+            )

@@ -308,6 +308,9 @@ class Link:
     def __init__(self) -> None:
         self.current: Session | None = None
         self._attached = trio.Event()
+        # Set when the current session is detached (then replaced): a closed session is always
+        # detached by the connection loop, so a waiter sleeps on this instead of polling.
+        self._detached = trio.Event()
         self._listeners: list[Callable[[Session | None], None]] = []
 
     def add_listener(self, listener: Callable[[Session | None], None]) -> None:
@@ -324,6 +327,8 @@ class Link:
         if self.current is session:
             self.current = None
             self._attached = trio.Event()
+            self._detached.set()
+            self._detached = trio.Event()
             for listener in self._listeners:
                 listener(None)
 
@@ -334,8 +339,8 @@ class Link:
             if session is not None and session.alive:
                 return session
             if session is not None:
-                # Closed but not yet detached by the connection loop: give it a moment.
-                await trio.sleep(0.01)
+                # Closed but not yet detached by the connection loop.
+                await self._detached.wait()
                 continue
             await self._attached.wait()
 

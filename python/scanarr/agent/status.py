@@ -18,18 +18,30 @@ from __future__ import annotations
 
 import logging
 import time
+import typing
 from collections.abc import Iterable
+from typing import Literal
 
 import trio
 
-from scanarr.protocol import VolumeStatus, WatcherStatus, WatchPath
+from scanarr.protocol import (
+    VolumeStatus,
+    VolumeStatusName,
+    WatcherStatus,
+    WatcherStatusName,
+    WatchPath,
+)
 
 from .session import Link, Session, SessionLost
 
 log = logging.getLogger(__name__)
 
-BASE_STATUSES = ("watching", "unavailable", "error", "degraded")
-_DEGRADED = {"unavailable", "error", "degraded"}
+# What a service sets; ``scanning`` is reported on top of it while a scan runs.
+BaseStatus = Literal["watching", "unavailable", "error", "degraded"]
+BASE_STATUSES: tuple[BaseStatus, ...] = typing.get_args(BaseStatus)
+_DEGRADED: frozenset[VolumeStatusName] = frozenset({"unavailable", "error", "degraded"})
+# How a scan ended, for `mark_scan_result`.
+ScanResult = Literal["completed", "unavailable", "failed"]
 
 
 class StatusBoard:
@@ -38,7 +50,7 @@ class StatusBoard:
         self.interval = interval
         self._started = time.monotonic()
         self._paths: dict[str, str] = {}
-        self._base: dict[str, str] = {}
+        self._base: dict[str, BaseStatus] = {}
         self._scanning: set[str] = set()
         self._wakeup = trio.Event()
         self._last_sent: WatcherStatus | None = None
@@ -59,9 +71,9 @@ class StatusBoard:
             self._base.setdefault(volume_id, "watching")
         self._changed()
 
-    def set_volume_status(self, volume_id: str, status: str) -> None:
-        """Set a volume's base status (one of BASE_STATUSES)."""
-        if status not in BASE_STATUSES:
+    def set_volume_status(self, volume_id: str, status: BaseStatus) -> None:
+        """Set a volume's base status."""
+        if status not in BASE_STATUSES:  # a caller without type checking
             raise ValueError(f"unknown volume status {status!r}")
         if volume_id not in self._paths or self._base.get(volume_id) == status:
             return
@@ -69,7 +81,7 @@ class StatusBoard:
         self._base[volume_id] = status
         self._changed()
 
-    def mark_scan_result(self, volume_id: str, result: str) -> None:
+    def mark_scan_result(self, volume_id: str, result: ScanResult) -> None:
         """After a scan: ``completed``, ``unavailable`` (the root: missing, unmounted...) or
         ``failed`` (inside the volume: an unreadable directory...). A failure sets the volume
         ``unavailable`` or ``error``; a completed scan clears those two (``degraded``, which the
@@ -81,11 +93,11 @@ class StatusBoard:
         elif self._base.get(volume_id) in ("unavailable", "error"):
             self.set_volume_status(volume_id, "watching")
 
-    def base_status(self, volume_id: str) -> str | None:
+    def base_status(self, volume_id: str) -> BaseStatus | None:
         """The status set by `set_volume_status` (None if not configured)."""
         return self._base.get(volume_id)
 
-    def volume_status(self, volume_id: str) -> str | None:
+    def volume_status(self, volume_id: str) -> VolumeStatusName | None:
         """The reported status of a volume (None if not configured)."""
         if volume_id not in self._paths:
             return None
@@ -104,10 +116,15 @@ class StatusBoard:
 
     def snapshot(self) -> WatcherStatus:
         volumes = [
-            VolumeStatus(id=volume_id, path=path, status=self.volume_status(volume_id) or "")
+            VolumeStatus(
+                id=volume_id,
+                path=path,
+                status="scanning" if volume_id in self._scanning else self._base[volume_id],
+            )
             for volume_id, path in self._paths.items()
         ]
         statuses = {volume.status for volume in volumes}
+        overall: WatcherStatusName
         if statuses & _DEGRADED:
             overall = "degraded"
         elif "scanning" in statuses:

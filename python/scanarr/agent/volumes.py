@@ -9,24 +9,12 @@ change.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable
 
 import attrs
 
 from scanarr.protocol import WatcherConfig, WatchPath
-
-
-def normalise_root(path: str) -> str:
-    """The volume path as compared: absolute, no trailing slash, no ``.``/``..`` parts."""
-    return os.path.normpath(path) if path else path
-
-
-def is_inside(path: str, root: str) -> bool:
-    """True when `path` is `root` itself or below it (both normalised)."""
-    if root == "/":
-        return path.startswith("/")
-    return path == root or path.startswith(root + "/")
+from scanarr.volume_paths import is_inside, nested_roots, normalise_root
 
 
 @attrs.frozen
@@ -134,16 +122,8 @@ class VolumeSet:
         volume = self._by_id.get(volume_id)
         if volume is None:
             return []
-        root = normalise_root(volume.path)
-        return sorted(
-            {
-                normalise_root(other.path)
-                for other in self._by_id.values()
-                if other.id != volume_id
-                and normalise_root(other.path) != root
-                and is_inside(normalise_root(other.path), root)
-            }
-        )
+        others = (other.path for other in self._by_id.values() if other.id != volume_id)
+        return nested_roots(volume.path, others)
 
     def volume_for_path(self, path: str) -> tuple[WatchPath, str] | None:
         """The volume owning absolute `path` (longest root) and the path relative to it."""

@@ -14,8 +14,18 @@ import os
 import sys
 from typing import Any, TextIO
 
+from scanarr import transport
+from scanarr.agent.session import (
+    HandshakeFailed,
+    HandshakeRejected,
+    OtherDialect,
+    handshake,
+    watcher_hello,
+)
 from scanarr.cli.common import positive_int
 from scanarr.doctor import (
+    ApiAnswer,
+    ApiHandshakeFailed,
     DoctorOptions,
     Verdict,
     exit_code,
@@ -24,6 +34,8 @@ from scanarr.doctor import (
     run_checks,
 )
 from scanarr.logs import RedactSecrets
+from scanarr.protocol import WatcherAuth
+from scanarr.wsframes import FrameWriter
 
 LABELS = {"ok": "ok", "note": "note", "action": "ACTION", "skip": "skip"}
 LABEL_WIDTH = max(len(label) for label in LABELS.values()) + 2
@@ -125,9 +137,28 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
         check_api=not args.skip_api,
         link_test=not args.no_link_test,
         timeout=args.timeout,
+        api_handshake=agent_handshake,
     )
     verdicts = run_checks(options)
     token = environ.get("SCANARR_AUTH_TOKEN", "").strip()
     render(verdicts, stream, RedactSecrets([token]) if token else None)
     stream.flush()
     return exit_code(verdicts)
+
+
+async def agent_handshake(websocket: transport.WebSocket, token: str, timeout: float) -> ApiAnswer:
+    """The watcher's own §2 handshake (`scanarr.agent.session.handshake`) for the API check."""
+    try:
+        result = await handshake(
+            websocket, FrameWriter(websocket), watcher_hello(token), timeout=timeout
+        )
+    except HandshakeRejected as rejected:
+        return ApiAnswer(WatcherAuth(status="rejected", reason=rejected.reason))
+    except OtherDialect:
+        raise ApiHandshakeFailed(
+            "it answers in the V1.5 dialect (the released Scanarr API), which this check does "
+            "not speak; the watcher does with SCANARR_PROTOCOL=auto or v1.5"
+        ) from None
+    except HandshakeFailed as failed:
+        raise ApiHandshakeFailed(str(failed)) from None
+    return ApiAnswer(result.auth, result.config)

@@ -70,6 +70,7 @@ from scanarr.live.tree import (
 )
 from scanarr.logs import RepeatingCondition
 from scanarr.protocol import WatchPath
+from scanarr.volume_paths import resolve_root
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +147,7 @@ class _Volume:
 
 
 def _normalise(path: str) -> str:
-    return os.path.realpath(os.path.normpath(path))
+    return resolve_root(path)  # the nesting rule of the scans too
 
 
 class LiveWatcher:
