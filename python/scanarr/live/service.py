@@ -108,6 +108,9 @@ RESCAN_NESTED = RescanReason.NESTED.value
 # Events buffered while a volume is being listed; past this, they count as an overflow.
 MAX_BACKLOG = 1_000_000
 
+# Media files of a new directory's listing reported (and emitted) per step of the trio thread.
+_REPORT_SLICE = 512
+
 # Keys of the repeating warnings of a volume (with its id).
 _WATCH_LIMIT = "watch limit"
 _UNWATCHABLE = "unwatchable directories"
@@ -617,10 +620,12 @@ class LiveWatcher:
             listing = await self._in_listing_thread(functools.partial(walker.list_native, node))
             changes = SubtreeChanges()
             for _slice in walker.merge_listed(node, listing, changes, report=True):
-                if changes.added:
-                    batch, changes.added = changes.added, []
+                added, changes.added = changes.added, []
+                for start in range(0, len(added), _REPORT_SLICE):
+                    batch = added[start : start + _REPORT_SLICE]
                     translator.report_listed(node, SubtreeChanges(added=batch))
                     await self._emit_out()
+                    await trio.lowlevel.checkpoint()
                 # Keep reading (not processing) while the slices are merged, so that the kernel
                 # queue does not overflow behind a big tree.
                 events = inotify.read_pending()

@@ -347,8 +347,10 @@ class SubtreeChanges:
     errors: list[OSError] = attrs.Factory(list)  # unreadable or unwatchable directories
 
 
-# Entries turned into nodes per slice of a native listing.
+# Entries turned into nodes per slice of a native listing: in the listing thread, and smaller
+# on the trio thread (a new directory's listing, merged between other tasks' steps).
 _SLICE = 4096
+_TRIO_SLICE = 1024
 _GONE_ERRNOS = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ELOOP})
 
 
@@ -664,11 +666,12 @@ class TreeWalker:
             self._drop(top, "", changes)
             return
         inotify = self.inotify
+        size = _TRIO_SLICE if report else _SLICE
         nodes: list[Directory | None] = []
-        for start in range(0, listing.dir_count, _SLICE):
+        for start in range(0, listing.dir_count, size):
             if self.stopping:
                 raise WalkStopped
-            for parent_index, name, wd, read_errno in listing.dirs(start, start + _SLICE):
+            for parent_index, name, wd, read_errno in listing.dirs(start, start + size):
                 parent = None if parent_index < 0 else nodes[parent_index]
                 if parent_index >= 0 and parent is None:
                     nodes.append(None)  # below a directory left out
@@ -725,24 +728,24 @@ class TreeWalker:
             )
         add_link = self.index.add_link_stamped
         device = top.volume.device
-        added = changes.added
-        for start in range(0, listing.file_count, _SLICE):
+        for start in range(0, listing.file_count, size):
             if self.stopping:
                 raise WalkStopped
-            for dir_index, name, inode, size, mtime_ns, nlink in listing.files(
-                start, start + _SLICE
+            for dir_index, name, inode, file_size, mtime_ns, nlink in listing.files(
+                start, start + size
             ):
                 directory = nodes[dir_index]
                 if directory is None:
                     continue
                 if not report:
-                    add_link(directory, name, inode, hash((size, mtime_ns, nlink)) & STAMP_MASK)
+                    stamp = hash((file_size, mtime_ns, nlink)) & STAMP_MASK
+                    add_link(directory, name, inode, stamp)
                     continue
                 if directory.has_file(name):
                     continue
-                st = _listed_stat(device, inode, size, mtime_ns, nlink)
+                st = _listed_stat(device, inode, file_size, mtime_ns, nlink)
                 self.index.add_link(directory, name, st)
-                added.append((directory, name, st))
+                changes.added.append((directory, name, st))  # (the caller takes each slice)
             yield
 
     def _drop(self, node: Directory, below: str, changes: SubtreeChanges) -> None:
