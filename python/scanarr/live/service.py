@@ -602,6 +602,10 @@ class LiveWatcher:
             for name in node.file_names():
                 self._index.remove_link(node, name)
         forget_subtree(directories)
+        # Freed a slice at a time: one `del` of the whole list would free every node in a single
+        # step holding the GIL, which the trio thread would wait for.
+        while directories:
+            del directories[-1024:]
         return wds
 
     async def _list_appeared(self) -> None:
