@@ -176,3 +176,33 @@ async def test_a_volume_removed_and_added_again_is_watched_afresh(
     assert watcher.health()["c"].watches == 1 + 50 + 50
     assert watcher.stats().watches == 1 + 1 + 50 + 50
     harness.assert_view_matches_disk()
+
+
+async def test_shutdown_while_a_moved_in_folder_is_listed_or_merged(tmp_path: Path) -> None:
+    """Cancelled while it lists (in its thread) or merges a new folder, the watcher stops the
+    listing through its stop flag, waits for it and returns; a new run watches it all."""
+    root = tree(tmp_path / "v", {})
+    library = make_library(tmp_path / "outside" / "Library")
+    moved = root / "Library"
+    for phase in ("listing", "merging"):
+        with trio.fail_after(WAIT * 2):
+            async with trio.open_nursery() as nursery:
+                harness = Harness(nursery)
+                watcher = await harness.start({"v": root})
+                os.rename(tmp_path / "outside" / "Library", moved)
+                if phase == "listing":
+                    await trio.sleep(0)
+                else:
+                    await harness.wait_until(lambda: bool(harness.events))
+                nursery.cancel_scope.cancel()
+        assert watcher.stats().watches == 0  # its inotify instance is closed
+        os.rename(moved, tmp_path / "outside" / "Library")
+    os.rename(tmp_path / "outside" / "Library", moved)
+    async with trio.open_nursery() as nursery:
+        harness = Harness(nursery)
+        watcher = await harness.start({"v": root})
+        assert watcher.health()["v"].watches == 1 + 1 + DIRECTORIES * (1 + SUBDIRECTORIES)
+        write(moved / "Movie 03" / "Part 1" / "after.mkv")
+        await harness.wait_for(FileCreated, "Library/Movie 03/Part 1/after.mkv")
+        assert len(library) == DIRECTORIES * SUBDIRECTORIES * FILES
+        nursery.cancel_scope.cancel()
