@@ -193,7 +193,8 @@ async def test_shutdown_while_a_moved_in_folder_is_listed_or_merged(tmp_path: Pa
                 if phase == "listing":
                     await trio.sleep(0)
                 else:
-                    await harness.wait_until(lambda: bool(harness.events))
+                    events = harness.events
+                    await harness.wait_until(lambda events=events: bool(events))  # type: ignore[misc]
                 nursery.cancel_scope.cancel()
         assert watcher.stats().watches == 0  # its inotify instance is closed
         os.rename(moved, tmp_path / "outside" / "Library")
