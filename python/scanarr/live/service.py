@@ -35,10 +35,12 @@ A volume is degraded while its root is missing or unmounted (retried with backof
 unwatched (rescanned every `fallback_rescan_interval`, watches retried with the same backoff).
 
 Nothing proportional to a tree runs on the trio thread: whole-volume listings (native, see
-`scanarr._native.LiveLister`) and retries of unwatched directories run in one listing thread at
-a time, while events are only read; health figures come from counts each tree keeps; events
-are processed in bounded batches. The listing thread is never abandoned: on cancellation it is
-stopped through the walker's stop flag and waited for. The watch limit and unwatchable
+`scanarr._native.LiveLister`), listings of directories created or moved in (native too,
+merged into the tree and reported in slices between other tasks' steps), the freeing of a
+dropped volume's tree (detached in O(1) first) and retries of unwatched directories run in one
+listing thread at a time, while events are only read; health figures come from counts each
+tree keeps; events are processed in bounded batches. The listing thread is never abandoned:
+on cancellation it is stopped through the walker's stop flag and waited for. The watch limit and unwatchable
 directories are logged when they start and end, summarised once a minute in between
 (`scanarr.logs.RepeatingCondition`).
 """
@@ -955,5 +957,6 @@ __all__ = [
     "Directory",
     "LiveStats",
     "LiveWatcher",
+    "RescanReason",
     "VolumeHealth",
 ]
