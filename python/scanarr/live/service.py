@@ -40,9 +40,9 @@ merged into the tree and reported in slices between other tasks' steps), the fre
 dropped volume's tree (detached in O(1) first) and retries of unwatched directories run in one
 listing thread at a time, while events are only read; health figures come from counts each
 tree keeps; events are processed in bounded batches. The listing thread is never abandoned:
-on cancellation it is stopped through the walker's stop flag and waited for. The watch limit and unwatchable
-directories are logged when they start and end, summarised once a minute in between
-(`scanarr.logs.RepeatingCondition`).
+on cancellation it is stopped through the walker's stop flag and waited for. The watch limit
+and unwatchable directories are logged when they start and end, summarised once a minute in
+between (`scanarr.logs.RepeatingCondition`).
 """
 
 from __future__ import annotations
