@@ -5,6 +5,7 @@
     python bench/bench_live.py index-memory [--files 1000000]
     python bench/bench_live.py watch-memory [--files 100000] [--dir DIR]
     python bench/bench_live.py scale [--tree /work/bench-trees/movies-250k] [--limits above,below]
+    python bench/bench_live.py moved-in [--files 100000] [--dir /work/bench-trees]
 
 `latency`: a writer process creates media files one at a time; for each, the time from its
 ``close()`` to the moment its ``file.created`` frame reaches the API (p50/p99/max). `burst`: the
@@ -36,6 +37,13 @@ loop (it sleeps 10 ms in a loop; a stall still going on counts too), the drain t
 `--burst` of files created in the volume root (last close to last ``file.created`` at the API),
 how often the watch-limit warning and its summary were logged, and how SIGTERM was honoured.
 Needs root (the sysctl) and ``unshare --user``.
+
+`moved-in`: a folder of `--files` media files (100 films × 10 folders, made once under `--dir`
+and reused) is moved into a watched, empty volume with one ``rename``, then the volume is
+removed from the config. Reported (``--direct``: up to the watcher's ``emit``): the drain time
+from the rename to the last ``file.created`` (each file must come exactly once), the longest
+lateness of a watchdog task in the trio loop meanwhile (it sleeps 5 ms in a loop), and the same
+lateness while the volume is dropped. The folder is moved back out afterwards.
 """
 
 from __future__ import annotations
@@ -621,10 +629,110 @@ def bench_scale(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def _ensure_moved_in_tree(top: Path, count: int) -> list[str]:
+    """The folder to move in (made once): relative paths of its media files."""
+    films = 100
+    per_folder = max(1, count // (films * 10))
+    names = [
+        f"Film {film:03d}/Part {part}/f{number:04d}.mkv"
+        for film in range(films)
+        for part in range(10)
+        for number in range(per_folder)
+    ]
+    marker = top / ".complete"
+    if not marker.exists():
+        shutil.rmtree(top, ignore_errors=True)
+        for film in range(films):
+            for part in range(10):
+                folder = top / f"Film {film:03d}" / f"Part {part}"
+                folder.mkdir(parents=True)
+                (folder / "info.nfo").write_bytes(b"")
+                for number in range(per_folder):
+                    fd = os.open(folder / f"f{number:04d}.mkv", os.O_CREAT | os.O_WRONLY, 0o644)
+                    os.write(fd, b"m")
+                    os.close(fd)
+        marker.write_text(f"{len(names)}\n")
+    return names
+
+
+async def _moved_in_run(args: argparse.Namespace, source: Path, names: list[str]) -> dict[str, Any]:
+    volume = source.parent / "moved-in-volume"
+    shutil.rmtree(volume, ignore_errors=True)
+    volume.mkdir()
+    created: collections.Counter[str] = collections.Counter()
+    expected = {f"{source.name}/{name}" for name in names}
+    done = trio.Event()
+    last_at = 0.0
+
+    async def emit(event: LiveEvent) -> None:
+        nonlocal last_at
+        if isinstance(event, FileCreated):
+            created[event.relative_path] += 1
+            last_at = time.perf_counter()
+            if len(created) >= len(expected):
+                done.set()
+
+    lateness = [0.0]
+    awake = [time.perf_counter()]
+
+    async def watchdog() -> None:
+        while True:
+            awake[0] = time.perf_counter()
+            await trio.sleep(0.005)
+            lateness[0] = max(lateness[0], time.perf_counter() - awake[0] - 0.005)
+
+    def longest_stall_ms() -> float:
+        # A stall still going on counts too.
+        ongoing = time.perf_counter() - awake[0] - 0.005
+        return round(max(lateness[0], ongoing) * 1000, 1)
+
+    result: dict[str, Any] = {"files": len(expected)}
+    moved = volume / source.name
+    try:
+        async with trio.open_nursery() as nursery:
+            watcher = LiveWatcher(emit, lambda volume_id, reason: None, debounce=args.debounce)
+            await nursery.start(watcher.run)
+            watcher.set_volumes([WatchPath(id="v", path=str(volume))], ["mkv"])
+            await watcher.wait_applied()
+            gc.collect()
+            nursery.start_soon(watchdog)
+            await trio.sleep(0.2)
+            lateness[0] = 0.0
+            started = time.perf_counter()
+            os.rename(source, moved)
+            with trio.fail_after(args.timeout):
+                await done.wait()
+            result["drain_s"] = round(last_at - started, 3)
+            result["longest_stall_ms"] = longest_stall_ms()
+            result["duplicates"] = sum(count - 1 for count in created.values())
+            result["missing"] = len(expected - set(created))
+            await trio.sleep(0.2)
+            lateness[0] = 0.0
+            started = time.perf_counter()
+            watcher.set_volumes([], ["mkv"])
+            await watcher.wait_applied()
+            await trio.sleep(0.2)
+            result["drop_volume_s"] = round(time.perf_counter() - started - 0.2, 3)
+            result["drop_volume_longest_stall_ms"] = longest_stall_ms()
+            nursery.cancel_scope.cancel()
+    finally:
+        if moved.exists():
+            os.rename(moved, source)
+        shutil.rmtree(volume, ignore_errors=True)
+    return result
+
+
+def bench_moved_in(args: argparse.Namespace) -> dict[str, Any]:
+    source = Path(args.dir or "/work/bench-trees") / f"moved-in-{args.files}"
+    names = _ensure_moved_in_tree(source, args.files)
+    return trio.run(_moved_in_run, args, source, names)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "mode", choices=["latency", "burst", "index-memory", "watch-memory", "scale"]
+        "mode",
+        choices=["latency", "burst", "index-memory", "watch-memory", "scale", "moved-in"],
     )
     parser.add_argument("--files", type=int)
     parser.add_argument("--gap", type=float, default=0.02, help="seconds between files (latency)")
@@ -658,6 +766,10 @@ def main() -> int:
     elif args.mode == "scale":
         args.direct = False
         result = bench_scale(args)
+    elif args.mode == "moved-in":
+        args.direct = True
+        args.files = args.files or 100_000
+        result = bench_moved_in(args)
     else:
         args.files = args.files or 100_000
         result = bench_watch_memory(args)

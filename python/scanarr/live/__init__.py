@@ -12,6 +12,7 @@ from scanarr.live.service import (
     RESCAN_WATCHES_RESTORED,
     LiveStats,
     LiveWatcher,
+    RescanReason,
     VolumeHealth,
 )
 
@@ -27,5 +28,6 @@ __all__ = [
     "LiveEvent",
     "LiveStats",
     "LiveWatcher",
+    "RescanReason",
     "VolumeHealth",
 ]

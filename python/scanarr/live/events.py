@@ -12,6 +12,11 @@
   so that order is kept; unpaired it becomes ``file.deleted``. An unpaired ``IN_MOVED_TO`` is a
   move in: ``file.created``. Across volumes: deleted + created.
 - Directories created or moved in are watched, then listed: their media files are created.
+  A new directory (not known before) is listed natively by the host in its listing thread:
+  the translator stops at its event (`to_list`) and goes on once the host has merged the
+  listing (`report_listed`). Events read meanwhile wait in the buffer, so whatever was created
+  in the new tree after its watch is either in the listing (its later events then find it
+  known) or reported by its own event — never lost, never twice.
   Moved within a volume: each media file under it is renamed. Moved out or deleted: each is
   deleted. A listing can run ahead of events not read yet; whatever it finds is reconciled with
   what is known (kept → renamed, new → created, gone → deleted), so the view converges.
@@ -119,6 +124,8 @@ class EventTranslator:
         # Removals announced by scanarr's own delete command: (volume_id, path) → expiry.
         self._expected = expected_removals if expected_removals is not None else {}
         self.blocked_until: float | None = None  # waiting for the pair of a MOVED_FROM
+        # New directories to list (by the host) before any further event is processed.
+        self.to_list: list[Directory] = []
 
     # --- input ---------------------------------------------------------------------------
 
@@ -174,6 +181,8 @@ class EventTranslator:
                 self.blocked_until = blocked
                 break
             self._position += 1
+            if self.to_list:
+                break  # the next events may be about the new tree: the host lists it first
         # Compact only once half is processed: deleting the head of a long backlog for every
         # batch would make draining it quadratic.
         if self._position and self._position * 2 >= len(buffer):
@@ -210,6 +219,11 @@ class EventTranslator:
             return None
         walker = self.walker
         node = walker.nodes.get(event.wd)
+        if node is not None and node.volume.detached:
+            # A volume no longer watched, freed later: its events say nothing any more.
+            if mask & IN_IGNORED:
+                walker.dropped_by_kernel(node)
+            return None
         if node is None:
             if event.wd in walker.retired:
                 if mask & IN_IGNORED:
@@ -299,9 +313,11 @@ class EventTranslator:
             return
         node = parent.subdirs.get(name)
         if node is None:
-            node = parent.new_subdir(name)
-        prefix = node.relative_path()
-        self._report_sync(node, prefix)
+            # Listed (and watched) by the host, off the trio thread: a directory moved in may
+            # hold a whole library.
+            self.to_list.append(parent.new_subdir(name))
+            return
+        self._report_sync(node, node.relative_path())
 
     def _remove_directory(self, node: Directory) -> None:
         prefix = node.relative_path()
@@ -328,6 +344,12 @@ class EventTranslator:
         moved.name = name
         parent.add_subdir(moved)
         self._report_sync(moved, old_prefix)
+
+    def report_listed(self, node: Directory, changes: SubtreeChanges) -> None:
+        """Report a slice of what the host's native listing of the new directory `node` found
+        (the last slice carries its problems and collisions)."""
+        pending = self._report_changes(node, node.relative_path(), changes)
+        self._report_syncs(pending)
 
     def report_listing(self, node: Directory, changes: SubtreeChanges) -> None:
         """Report what a sync of `node` made elsewhere (a worker thread retrying unwatched

@@ -16,7 +16,8 @@ One trio task owns one inotify instance and every watch; it is started with ``nu
   leaves directories unwatched and once they are all watched again, periodically for
   network/FUSE filesystems, and when nested volumes change what a volume covers; always once the
   volume has been listed again, so the scan cannot miss a file the listing absorbed. `reason`
-  starts with one of the `RESCAN_*` strings.
+  is the text of a `RescanReason` (its value, the `RESCAN_*` strings), followed by ``": "`` and
+  a detail for a lost root.
 - `set_volumes(volumes, extensions)` — hot reload, diffed by volume id; applied by the task.
   Scans the config itself implies (new volume, path or extensions changed: §3) are the agent's:
   `set_volumes` never requests them. Start them after `wait_applied()`, so that a file created
@@ -34,16 +35,20 @@ A volume is degraded while its root is missing or unmounted (retried with backof
 unwatched (rescanned every `fallback_rescan_interval`, watches retried with the same backoff).
 
 Nothing proportional to a tree runs on the trio thread: whole-volume listings (native, see
-`scanarr._native.LiveLister`) and retries of unwatched directories run in one listing thread at
-a time, while events are only read; health figures come from counts each tree keeps; events
-are processed in bounded batches. The listing thread is never abandoned: on cancellation it is
-stopped through the walker's stop flag and waited for. The watch limit and unwatchable
-directories are logged when they start and end, summarised once a minute in between
-(`scanarr.logs.RepeatingCondition`).
+`scanarr._native.LiveLister`), listings of directories created or moved in (native too,
+merged into the tree and reported in slices between other tasks' steps), the freeing of a
+dropped volume's tree (detached in O(1) first) and retries of unwatched directories run in one
+listing thread at a time, while events are only read; health figures come from counts each
+tree keeps; events are processed in bounded batches. The listing thread is never abandoned:
+on cancellation it is stopped through the walker's stop flag and waited for. The watch limit
+and unwatchable directories are logged when they start and end, summarised once a minute in
+between (`scanarr.logs.RepeatingCondition`).
 """
 
 from __future__ import annotations
 
+import enum
+import functools
 import logging
 import math
 import os
@@ -67,6 +72,7 @@ from scanarr.live.tree import (
     VolumeTree,
     WalkStopped,
     forget_subtree,
+    freeze_listed,
 )
 from scanarr.logs import RepeatingCondition
 from scanarr.protocol import WatchPath
@@ -77,17 +83,36 @@ log = logging.getLogger(__name__)
 EmitEvent = Callable[[LiveEvent], Awaitable[None]]
 RequestRescan = Callable[[str, str], object]
 
-RESCAN_OVERFLOW = "inotify queue overflow"
-RESCAN_UNKNOWN_WATCH = "event for an unknown watch"
-RESCAN_ROOT_LOST = "volume root lost"
-RESCAN_ROOT_BACK = "volume root available again"
-RESCAN_WATCH_LIMIT = "watch limit: part of the volume is not watched"
-RESCAN_WATCHES_RESTORED = "every directory watched again"
-RESCAN_NETWORK = "network filesystem: remote changes make no event"
-RESCAN_NESTED = "nested volumes changed"
+
+class RescanReason(str, enum.Enum):
+    """Why the watcher asks for a rescan. The agent is handed `value` (its text), followed by
+    ``": "`` and a detail for `ROOT_LOST`."""
+
+    OVERFLOW = "inotify queue overflow"
+    UNKNOWN_WATCH = "event for an unknown watch"
+    ROOT_LOST = "volume root lost"
+    ROOT_BACK = "volume root available again"
+    WATCH_LIMIT = "watch limit: part of the volume is not watched"
+    WATCHES_RESTORED = "every directory watched again"
+    NETWORK = "network filesystem: remote changes make no event"
+    NESTED = "nested volumes changed"
+
+
+# The texts the agent receives (a reason's `value`).
+RESCAN_OVERFLOW = RescanReason.OVERFLOW.value
+RESCAN_UNKNOWN_WATCH = RescanReason.UNKNOWN_WATCH.value
+RESCAN_ROOT_LOST = RescanReason.ROOT_LOST.value
+RESCAN_ROOT_BACK = RescanReason.ROOT_BACK.value
+RESCAN_WATCH_LIMIT = RescanReason.WATCH_LIMIT.value
+RESCAN_WATCHES_RESTORED = RescanReason.WATCHES_RESTORED.value
+RESCAN_NETWORK = RescanReason.NETWORK.value
+RESCAN_NESTED = RescanReason.NESTED.value
 
 # Events buffered while a volume is being listed; past this, they count as an overflow.
 MAX_BACKLOG = 1_000_000
+
+# Media files of a new directory's listing reported (and emitted) per step of the trio thread.
+_REPORT_SLICE = 512
 
 # Keys of the repeating warnings of a volume (with its id).
 _WATCH_LIMIT = "watch limit"
@@ -191,7 +216,7 @@ class LiveWatcher:
         self._resync: set[str] = set()  # volume ids to list again (silently)
         # Rescans asked for once the volume has been listed again: a scan starting earlier could
         # pass a directory before a file appears there, and the silent listing absorb that file.
-        self._rescan_after_walk: dict[str, str] = {}
+        self._rescan_after_walk: dict[str, RescanReason] = {}
         self._retry_now: set[str] = set()
         self._wait_scope: trio.CancelScope | None = None
         self._inotify: Inotify | None = None
@@ -210,6 +235,8 @@ class LiveWatcher:
         self._walking = False  # a worker thread is changing the trees: health() uses its cache
         self._health_cache: dict[str, VolumeHealth] = {}
         self._retry_due: set[str] = set()  # volume ids whose unwatched directories to retry
+        # Trees of volumes no longer watched, to free (and unwatch) in the listing thread.
+        self._detached: list[VolumeTree] = []
         # The watch limit and unwatchable directories are retried again and again: logged when
         # they start and end, summarised once a minute in between.
         self._warnings = RepeatingCondition(log)
@@ -314,6 +341,8 @@ class LiveWatcher:
             while True:
                 await self._do_pending_work()
                 translator.process()
+                if translator.to_list:
+                    await self._list_appeared()
                 translator.fire_due_checks()
                 self._fire_timers()
                 await self._emit_out()
@@ -348,6 +377,8 @@ class LiveWatcher:
             or self._resync
             or self._retry_now
             or self._retry_due
+            or self._detached
+            or (translator is not None and translator.to_list)
             or (translator is not None and translator.out)
             or (translator is not None and translator.pending and translator.blocked_until is None)
         )
@@ -373,12 +404,16 @@ class LiveWatcher:
                 await self._emit(event)
                 self._events_emitted += 1
 
-    def schedule_rescan(self, volume: _Volume, reason: str) -> None:
-        """The one way a rescan is asked for; `reason` starts with a ``RESCAN_*`` string."""
+    def schedule_rescan(
+        self, volume: _Volume, reason: RescanReason, detail: str | None = None
+    ) -> None:
+        """The one way a rescan is asked for. The agent gets the reason as text (its value,
+        then ``": "`` and `detail` when there is one)."""
         volume.rescans_requested += 1
         self._rescans_requested += 1
-        log.info("rescan of volume %s (%s): %s", volume.config.id, volume.config.path, reason)
-        self._request_rescan(volume.config.id, reason)
+        text = reason.value if detail is None else f"{reason.value}: {detail}"
+        log.info("rescan of volume %s (%s): %s", volume.config.id, volume.config.path, text)
+        self._request_rescan(volume.config.id, text)
 
     # --- configuration -------------------------------------------------------------------
 
@@ -401,6 +436,8 @@ class LiveWatcher:
         self._resync.clear()
         if to_walk:
             await self._walk(to_walk)
+        elif self._detached:
+            await self._free_detached()
         while self._retry_due and not self._resync:
             volume = self._volumes.get(self._retry_due.pop())
             if volume is not None and volume.tree is not None:
@@ -444,17 +481,32 @@ class LiveWatcher:
             if excluded != volume.excluded:
                 if volume not in to_walk:
                     to_walk.append(volume)
-                    self._rescan_after_walk[volume.config.id] = RESCAN_NESTED
+                    self._rescan_after_walk[volume.config.id] = RescanReason.NESTED
                 volume.excluded = excluded
             elif extensions_changed and volume not in to_walk:
                 to_walk.append(volume)
         return to_walk
 
     def _drop_volume(self, volume: _Volume) -> None:
-        """Stop watching a volume, silently (nothing is reported deleted)."""
-        if volume.tree is not None and self._walker is not None:
-            self._walker.remove_subtree(volume.tree.root)
+        """Stop watching a volume, silently (nothing is reported deleted). In O(1): the tree is
+        marked detached (its events and links are ignored from now on) and freed, with its
+        watches, in the listing thread before anything else is listed."""
+        tree = volume.tree
         volume.tree = None
+        if tree is not None and not tree.detached:
+            tree.detached = True
+            self._detached.append(tree)
+
+    async def _free_detached(self) -> None:
+        detached, self._detached = self._detached, []
+
+        def free() -> None:
+            wds: set[int] = set()
+            for tree in detached:
+                wds |= self._detach(tree)
+            self._unwatch_all(wds)
+
+        await self._in_listing_thread(free)
 
     # --- listing volumes -----------------------------------------------------------------
 
@@ -488,13 +540,19 @@ class LiveWatcher:
         jobs: list[tuple[_Volume, VolumeTree | None, VolumeTree | None]] = []
         for volume in volumes:
             old, volume.tree = volume.tree, None
+            if old is not None:
+                old.detached = True
             jobs.append((volume, old, self._open_root(volume)))
+        # Trees of volumes dropped since: freed first, so their watches are not in the way.
+        detached, self._detached = self._detached, []
 
         def list_volumes() -> list[SubtreeChanges | None]:
             # Everything proportional to a tree runs here, not on the trio thread: the old trees
             # are detached (their watches are taken over by the new ones — same wd for the same
             # directory — or removed at the end), the new ones listed.
             old_wds: set[int] = set()
+            for tree in detached:
+                old_wds |= self._detach(tree)
             for _volume, old, _new in jobs:
                 if old is not None:
                     old_wds |= self._detach(old)
@@ -523,7 +581,7 @@ class LiveWatcher:
             if volume.watch_problem is None and not recovered:
                 volume.retry_delay = 0.0
             if recovered:
-                self.schedule_rescan(volume, RESCAN_ROOT_BACK)
+                self.schedule_rescan(volume, RescanReason.ROOT_BACK)
                 self._notify_health()
             log.info(
                 "watching volume %s (%s): %d directories",
@@ -547,7 +605,46 @@ class LiveWatcher:
             for name in node.file_names():
                 self._index.remove_link(node, name)
         forget_subtree(directories)
+        # Freed a slice at a time: one `del` of the whole list would free every node in a single
+        # step holding the GIL, which the trio thread would wait for.
+        while directories:
+            del directories[-1024:]
         return wds
+
+    async def _list_appeared(self) -> None:
+        """List the directories created or moved in that the translator stopped at: natively,
+        in the listing thread (events are read, not processed, meanwhile), then merged into the
+        tree and reported in slices, yielding in between. Only then are the events after theirs
+        processed: by then every watch of the new tree has its node."""
+        walker = self._walker
+        translator = self._translator
+        inotify = self._inotify
+        assert walker is not None and translator is not None and inotify is not None
+        while translator.to_list:
+            node = translator.to_list.pop(0)
+            if node.volume.detached or not node.attached():
+                continue
+            listing = await self._in_listing_thread(functools.partial(walker.list_native, node))
+            changes = SubtreeChanges()
+            for _slice in walker.merge_listed(node, listing, changes, report=True):
+                added, changes.added = changes.added, []
+                for start in range(0, len(added), _REPORT_SLICE):
+                    batch = added[start : start + _REPORT_SLICE]
+                    translator.report_listed(node, SubtreeChanges(added=batch))
+                    await self._emit_out()
+                    await trio.lowlevel.checkpoint()
+                # Keep reading (not processing) while the slices are merged, so that the kernel
+                # queue does not overflow behind a big tree.
+                events = inotify.read_pending()
+                if events:
+                    translator.feed(events, trio.current_time())
+                    if translator.pending > MAX_BACKLOG:
+                        log.warning("more than %d events while listing a directory", MAX_BACKLOG)
+                        self.overflow()
+                await trio.lowlevel.checkpoint()
+            translator.report_listed(node, changes)  # what is left: problems, collisions
+            del listing
+            freeze_listed()  # out of the cyclic GC's reach, as a volume's listing is
 
     async def _in_listing_thread(self, work: Callable[[], T]) -> T:
         """Run `work` (which changes the trees and the watch table) in a worker thread while
@@ -636,10 +733,10 @@ class LiveWatcher:
         for volume in list(self._volumes.values()):
             if volume.network_rescan_at is not None and volume.network_rescan_at <= now:
                 volume.network_rescan_at = self._jittered(self._network_rescan_interval)
-                self.schedule_rescan(volume, RESCAN_NETWORK)
+                self.schedule_rescan(volume, RescanReason.NETWORK)
             if volume.fallback_rescan_at is not None and volume.fallback_rescan_at <= now:
                 volume.fallback_rescan_at = self._jittered(self._fallback_rescan_interval)
-                self.schedule_rescan(volume, RESCAN_WATCH_LIMIT)
+                self.schedule_rescan(volume, RescanReason.WATCH_LIMIT)
             if volume.retry_at is not None and volume.retry_at <= now:
                 volume.retry_at = None
                 if volume.tree is None:
@@ -680,7 +777,7 @@ class LiveWatcher:
         self._set_watch_problem(volume, self._problem_of(volume, problems))
         if volume.watch_problem is None and had_watch_problem:
             volume.retry_delay = 0.0
-            self.schedule_rescan(volume, RESCAN_WATCHES_RESTORED)
+            self.schedule_rescan(volume, RescanReason.WATCHES_RESTORED)
 
     def _schedule_retry(self, volume: _Volume) -> None:
         if volume.retry_at is not None:
@@ -721,7 +818,7 @@ class LiveWatcher:
             self._translator.discard_pending()
         for volume_id in self._volumes:
             self._resync.add(volume_id)
-            self._rescan_after_walk[volume_id] = RESCAN_OVERFLOW
+            self._rescan_after_walk[volume_id] = RescanReason.OVERFLOW
 
     def unknown_watch(self, wd: int, mask: int) -> None:
         self._unknown_watch_events += 1
@@ -730,14 +827,14 @@ class LiveWatcher:
         )
         for volume_id in self._volumes:
             self._resync.add(volume_id)
-            self._rescan_after_walk.setdefault(volume_id, RESCAN_UNKNOWN_WATCH)
+            self._rescan_after_walk.setdefault(volume_id, RescanReason.UNKNOWN_WATCH)
 
     def root_lost(self, tree: VolumeTree, why: str) -> None:
         volume = self._volume_of(tree)
         if volume is None:
             return
         self._drop_volume(volume)
-        self.schedule_rescan(volume, f"{RESCAN_ROOT_LOST}: {why}")
+        self.schedule_rescan(volume, RescanReason.ROOT_LOST, why)
         volume.retry_delay = 0.0
         self._root_unavailable(volume, why)
 
@@ -861,5 +958,6 @@ __all__ = [
     "Directory",
     "LiveStats",
     "LiveWatcher",
+    "RescanReason",
     "VolumeHealth",
 ]

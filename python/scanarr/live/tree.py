@@ -38,6 +38,7 @@ class VolumeTree:
     """One watched volume: its root, its device and its directory tree."""
 
     __slots__ = (
+        "detached",
         "device",
         "excluded",
         "filter",
@@ -67,6 +68,9 @@ class VolumeTree:
         # limit or a watch error (retried, and covered by rescans meanwhile).
         self.watches = 0
         self.unwatched: set[Directory] = set()
+        # Set when the volume stops being watched: the tree is freed later, off the trio thread;
+        # until then its events and its links are ignored.
+        self.detached = False
 
     def unwatched_tops(self) -> list[Directory]:
         """Unwatched directories whose parent is watched: syncing these covers every unwatched
@@ -235,6 +239,7 @@ class InodeEntry:
         return [
             (directory, name)
             for directory in self.holders
+            if not directory.volume.detached
             for name in directory.names_of(self.inode)
         ]
 
@@ -342,9 +347,37 @@ class SubtreeChanges:
     errors: list[OSError] = attrs.Factory(list)  # unreadable or unwatchable directories
 
 
-# Entries turned into nodes per slice of a native listing.
+# Entries turned into nodes per slice of a native listing: in the listing thread, and smaller
+# on the trio thread (a new directory's listing, merged between other tasks' steps).
 _SLICE = 4096
+_TRIO_SLICE = 1024
 _GONE_ERRNOS = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ELOOP})
+
+
+def _listed_stat(device: int, inode: int, size: int, mtime_ns: int, nlink: int) -> os.stat_result:
+    """What the native lister saw of a media file, as the `lstat` result the translator reads
+    (inode, device, size, mtime, link count)."""
+    seconds = mtime_ns // 1_000_000_000
+    return os.stat_result(
+        (
+            stat.S_IFREG,
+            inode,
+            device,
+            nlink,
+            0,
+            0,
+            size,
+            seconds,
+            seconds,
+            seconds,
+            float(seconds),
+            mtime_ns / 1e9,
+            float(seconds),
+            mtime_ns,
+            mtime_ns,
+            mtime_ns,
+        )
+    )
 
 
 class WalkStopped(Exception):
@@ -579,15 +612,13 @@ class TreeWalker:
                 stack.append((child, join(below, name)))
         return changes
 
-    def _list_new(self, top: Directory, changes: SubtreeChanges) -> SubtreeChanges:
-        """`sync` of a directory known to be new and empty (a volume listed from scratch):
-        listed and watched by the native lister, then turned into nodes and index entries in
-        slices (the GIL is let go between them)."""
+    def list_native(self, top: Directory) -> _native.LiveListing:
+        """List and watch `top` and everything below it natively, with the GIL released (in the
+        listing thread: nothing of the tree is touched). `merge_listed` then builds the nodes."""
         volume = top.volume
         inotify = self.inotify
-        path = top.absolute_path()
         listing = self._lister.list(
-            path,
+            top.absolute_path(),
             inotify_fd=inotify.fd,
             mask=WATCH_MASK,
             device=volume.device,
@@ -597,33 +628,50 @@ class TreeWalker:
         )
         if listing is None:
             raise WalkStopped
-        if listing.gone:
-            self._drop(top, "", changes)
-            return changes
+        return listing
+
+    def _list_new(self, top: Directory, changes: SubtreeChanges) -> SubtreeChanges:
+        """`sync` of a directory known to be new and empty (a volume listed from scratch):
+        listed and watched by the native lister, then turned into nodes and index entries in
+        slices (the GIL is let go between them)."""
+        listing = self.list_native(top)
         # No collection while a million objects are made (each would walk them all, holding
         # the GIL); they are frozen once built.
         gc_was_enabled = gc.isenabled()
         gc.disable()
         try:
-            return self._build_listed(top, listing, changes, path)
+            for _slice in self.merge_listed(top, listing, changes, report=False):
+                pass
+            return changes
         finally:
             if gc_was_enabled:
                 gc.enable()
             freeze_listed()
 
-    def _build_listed(
+    def merge_listed(
         self,
         top: Directory,
         listing: _native.LiveListing,
         changes: SubtreeChanges,
-        path: str,
-    ) -> SubtreeChanges:
+        *,
+        report: bool,
+    ) -> Iterator[None]:
+        """Turn a native listing of `top` (a new, empty node) into nodes and index entries,
+        yielding after each slice so that the caller can let others run in between.
+
+        `report`: the media files go to `changes.added` (with an ``lstat``-like result), and a
+        directory already watched as another node (moved there, its move not read yet) to
+        `changes.collisions`; else nothing is kept of them (a silent whole-volume listing)."""
+        if listing.gone:
+            self._drop(top, "", changes)
+            return
         inotify = self.inotify
+        size = _TRIO_SLICE if report else _SLICE
         nodes: list[Directory | None] = []
-        for start in range(0, listing.dir_count, _SLICE):
+        for start in range(0, listing.dir_count, size):
             if self.stopping:
                 raise WalkStopped
-            for parent_index, name, wd, read_errno in listing.dirs(start, start + _SLICE):
+            for parent_index, name, wd, read_errno in listing.dirs(start, start + size):
                 parent = None if parent_index < 0 else nodes[parent_index]
                 if parent_index >= 0 and parent is None:
                     nodes.append(None)  # below a directory left out
@@ -640,8 +688,19 @@ class TreeWalker:
                 if collision or (gone and parent is not None):
                     # Gone since its parent was listed, or the same directory reached twice:
                     # left out (its own events, or the other node, tell the rest).
-                    if parent is not None:
+                    if node is top:
+                        top_parent = top.parent
+                        if top_parent is not None and top_parent.subdirs.get(top.name) is top:
+                            top_parent.remove_subdir(top.name)
+                        if report and collision and top_parent is not None:
+                            assert holder is not None
+                            changes.collisions.append((top_parent, top.name, holder))
+                    else:
+                        assert parent is not None
                         parent.remove_subdir(name)
+                        if report and collision:
+                            assert holder is not None
+                            changes.collisions.append((parent, name, holder))
                     nodes.append(None)
                     continue
                 if wd > 0 and not gone:
@@ -657,6 +716,7 @@ class TreeWalker:
                 else:
                     changes.directories += 1
                 nodes.append(node)
+            yield
         if listing.watch_limit is not None:
             limit = listing.watch_limit
             changes.watch_limit = WatchLimitReached(
@@ -664,19 +724,29 @@ class TreeWalker:
                 os.strerror(limit)
                 if limit
                 else f"scanarr's own watch cap ({inotify.max_watches}) reached",
-                path,
+                top.absolute_path(),
             )
         add_link = self.index.add_link_stamped
-        for start in range(0, listing.file_count, _SLICE):
+        device = top.volume.device
+        for start in range(0, listing.file_count, size):
             if self.stopping:
                 raise WalkStopped
-            for dir_index, name, inode, size, mtime_ns, nlink in listing.files(
-                start, start + _SLICE
+            for dir_index, name, inode, file_size, mtime_ns, nlink in listing.files(
+                start, start + size
             ):
                 directory = nodes[dir_index]
-                if directory is not None:
-                    add_link(directory, name, inode, hash((size, mtime_ns, nlink)) & STAMP_MASK)
-        return changes
+                if directory is None:
+                    continue
+                if not report:
+                    stamp = hash((file_size, mtime_ns, nlink)) & STAMP_MASK
+                    add_link(directory, name, inode, stamp)
+                    continue
+                if directory.has_file(name):
+                    continue
+                st = _listed_stat(device, inode, file_size, mtime_ns, nlink)
+                self.index.add_link(directory, name, st)
+                changes.added.append((directory, name, st))  # (the caller takes each slice)
+            yield
 
     def _drop(self, node: Directory, below: str, changes: SubtreeChanges) -> None:
         """Forget a directory gone from the disk; its media files go to `removed`."""
