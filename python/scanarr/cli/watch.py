@@ -43,6 +43,9 @@ EPILOG = """other variables:
   SCANARR_LOG_FORMAT           human (default) or json
   SCANARR_METRICS_ADDR         HOST:PORT of /metrics, /livez, /readyz (off by default)
   SCANARR_LIVE_WATCH           on (default) or off: off only scans, no inotify
+  SCANARR_FALLBACK_RESCAN_INTERVAL  rescan of a partly unwatched volume (5m)
+  SCANARR_WATCH_RETRY_DELAY    first retry of unwatched folders (30s), doubling up to
+  SCANARR_WATCH_RETRY_MAX_DELAY  (10m)
 durations are Go-style: 500ms, 5s, 2m, 1h30m"""
 
 
