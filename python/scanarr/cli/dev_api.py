@@ -37,6 +37,7 @@ import logging
 import os
 import sys
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import attrs
@@ -142,25 +143,10 @@ async def _serve(args: argparse.Namespace, config: WatcherConfig) -> None:
     )
     async with trio.open_nursery() as nursery:
         await nursery.start(server.serve, args.host, args.port)
-        await _read_commands(server)
+        await _read_lines(lambda line: _run_command(server, line))
         with trio.move_on_after(2):
             await server.close_connection(1001, "dev-api stopping")
         nursery.cancel_scope.cancel()
-
-
-async def _read_commands(server: DevApiServer) -> None:
-    stdin = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
-    buffer = b""
-    async with stdin:
-        while True:
-            chunk = await stdin.receive_some(65536)
-            if not chunk:
-                return
-            buffer += chunk
-            while b"\n" in buffer:
-                line, buffer = buffer.split(b"\n", 1)
-                if not await _run_command(server, line.decode("utf-8", "replace").strip()):
-                    return
 
 
 async def _run_command(server: DevApiServer, line: str) -> bool:
@@ -244,7 +230,8 @@ async def _serve_v15(args: argparse.Namespace, server: DevApiV15Server) -> None:
         nursery.cancel_scope.cancel()
 
 
-async def _read_lines(handle: Any) -> None:
+async def _read_lines(handle: Callable[[str], Awaitable[bool]]) -> None:
+    """Feed each console line to `handle` until end of input or `handle` returns False."""
     stdin = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
     buffer = b""
     async with stdin:
