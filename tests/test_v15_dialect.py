@@ -52,6 +52,7 @@ async def _dialect(tmp_path: Path, *paths: str) -> Dialect:
     [
         "not json",
         "[]",
+        "[" * 100_000,  # nested deeper than the JSON parser's stack
         '{"type": 3}',
         _frame("command.files.delete", {"request_id": True, "deletion_id": "d", "files": []}),
         _frame("command.files.delete", {"request_id": "r", "deletion_id": "d", "files": "x"}),
