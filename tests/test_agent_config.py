@@ -8,7 +8,7 @@ from typing import Any
 import attrs
 import trio
 
-from helpers.agent import start_stalled_big_scan
+from helpers.agent import scan_completed, start_stalled_big_scan
 from scanarr.dev_api import DevApiServer
 from scanarr.protocol import CommandScan, WatcherConfig, WatchPath
 from scanarr.state import WatcherState, load_state, save_state
@@ -36,9 +36,7 @@ async def test_first_config_with_scan_on_start_scans_and_is_persisted(
     assert _files_of(dev_api, completed.data["scan_id"]) == {"a.mkv"}
     assert load_state(str(state_file)).last_config == dev_api.config
     # Scanned once: by scan_on_start, not again as a volume new to the state file.
-    await dev_api.send(CommandScan(volume_id="movies", scan_id="probe"))
-    with trio.fail_after(10):
-        await dev_api.wait_for_type("scan.completed", scan_id="probe")
+    await scan_completed(dev_api, "movies", "probe")
     assert len(dev_api.of_type("scan.started")) == 2
 
 
@@ -60,9 +58,7 @@ async def test_first_config_without_scan_on_start_scans_nothing_even_with_a_fres
     await start_watcher()
     with trio.fail_after(10):
         await dev_api.wait_for_type("watcher.status")
-    await dev_api.send(CommandScan(volume_id="movies", scan_id="probe"))
-    with trio.fail_after(10):
-        await dev_api.wait_for_type("scan.completed", scan_id="probe")
+    await scan_completed(dev_api, "movies", "probe")
     assert [m.data["scan_id"] for m in dev_api.of_type("scan.started")] == ["probe"]
     assert load_state(str(state_file)).last_config == dev_api.config
     # A later config that adds a volume scans it, whatever scan_on_start says.
@@ -88,9 +84,7 @@ async def test_known_volumes_are_not_rescanned_at_start(
     await start_watcher()
     with trio.fail_after(10):
         await dev_api.wait_for_type("watcher.status")
-    await dev_api.send(CommandScan(volume_id="movies", scan_id="probe"))
-    with trio.fail_after(10):
-        await dev_api.wait_for_type("scan.completed", scan_id="probe")
+    await scan_completed(dev_api, "movies", "probe")
     assert [m.data["scan_id"] for m in dev_api.of_type("scan.started")] == ["probe"]
 
 
@@ -113,9 +107,7 @@ async def test_scan_on_start(
         await dev_api.wait_for_type("scan.completed", volume_id="series")
     # A config pushed later with scan_on_start does not scan again: it applies at start only.
     await dev_api.send_config(attrs.evolve(dev_api.config, disable_deletion=True))
-    await dev_api.send(CommandScan(volume_id="movies", scan_id="probe"))
-    with trio.fail_after(10):
-        await dev_api.wait_for_type("scan.completed", scan_id="probe")
+    await scan_completed(dev_api, "movies", "probe")
     assert len(dev_api.of_type("scan.started")) == 3
 
 
@@ -235,8 +227,6 @@ async def test_bad_config_keeps_the_previous_one(
     )
     await dev_api.send(WatcherConfig(watch_paths=[WatchPath(id="rel", path="relative/dir")]))
     await dev_api.send(WatcherConfig(watch_paths=[WatchPath(id="nul", path="/a\0b")]))
-    await dev_api.send(CommandScan(volume_id="movies", scan_id="still"))
-    with trio.fail_after(10):
-        await dev_api.wait_for_type("scan.completed", scan_id="still")
+    await scan_completed(dev_api, "movies", "still")
     assert [volume.id for volume in agent.volumes.ordered()] == ["movies"]
     assert load_state(str(state_file)).last_config == dev_api.config

@@ -10,12 +10,11 @@ from typing import Any
 import pytest
 import trio
 
-from helpers.agent import start_stalled_big_scan
+from helpers.agent import scan_completed, start_stalled_big_scan
 from scanarr.dev_api import DevApiServer
 from scanarr.protocol import (
     CommandFilesDelete,
     CommandFilesHardlink,
-    CommandScan,
     DeleteFile,
     DeletePath,
     FileCreated,
@@ -48,9 +47,7 @@ async def test_unknown_and_malformed_messages_are_survived(
         "\ud800 lone surrogate".encode("utf-8", "surrogatepass").decode("utf-8", "replace"),
     ]:
         await dev_api.send(frame)
-    await dev_api.send(CommandScan(volume_id="movies", scan_id="alive"))
-    with trio.fail_after(10):
-        await dev_api.wait_for_type("scan.completed", scan_id="alive")
+    await scan_completed(dev_api, "movies", "alive")
     assert "command.reboot" in caplog.text
     assert "malformed" in caplog.text
     assert len(dev_api.connections) == 1  # never reconnected: nothing broke

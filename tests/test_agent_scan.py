@@ -9,6 +9,7 @@ from typing import Any
 
 import trio
 
+from helpers.agent import scan_completed
 from helpers.ground_truth import lstat_ground_truth
 from scanarr.dev_api import DevApiServer, ReceivedMessage
 from scanarr.protocol import (
@@ -81,9 +82,7 @@ async def test_scan_records_equal_lstat(
     root = _library(make_volume)
     dev_api.config = WatcherConfig(watch_paths=[WatchPath(id="lib", path=str(root))])
     await start_watcher()
-    await dev_api.send(CommandScan(volume_id="lib", scan_id="s-1"))
-    with trio.fail_after(10):
-        completed = await dev_api.wait_for_type("scan.completed", scan_id="s-1")
+    completed = await scan_completed(dev_api, "lib", "s-1")
     messages = _scan_of(dev_api, "s-1", "lib")
     assert messages[0].type == "scan.started"
     assert messages[0].data == {"scan_id": "s-1", "volume_id": "lib", "volume_path": str(root)}
@@ -148,9 +147,7 @@ async def test_progress_every_hundred_files(
     root = make_volume("many", {f"d{n % 7}/film-{n}.mkv": 1 for n in range(250)})
     dev_api.config = WatcherConfig(watch_paths=[WatchPath(id="many", path=str(root))])
     await start_watcher()
-    await dev_api.send(CommandScan(volume_id="many", scan_id="p"))
-    with trio.fail_after(10):
-        await dev_api.wait_for_type("scan.completed", scan_id="p")
+    await scan_completed(dev_api, "many", "p")
     messages = _scan_of(dev_api, "p", "many")
     files_before: list[int] = []
     seen = 0
@@ -381,9 +378,7 @@ async def test_totals_cover_exactly_the_files_sent_and_skipped_names_are_counted
     os.link(root / "B/linked.mkv", os.path.join(raw, b"B", b"link-\xff.mkv"))
     dev_api.config = WatcherConfig(watch_paths=[WatchPath(id="v", path=str(root))])
     await start_watcher()
-    await dev_api.send(CommandScan(volume_id="v", scan_id="u-1"))
-    with trio.fail_after(10):
-        completed = await dev_api.wait_for_type("scan.completed", scan_id="u-1")
+    completed = await scan_completed(dev_api, "v", "u-1")
     sent = [m.data for m in _scan_of(dev_api, "u-1", "v") if m.type == "scan.file"]
     assert sorted(data["relative_path"] for data in sent) == ["A/sent.mkv", "B/linked.mkv"]
     expected = lstat_ground_truth(root)
