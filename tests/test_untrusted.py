@@ -89,11 +89,19 @@ async def _completed(server: DevApiServer, request_id: str, count: int = 1) -> R
         )
 
 
+async def _replayed(server: DevApiServer, command: str, completed: ReceivedMessage) -> None:
+    """The command sent again is answered with the same reply as `completed` (stored, replayed)."""
+    await server.send(command)
+    again = await _completed(server, completed.data["request_id"], count=2)
+    assert again.data == completed.data
+
+
 async def test_unencodable_request_id_is_answered_with_replacement(
     dev_api: DevApiServer, start_watcher: Any, make_volume: Any
 ) -> None:
     _agent, media = await _connected_agent(dev_api, start_watcher, make_volume, {"a.mkv": 3})
-    await dev_api.send(_delete(f"req-{LONE}", [_item(f"film-{LONE}", media, "a.mkv")]))
+    command = _delete(f"req-{LONE}", [_item(f"film-{LONE}", media, "a.mkv")])
+    await dev_api.send(command)
     completed = await _completed(dev_api, "req-\ufffd")
     assert completed.data["results"][0]["media_file_id"] == "film-\ufffd"
     assert completed.data["results"][0]["status"] == "deleted"
@@ -101,9 +109,7 @@ async def test_unencodable_request_id_is_answered_with_replacement(
     progress = dev_api.of_type("files.delete.progress", request_id="req-\ufffd")
     assert [p.data["media_file_id"] for p in progress] == ["film-\ufffd"]
     # A re-send replays the stored reply, which can be sent too.
-    await dev_api.send(_delete(f"req-{LONE}", [_item(f"film-{LONE}", media, "a.mkv")]))
-    again = await _completed(dev_api, "req-\ufffd", count=2)
-    assert again.data == completed.data
+    await _replayed(dev_api, command, completed)
     await _still_alive(dev_api, media, "alive")
     _sent_cleanly(dev_api)
 
@@ -146,10 +152,7 @@ async def test_unencodable_path_fails_alone_and_the_rest_of_the_command_runs(
     assert raw_name.read_bytes() == b"not valid UTF-8 name"
     progress = dev_api.of_type("files.delete.progress", request_id="req-paths")
     assert [p.data["paths_failed"] for p in progress] == [0, 1, 1, 1]
-    # The re-send replays the same answer.
-    await dev_api.send(command)
-    again = await _completed(dev_api, "req-paths", count=2)
-    assert again.data == completed.data
+    await _replayed(dev_api, command, completed)
     await _still_alive(dev_api, media, "alive")
     _sent_cleanly(dev_api)
 
