@@ -13,7 +13,7 @@ import json
 import os
 import sys
 import time
-from typing import Any
+from typing import Any, Protocol
 
 from scanarr import _native
 from scanarr.cli.common import (
@@ -114,7 +114,27 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_summary(stats: _native.WalkStats, duration: float, root_count: int) -> None:
+class WalkTotals(Protocol):
+    """What the summary reads of a walk (`_native.WalkStats`, or bench/pyscan.py's own)."""
+
+    @property
+    def files(self) -> int: ...
+    @property
+    def dirs(self) -> int: ...
+    @property
+    def bytes_total(self) -> int: ...
+    @property
+    def distinct_inodes(self) -> int: ...
+    @property
+    def multi_link_files(self) -> int: ...
+    @property
+    def errors(self) -> int: ...
+    @property
+    def skipped_mounts(self) -> int: ...
+
+
+def summary_lines(stats: WalkTotals, duration: float) -> list[str]:
+    """The summary `scanarr scan` prints, one ``key: value`` a line."""
     rate = stats.files / duration if duration > 0 else 0.0
     lines = [
         f"media files: {stats.files}",
@@ -129,4 +149,9 @@ def _print_summary(stats: _native.WalkStats, duration: float, root_count: int) -
     ]
     if stats.skipped_mounts:
         lines.append(f"other filesystems not entered: {stats.skipped_mounts}")
+    return lines
+
+
+def _print_summary(stats: _native.WalkStats, duration: float, root_count: int) -> None:
+    lines = summary_lines(stats, duration)
     print("\n".join(lines))
