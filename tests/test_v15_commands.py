@@ -13,7 +13,14 @@ import trio
 
 from scanarr.dev_api_v15 import DevApiV15Server, Watcher
 from scanarr.offline_queue import queue_path_for
-from v15_support import approved_watch, go_environment, serve_v15, start_watch, stop_watch
+from v15_support import (
+    approved_watch,
+    go_environment,
+    serve_v15,
+    serve_volume,
+    start_watch,
+    stop_watch,
+)
 
 
 async def _scanned(api: DevApiV15Server, *paths: Path) -> None:
@@ -73,8 +80,7 @@ async def test_commands_for_another_watchers_paths_get_no_reply_and_touch_nothin
     other = make_volume("other", {"x.mkv": 1, "y.mkv": 1})
     # A path that starts like ours but is not inside it.
     lookalike = make_volume("movies-old", {"z.mkv": 1})
-    api = await serve_v15(nursery, watch_paths=[str(movies)])
-    environment = go_environment(api.url, state_file)
+    api, environment = await serve_volume(nursery, movies, state_file)
     process = await approved_watch(nursery, api, environment, tmp_path / "watch.log")
     try:
         await _scanned(api, movies)
@@ -114,9 +120,8 @@ async def test_a_deletion_resent_with_a_new_request_id_is_answered_again_not_red
     nursery: trio.Nursery, make_volume: Any, state_file: Path, tmp_path: Path
 ) -> None:
     movies = make_volume("movies", {"Film/film.mkv": 4, "keep.mkv": 1})
-    api = await serve_v15(nursery, watch_paths=[str(movies)])
     log = tmp_path / "watch.log"
-    environment = go_environment(api.url, state_file)
+    api, environment = await serve_volume(nursery, movies, state_file)
     process = await approved_watch(nursery, api, environment, log)
     try:
         await _scanned(api, movies)
