@@ -11,12 +11,10 @@ import pytest
 import trio
 
 from helpers.agent import scan_completed, start_stalled_big_scan
+from helpers.commands import delete_one
 from scanarr.dev_api import DevApiServer
 from scanarr.protocol import (
-    CommandFilesDelete,
     CommandFilesHardlink,
-    DeleteFile,
-    DeletePath,
     FileCreated,
     FileDeleted,
     WatcherConfig,
@@ -115,18 +113,7 @@ async def test_delete_replies_carry_status_completed(
     movies = make_volume("movies", {"a.mkv": 1})
     dev_api.config = WatcherConfig(watch_paths=[WatchPath(id="movies", path=str(movies))])
     await start_watcher()
-    await dev_api.send(
-        CommandFilesDelete(
-            request_id="req-ok",
-            deletion_id="d",
-            files=[
-                DeleteFile(
-                    media_file_id="m",
-                    paths=[DeletePath(volume_path=str(movies), relative_path="missing.mkv")],
-                )
-            ],
-        )
-    )
+    await dev_api.send(delete_one("req-ok", str(movies), "missing.mkv"))
     with trio.fail_after(10):
         reply = await dev_api.wait_for_type("files.delete.completed", request_id="req-ok")
     assert reply.data["status"] == "completed"

@@ -21,14 +21,12 @@ from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, CloseConnection, Request, TextMessage
 
 from helpers.agent import TOKEN, settings_environment, watcher_settings
+from helpers.commands import delete_one
 from helpers.processes import WATCH, start_watch
 from privileges import NOBODY, is_root, world_traversable_tmp
 from scanarr.dev_api import DevApiServer
 from scanarr.protocol import (
-    CommandFilesDelete,
     CommandScan,
-    DeleteFile,
-    DeletePath,
     WatcherConfig,
     WatchPath,
 )
@@ -249,18 +247,7 @@ async def test_a_deletion_is_not_echoed_as_file_deleted(
     try:
         with trio.fail_after(20):
             await dev_api.wait_for_type("scan.completed", volume_id="movies")
-        await dev_api.send(
-            CommandFilesDelete(
-                request_id="r",
-                deletion_id="d",
-                files=[
-                    DeleteFile(
-                        media_file_id="m",
-                        paths=[DeletePath(volume_path=str(movies), relative_path="Gone/gone.mkv")],
-                    )
-                ],
-            )
-        )
+        await dev_api.send(delete_one("r", str(movies), "Gone/gone.mkv"))
         with trio.fail_after(20):
             completed = await dev_api.wait_for_type("files.delete.completed", request_id="r")
         # inotify reports in order: an echo of the deletion would come before this creation.
