@@ -26,7 +26,7 @@ from scanarr.protocol import (
     decode,
 )
 from scanarr.protocol_v15 import CommandDelete15, DeleteItem15, encode15
-from v15_support import go_environment, serve_volume, start_watch, stop_watch
+from v15_support import go_environment, serve_volumes, start_watch, stop_watch
 
 
 def _volumes(*paths: str) -> VolumeSet:
@@ -193,7 +193,7 @@ async def test_auto_detects_a_server_that_closes_on_a_hello_without_watcher_id(
     nursery: trio.Nursery, make_volume: Any, state_file: Path, tmp_path: Path
 ) -> None:
     movies = make_volume("movies", {"a.mkv": 1})
-    api, environment = await serve_volume(nursery, movies, state_file)
+    api, environment = await serve_volumes(nursery, state_file, movies)
     del environment["SCANARR_WATCHER_ID"]
     environment["SCANARR_AUTH_TOKEN"] = "unused"
     process = await start_watch(nursery, environment, tmp_path / "watch.log")

@@ -13,7 +13,7 @@ from v15_support import (
     approved_watch,
     go_environment,
     serve_v15,
-    serve_volume,
+    serve_volumes,
     start_watch,
     stop_watch,
 )
@@ -24,7 +24,7 @@ async def test_first_contact_pending_approve_token_kept_and_reused(
 ) -> None:
     movies = make_volume("movies", {"a.mkv": 3})
     log = tmp_path / "watch.log"
-    api, environment = await serve_volume(nursery, movies, state_file)
+    api, environment = await serve_volumes(nursery, state_file, movies)
     process = await start_watch(nursery, environment, log)
     with trio.fail_after(20):
         pending = await api.wait_pending("nas-1")
@@ -66,8 +66,8 @@ async def test_revoked_watcher_backs_off_to_the_cap_and_says_so(
 ) -> None:
     movies = make_volume("movies", {"a.mkv": 3})
     log = tmp_path / "watch.log"
-    api, environment = await serve_volume(
-        nursery, movies, state_file, SCANARR_REJECTED_MAX_DELAY="3s"
+    api, environment = await serve_volumes(
+        nursery, state_file, movies, SCANARR_REJECTED_MAX_DELAY="3s"
     )
     process = await approved_watch(nursery, api, environment, log)
     await api.revoke("nas-1")
@@ -86,7 +86,7 @@ async def test_approved_while_away_waits_for_a_new_approval_then_keeps_that_toke
 ) -> None:
     movies = make_volume("movies", {"a.mkv": 3})
     log = tmp_path / "watch.log"
-    api, environment = await serve_volume(nursery, movies, state_file, SCANARR_PROTOCOL="v1.5")
+    api, environment = await serve_volumes(nursery, state_file, movies, SCANARR_PROTOCOL="v1.5")
     process = await start_watch(nursery, environment, log)
     with trio.fail_after(20):
         await api.wait_pending("nas-1")

@@ -60,10 +60,10 @@ async def approved_watch(
     return process
 
 
-async def serve_volume(
-    nursery: trio.Nursery, volume: Path, state_file: Path, **extra: str
+async def serve_volumes(
+    nursery: trio.Nursery, state_file: Path, *volumes: Path, **extra: str
 ) -> tuple[DevApiV15Server, dict[str, str]]:
-    """A V1.5 API configured with the one watch path `volume`, and the environment (`extra`
+    """A V1.5 API configured with the watch paths `volumes`, and the environment (`extra`
     added) of a watcher pointed at it."""
-    api = await serve_v15(nursery, watch_paths=[str(volume)])
+    api = await serve_v15(nursery, watch_paths=[str(volume) for volume in volumes])
     return api, go_environment(api.url, state_file, **extra)
