@@ -8,7 +8,7 @@ from typing import Any
 import attrs
 import trio
 
-from helpers.agent import scan_completed, start_stalled_big_scan
+from helpers.agent import one_volume, scan_completed, start_stalled_big_scan
 from scanarr.dev_api import DevApiServer
 from scanarr.protocol import CommandScan, WatcherConfig, WatchPath
 from scanarr.state import WatcherState, load_state, save_state
@@ -79,7 +79,7 @@ async def test_known_volumes_are_not_rescanned_at_start(
     dev_api: DevApiServer, start_watcher: Any, make_volume: Any, state_file: Path
 ) -> None:
     movies = make_volume("movies", {"a.mkv": 1})
-    dev_api.config = WatcherConfig(watch_paths=[WatchPath(id="movies", path=str(movies))])
+    dev_api.config = one_volume("movies", movies)
     save_state(str(state_file), WatcherState(last_config=dev_api.config))
     await start_watcher()
     with trio.fail_after(10):
@@ -116,9 +116,7 @@ async def test_hot_reload_add_and_remove(
 ) -> None:
     movies = make_volume("movies", {"a.mkv": 1})
     series = make_volume("series", {"s/e1.mkv": 1, "s/e2.mkv": 1})
-    dev_api.config = WatcherConfig(
-        watch_paths=[WatchPath(id="movies", path=str(movies))], scan_on_start=True
-    )
+    dev_api.config = one_volume("movies", movies, scan_on_start=True)
     agent = await start_watcher()
     with trio.fail_after(10):
         await dev_api.wait_for_type("scan.completed", volume_id="movies")
@@ -197,13 +195,11 @@ async def test_path_change_rescans_the_new_path(
 ) -> None:
     old = make_volume("old", {"old.mkv": 1})
     new = make_volume("new", {"new.mkv": 1})
-    dev_api.config = WatcherConfig(
-        watch_paths=[WatchPath(id="v", path=str(old))], scan_on_start=True
-    )
+    dev_api.config = one_volume("v", old, scan_on_start=True)
     await start_watcher()
     with trio.fail_after(10):
         await dev_api.wait_for_type("scan.completed", volume_id="v")
-    await dev_api.send_config(WatcherConfig(watch_paths=[WatchPath(id="v", path=str(new))]))
+    await dev_api.send_config(one_volume("v", new))
     with trio.fail_after(10):
         again = await dev_api.wait_for_type("scan.completed", volume_id="v", count=2)
     assert _files_of(dev_api, again.data["scan_id"]) == {"new.mkv"}
@@ -215,9 +211,7 @@ async def test_bad_config_keeps_the_previous_one(
     dev_api: DevApiServer, start_watcher: Any, make_volume: Any, state_file: Path
 ) -> None:
     movies = make_volume("movies", {"a.mkv": 1})
-    dev_api.config = WatcherConfig(
-        watch_paths=[WatchPath(id="movies", path=str(movies))], scan_on_start=True
-    )
+    dev_api.config = one_volume("movies", movies, scan_on_start=True)
     agent = await start_watcher()
     with trio.fail_after(10):
         await dev_api.wait_for_type("scan.completed", volume_id="movies")

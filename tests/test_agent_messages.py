@@ -10,15 +10,13 @@ from typing import Any
 import pytest
 import trio
 
-from helpers.agent import scan_completed, start_stalled_big_scan
+from helpers.agent import one_volume, scan_completed, start_stalled_big_scan
 from helpers.commands import delete_one
 from scanarr.dev_api import DevApiServer
 from scanarr.protocol import (
     CommandFilesHardlink,
     FileCreated,
     FileDeleted,
-    WatcherConfig,
-    WatchPath,
 )
 from scanarr.state import WatcherState, save_state
 
@@ -31,7 +29,7 @@ async def test_unknown_and_malformed_messages_are_survived(
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="scanarr")
     movies = make_volume("movies", {"a.mkv": 1})
-    dev_api.config = WatcherConfig(watch_paths=[WatchPath(id="movies", path=str(movies))])
+    dev_api.config = one_volume("movies", movies)
     await start_watcher()
     for frame in [
         "this is not JSON",
@@ -111,7 +109,7 @@ async def test_delete_replies_carry_status_completed(
     dev_api: DevApiServer, start_watcher: Any, make_volume: Any
 ) -> None:
     movies = make_volume("movies", {"a.mkv": 1})
-    dev_api.config = WatcherConfig(watch_paths=[WatchPath(id="movies", path=str(movies))])
+    dev_api.config = one_volume("movies", movies)
     await start_watcher()
     await dev_api.send(delete_one("req-ok", str(movies), "missing.mkv"))
     with trio.fail_after(10):
@@ -186,7 +184,7 @@ async def test_live_event_outside_a_scan_is_sent_alone(
     dev_api: DevApiServer, start_watcher: Any, make_volume: Any, state_file: Path
 ) -> None:
     movies = make_volume("movies", {"a.mkv": 1})
-    dev_api.config = WatcherConfig(watch_paths=[WatchPath(id="movies", path=str(movies))])
+    dev_api.config = one_volume("movies", movies)
     save_state(str(state_file), WatcherState(last_config=dev_api.config))
     agent = await start_watcher()
     await agent.live.submit(
@@ -201,7 +199,7 @@ async def test_live_event_while_disconnected_rescans_the_volume(
     dev_api: DevApiServer, start_watcher: Any, make_volume: Any, state_file: Path
 ) -> None:
     movies = make_volume("movies", {"a.mkv": 1})
-    dev_api.config = WatcherConfig(watch_paths=[WatchPath(id="movies", path=str(movies))])
+    dev_api.config = one_volume("movies", movies)
     save_state(str(state_file), WatcherState(last_config=dev_api.config))
     dev_api.reject_reason = "invalid_token"
     agent = await start_watcher(wait_connected=False)

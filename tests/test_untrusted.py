@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 import trio
 
+from helpers.agent import one_volume
 from scanarr.dev_api import DevApiServer, ReceivedMessage
-from scanarr.protocol import WatcherConfig, WatchPath
 from scanarr.state import WatcherState, load_state, save_state
 
 LONE = "\ud800"  # a high surrogate with no partner
@@ -51,9 +51,7 @@ async def _connected_agent(
     server: DevApiServer, start_watcher: Any, make_volume: Any, files: dict[str, bytes | int]
 ) -> tuple[Any, Path]:
     media = make_volume("media", files)
-    server.config = WatcherConfig(
-        watch_paths=[WatchPath(id="media", path=str(media))], scan_on_start=True
-    )
+    server.config = one_volume("media", media, scan_on_start=True)
     agent = await start_watcher()
     with trio.fail_after(10):
         await server.wait_for_type("scan.completed", volume_id="media")
@@ -288,7 +286,7 @@ async def test_first_config_with_an_unencodable_path_keeps_the_saved_config(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     media = make_volume("media", {"a.mkv": 3})
-    saved = WatcherConfig(watch_paths=[WatchPath(id="media", path=str(media))])
+    saved = one_volume("media", media)
     save_state(str(state_file), WatcherState(last_config=saved))
     caplog.set_level(logging.WARNING, logger="scanarr")
     # The config of the handshake itself, as the API sends it (the server takes raw text too).

@@ -10,6 +10,7 @@ import trio
 
 from scanarr.config import Settings, parse_api_url
 from scanarr.dev_api import DevApiServer, ReceivedMessage
+from scanarr.protocol import WatcherConfig
 
 TOKEN = "test-token-3f1d9c"
 
@@ -80,3 +81,10 @@ async def scan_completed(server: DevApiServer, volume_id: str, scan_id: str) -> 
     await server.send(CommandScan(volume_id=volume_id, scan_id=scan_id))
     with trio.fail_after(10):
         return await server.wait_for_type("scan.completed", scan_id=scan_id)
+
+
+def one_volume(volume_id: str, path: Path, **options: Any) -> WatcherConfig:
+    """A config with the one volume `volume_id` at `path` (`options`: the config's other fields)."""
+    from scanarr.protocol import WatchPath
+
+    return WatcherConfig(watch_paths=[WatchPath(id=volume_id, path=str(path))], **options)
