@@ -22,6 +22,7 @@ from scanarr.cli.common import (
     describe,
     human_bytes,
     is_failure,
+    walk_options,
 )
 from scanarr.scan import Scan
 
@@ -56,14 +57,7 @@ def run(args: argparse.Namespace) -> int:
     started = progress.started
     failures = 0
     non_utf8 = 0
-    with Scan(
-        roots,
-        extensions=args.ext if args.ext else _native.DEFAULT_EXTENSIONS,
-        all_files=args.all_files,
-        threads=args.threads,
-        same_device=not args.cross_filesystems,
-        fingerprint=args.fingerprint,
-    ) as running:
+    with Scan(roots, **walk_options(args), fingerprint=args.fingerprint) as running:
         heads = ["{" + f'"volume_path":{json.dumps(root, ensure_ascii=False)},' for root in roots]
         out = sys.stdout
         try:
