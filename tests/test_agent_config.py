@@ -21,6 +21,12 @@ def _files_of(server: DevApiServer, scan_id: str) -> set[str]:
     return {m.data["relative_path"] for m in messages[last_start:] if m.type == "scan.file"}
 
 
+def _movies_and_series(movies: Path, series: Path, **options: Any) -> WatcherConfig:
+    """A config of the volumes "movies" and "series" (`options`: its other fields)."""
+    paths = [WatchPath(id="movies", path=str(movies)), WatchPath(id="series", path=str(series))]
+    return WatcherConfig(watch_paths=paths, **options)
+
+
 async def test_first_config_with_scan_on_start_scans_and_is_persisted(
     dev_api: DevApiServer, start_watcher: Any, make_volume: Any, state_file: Path
 ) -> None:
@@ -47,13 +53,7 @@ async def test_first_config_without_scan_on_start_scans_nothing_even_with_a_fres
     the (here missing) state file never saw; a volume a later config adds is scanned."""
     movies = make_volume("movies", {"a.mkv": 1})
     series = make_volume("series", {"b.mkv": 1})
-    dev_api.config = WatcherConfig(
-        watch_paths=[
-            WatchPath(id="movies", path=str(movies)),
-            WatchPath(id="series", path=str(series)),
-        ],
-        scan_on_start=False,
-    )
+    dev_api.config = _movies_and_series(movies, series, scan_on_start=False)
     assert not state_file.exists()
     await start_watcher()
     with trio.fail_after(10):
@@ -93,13 +93,7 @@ async def test_scan_on_start(
 ) -> None:
     movies = make_volume("movies", {"a.mkv": 1})
     series = make_volume("series", {"b.mkv": 1})
-    dev_api.config = WatcherConfig(
-        watch_paths=[
-            WatchPath(id="movies", path=str(movies)),
-            WatchPath(id="series", path=str(series)),
-        ],
-        scan_on_start=True,
-    )
+    dev_api.config = _movies_and_series(movies, series, scan_on_start=True)
     save_state(str(state_file), WatcherState(last_config=dev_api.config))
     await start_watcher()
     with trio.fail_after(10):
@@ -170,14 +164,7 @@ async def test_extension_change_rescans_every_volume(
 ) -> None:
     movies = make_volume("movies", {"a.mkv": 1, "b.mp4": 1, "c.avi": 1})
     series = make_volume("series", {"d.mkv": 1, "e.mp4": 1})
-    dev_api.config = WatcherConfig(
-        watch_paths=[
-            WatchPath(id="movies", path=str(movies)),
-            WatchPath(id="series", path=str(series)),
-        ],
-        scan_on_start=True,
-        scan_extensions=["mkv"],
-    )
+    dev_api.config = _movies_and_series(movies, series, scan_on_start=True, scan_extensions=["mkv"])
     await start_watcher()
     with trio.fail_after(10):
         await dev_api.wait_for_type("scan.completed", volume_id="movies")
