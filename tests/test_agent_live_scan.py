@@ -13,22 +13,14 @@ from typing import Any
 import trio
 
 from helpers.agent import one_volume, start_stalled_big_scan
+from helpers.events import created_on_disk
 from scanarr.dev_api import DevApiServer, ReceivedMessage
 from scanarr.protocol import CommandScan, FileCreated, FileDeleted
 from scanarr.state import WatcherState, save_state
 
 
 def _created(root: Path, relative_path: str, volume_id: str = "big") -> FileCreated:
-    status = os.lstat(root / relative_path)
-    return FileCreated(
-        volume_id=volume_id,
-        relative_path=relative_path,
-        filename=os.path.basename(relative_path),
-        inode=status.st_ino,
-        device_id=status.st_dev,
-        size_bytes=status.st_size,
-        hardlink_count=status.st_nlink,
-    )
+    return created_on_disk(root, relative_path, volume_id)
 
 
 def _index(server: DevApiServer, message: ReceivedMessage) -> int:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +11,10 @@ import trio
 
 from helpers.agent import one_volume, scan_completed, start_stalled_big_scan
 from helpers.commands import delete_one
+from helpers.events import created_on_disk
 from scanarr.dev_api import DevApiServer
 from scanarr.protocol import (
     CommandFilesHardlink,
-    FileCreated,
     FileDeleted,
 )
 from scanarr.state import WatcherState, save_state
@@ -154,16 +153,7 @@ async def test_live_events_are_sent_and_mirrored_into_a_running_scan(
     created = big_tree / relative_path
     created.write_bytes(b"new film")
     try:
-        status = os.lstat(created)
-        event = FileCreated(
-            volume_id="big",
-            relative_path=relative_path,
-            filename=created.name,
-            inode=status.st_ino,
-            device_id=status.st_dev,
-            size_bytes=status.st_size,
-            hardlink_count=status.st_nlink,
-        )
+        event = created_on_disk(big_tree, relative_path, "big")
         async with trio.open_nursery() as nursery:
             nursery.start_soon(agent.live.submit, event)
             server.resume_reading()
@@ -175,7 +165,7 @@ async def test_live_events_are_sent_and_mirrored_into_a_running_scan(
     assert len(live) == 1
     mirrored = server.of_type("scan.file", scan_id="live", relative_path=relative_path)
     assert mirrored, "the live event was not sent as scan.file of the running scan"
-    assert mirrored[-1].data["inode"] == status.st_ino
+    assert mirrored[-1].data["inode"] == event.inode
     assert mirrored[-1].data["size_bytes"] == len(b"new film")
     assert server.messages.index(mirrored[0]) < server.messages.index(completed)
 

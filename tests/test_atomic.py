@@ -16,10 +16,10 @@ import pytest
 
 from fsfixtures import mounted
 from helpers.commands import delete_one
+from helpers.events import created
 from privileges import is_root
 from scanarr.atomic import atomic_write
 from scanarr.file_commands import FileCommands
-from scanarr.live.events import FileCreated
 from scanarr.offline_queue import OfflineQueue
 from scanarr.protocol import CommandFilesDelete
 from scanarr.state import WatcherState, load_state, save_state
@@ -108,15 +108,7 @@ def test_command_results_on_enospc_keep_the_old_file_and_no_temporary(
 
 def test_offline_queue_rescan_record_on_enospc_leaves_no_temporary(tiny_fs: Path) -> None:
     queue = OfflineQueue(tiny_fs / "watcher-state.queue.jsonl", max_events=1)
-    event = FileCreated(
-        volume_id="v1",
-        relative_path="a.mkv",
-        filename="a.mkv",
-        inode=1,
-        device_id=1,
-        size_bytes=1,
-        hardlink_count=1,
-    )
+    event = created("v1", "a.mkv")
     assert queue.put(event)
     _fill(tiny_fs)
     with pytest.raises(OSError):
