@@ -17,6 +17,7 @@ import pytest
 import trio
 
 from helpers.agent import one_volume
+from helpers.text import assert_all_text
 from scanarr.dev_api import DevApiServer, ReceivedMessage
 from scanarr.state import WatcherState, load_state, save_state
 
@@ -29,22 +30,9 @@ def _frame(message_type: str, data: Any) -> str:
     return json.dumps({"type": message_type, "timestamp": "2026-01-01T00:00:00Z", "data": data})
 
 
-def _assert_all_text(value: Any) -> None:
-    """Every string the watcher sent is valid Unicode (what a strict JSON peer can read)."""
-    if isinstance(value, str):
-        value.encode("utf-8")  # raises on a surrogate
-    elif isinstance(value, list):
-        for item in value:
-            _assert_all_text(item)
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            _assert_all_text(key)
-            _assert_all_text(item)
-
-
 def _sent_cleanly(server: DevApiServer) -> None:
     for message in server.messages:
-        _assert_all_text(json.loads(message.raw))
+        assert_all_text(json.loads(message.raw))
 
 
 async def _connected_agent(
