@@ -111,20 +111,13 @@ def run(args: argparse.Namespace) -> int:
 class WalkTotals(Protocol):
     """What the summary reads of a walk (`_native.WalkStats`, or bench/pyscan.py's own)."""
 
-    @property
-    def files(self) -> int: ...
-    @property
-    def dirs(self) -> int: ...
-    @property
-    def bytes_total(self) -> int: ...
-    @property
-    def distinct_inodes(self) -> int: ...
-    @property
-    def multi_link_files(self) -> int: ...
-    @property
-    def errors(self) -> int: ...
-    @property
-    def skipped_mounts(self) -> int: ...
+    files: int
+    dirs: int
+    bytes_total: int
+    distinct_inodes: int
+    multi_link_files: int
+    errors: int
+    skipped_mounts: int
 
 
 def summary_lines(stats: WalkTotals, duration: float) -> list[str]:
