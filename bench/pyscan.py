@@ -24,6 +24,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from scanarr.cli.scan import summary_lines  # the same output, so scripts compare the two
+
 DEFAULT_EXTENSIONS = ("mkv", "mp4", "avi", "m4v", "ts", "wmv")
 # Every temporary and metadata suffix is a dot and an extension, so one look at the text after
 # the last dot decides all three filters.
@@ -160,34 +162,6 @@ def walk(
 def is_failure(error: WalkError) -> bool:
     """A file that vanished between its listing and its lstat is not a failure (as the CLI)."""
     return not (error.kind == "stat" and error.errno == errno.ENOENT)
-
-
-def human_bytes(count: int) -> str:
-    value = float(count)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024:
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} TiB"
-
-
-def summary_lines(stats: WalkStats, duration: float) -> list[str]:
-    """The summary in `scanarr scan`'s format."""
-    rate = stats.files / duration if duration > 0 else 0.0
-    lines = [
-        f"media files: {stats.files}",
-        f"directories: {stats.dirs}",
-        f"total bytes: {stats.bytes_total}",
-        f"total size: {human_bytes(stats.bytes_total)} (each hardlinked file counted once)",
-        f"distinct inodes: {stats.distinct_inodes}",
-        f"multi-link files: {stats.multi_link_files}",
-        f"errors: {stats.errors}",
-        f"duration: {duration:.3f} s",
-        f"rate: {rate:.0f} files/s",
-    ]
-    if stats.skipped_mounts:
-        lines.append(f"other filesystems not entered: {stats.skipped_mounts}")
-    return lines
 
 
 def main(argv: Sequence[str] | None = None) -> int:

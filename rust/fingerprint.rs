@@ -204,7 +204,7 @@ pub fn fingerprint_many(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::io::Write;
     use xxhash_rust::xxh3::xxh3_128;
@@ -230,7 +230,8 @@ mod tests {
             .collect()
     }
 
-    fn sampled_reference(data: &[u8], sample: usize) -> u128 {
+    /// The sampled fingerprint computed the plain way, for tests to check the engine against.
+    pub(crate) fn sampled_reference(data: &[u8], sample: usize) -> u128 {
         let mut input = (data.len() as u64).to_le_bytes().to_vec();
         if data.len() <= 2 * sample {
             input.extend_from_slice(data);

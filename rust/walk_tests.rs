@@ -563,16 +563,7 @@ fn walker_fingerprints_match_their_definition() {
         for (name, data) in &contents {
             let expected = match mode {
                 fingerprint::Mode::Full => xxh3_128(data),
-                fingerprint::Mode::Sampled => {
-                    let mut input = (data.len() as u64).to_le_bytes().to_vec();
-                    if data.len() <= 2 * sample {
-                        input.extend_from_slice(data);
-                    } else {
-                        input.extend_from_slice(&data[..sample]);
-                        input.extend_from_slice(&data[data.len() - sample..]);
-                    }
-                    xxh3_128(&input)
-                }
+                fingerprint::Mode::Sampled => fingerprint::tests::sampled_reference(data, sample),
             };
             assert_eq!(
                 out.find(name).entry.fingerprint,

@@ -12,6 +12,22 @@ import pytest
 
 
 @contextlib.contextmanager
+def _applied(command: list[str], undo: list[str], refused: str) -> Iterator[None]:
+    """Run `command` for the body and `undo` after it; skips (`refused`: why) when the machine
+    has no such command or refuses it."""
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, check=False)
+    except FileNotFoundError:
+        pytest.skip(f"no {command[0]} command on this machine")
+    if result.returncode != 0:
+        pytest.skip(f"{refused}: {result.stderr.strip()}")
+    try:
+        yield
+    finally:
+        subprocess.run(undo, check=True)
+
+
+@contextlib.contextmanager
 def mounted(
     target: pathlib.Path, bind_source: pathlib.Path | None = None, *, size: str = "8m"
 ) -> Iterator[None]:
@@ -22,28 +38,15 @@ def mounted(
         command = ["mount", "-t", "tmpfs", "-o", f"size={size}", "scanarr-test", str(target)]
     else:
         command = ["mount", "--bind", str(bind_source), str(target)]
-    try:
-        result = subprocess.run(command, capture_output=True, text=True, check=False)
-    except FileNotFoundError:
-        pytest.skip("no mount command on this machine")
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount here ({' '.join(command[:3])}): {result.stderr.strip()}")
-    try:
+    refused = f"cannot mount here ({' '.join(command[:3])})"
+    with _applied(command, ["umount", "-l", str(target)], refused):
         yield
-    finally:
-        subprocess.run(["umount", "-l", str(target)], check=True)
 
 
 @contextlib.contextmanager
 def immutable(path: pathlib.Path) -> Iterator[None]:
     """`chattr +i` on `path` (even root cannot unlink or replace it); skips when unsupported."""
-    try:
-        result = subprocess.run(["chattr", "+i", str(path)], capture_output=True, text=True)
-    except FileNotFoundError:
-        pytest.skip("no chattr command on this machine")
-    if result.returncode != 0:
-        pytest.skip(f"chattr +i unsupported here: {result.stderr.strip()}")
-    try:
+    with _applied(
+        ["chattr", "+i", str(path)], ["chattr", "-i", str(path)], "chattr +i unsupported here"
+    ):
         yield
-    finally:
-        subprocess.run(["chattr", "-i", str(path)], check=True)

@@ -12,6 +12,7 @@ import attrs
 import pytest
 import trio
 
+from helpers.agent import one_volume
 from scanarr.agent.file_handlers import results_path_for
 from scanarr.dev_api import DevApiServer
 from scanarr.protocol import (
@@ -175,9 +176,7 @@ async def test_damaged_stored_results_are_dropped_not_replayed(
     caplog.set_level(logging.WARNING, logger="scanarr")
     names = {"no-progress": "a.mkv", "no-reply": "b.mkv", "bad-reply": "c.mkv", "good": "d.mkv"}
     media = make_volume("media", {name: 7 for name in names.values()})
-    dev_api.config = WatcherConfig(
-        watch_paths=[WatchPath(id="media", path=str(media))], scan_on_start=True
-    )
+    dev_api.config = one_volume("media", media, scan_on_start=True)
     await start_watcher()
     with trio.fail_after(10):
         await dev_api.wait_for_type("scan.completed", volume_id="media")

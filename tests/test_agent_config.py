@@ -8,7 +8,7 @@ from typing import Any
 import attrs
 import trio
 
-from helpers.agent import start_stalled_big_scan
+from helpers.agent import one_volume, scan_completed, start_stalled_big_scan
 from scanarr.dev_api import DevApiServer
 from scanarr.protocol import CommandScan, WatcherConfig, WatchPath
 from scanarr.state import WatcherState, load_state, save_state
@@ -19,6 +19,12 @@ def _files_of(server: DevApiServer, scan_id: str) -> set[str]:
     messages = [m for m in server.messages if m.data.get("scan_id") == scan_id]
     last_start = max(i for i, m in enumerate(messages) if m.type == "scan.started")
     return {m.data["relative_path"] for m in messages[last_start:] if m.type == "scan.file"}
+
+
+def _movies_and_series(movies: Path, series: Path, **options: Any) -> WatcherConfig:
+    """A config of the volumes "movies" and "series" (`options`: its other fields)."""
+    paths = [WatchPath(id="movies", path=str(movies)), WatchPath(id="series", path=str(series))]
+    return WatcherConfig(watch_paths=paths, **options)
 
 
 async def test_first_config_with_scan_on_start_scans_and_is_persisted(
@@ -36,9 +42,7 @@ async def test_first_config_with_scan_on_start_scans_and_is_persisted(
     assert _files_of(dev_api, completed.data["scan_id"]) == {"a.mkv"}
     assert load_state(str(state_file)).last_config == dev_api.config
     # Scanned once: by scan_on_start, not again as a volume new to the state file.
-    await dev_api.send(CommandScan(volume_id="movies", scan_id="probe"))
-    with trio.fail_after(10):
-        await dev_api.wait_for_type("scan.completed", scan_id="probe")
+    await scan_completed(dev_api, "movies", "probe")
     assert len(dev_api.of_type("scan.started")) == 2
 
 
@@ -49,20 +53,12 @@ async def test_first_config_without_scan_on_start_scans_nothing_even_with_a_fres
     the (here missing) state file never saw; a volume a later config adds is scanned."""
     movies = make_volume("movies", {"a.mkv": 1})
     series = make_volume("series", {"b.mkv": 1})
-    dev_api.config = WatcherConfig(
-        watch_paths=[
-            WatchPath(id="movies", path=str(movies)),
-            WatchPath(id="series", path=str(series)),
-        ],
-        scan_on_start=False,
-    )
+    dev_api.config = _movies_and_series(movies, series, scan_on_start=False)
     assert not state_file.exists()
     await start_watcher()
     with trio.fail_after(10):
         await dev_api.wait_for_type("watcher.status")
-    await dev_api.send(CommandScan(volume_id="movies", scan_id="probe"))
-    with trio.fail_after(10):
-        await dev_api.wait_for_type("scan.completed", scan_id="probe")
+    await scan_completed(dev_api, "movies", "probe")
     assert [m.data["scan_id"] for m in dev_api.of_type("scan.started")] == ["probe"]
     assert load_state(str(state_file)).last_config == dev_api.config
     # A later config that adds a volume scans it, whatever scan_on_start says.
@@ -83,14 +79,12 @@ async def test_known_volumes_are_not_rescanned_at_start(
     dev_api: DevApiServer, start_watcher: Any, make_volume: Any, state_file: Path
 ) -> None:
     movies = make_volume("movies", {"a.mkv": 1})
-    dev_api.config = WatcherConfig(watch_paths=[WatchPath(id="movies", path=str(movies))])
+    dev_api.config = one_volume("movies", movies)
     save_state(str(state_file), WatcherState(last_config=dev_api.config))
     await start_watcher()
     with trio.fail_after(10):
         await dev_api.wait_for_type("watcher.status")
-    await dev_api.send(CommandScan(volume_id="movies", scan_id="probe"))
-    with trio.fail_after(10):
-        await dev_api.wait_for_type("scan.completed", scan_id="probe")
+    await scan_completed(dev_api, "movies", "probe")
     assert [m.data["scan_id"] for m in dev_api.of_type("scan.started")] == ["probe"]
 
 
@@ -99,13 +93,7 @@ async def test_scan_on_start(
 ) -> None:
     movies = make_volume("movies", {"a.mkv": 1})
     series = make_volume("series", {"b.mkv": 1})
-    dev_api.config = WatcherConfig(
-        watch_paths=[
-            WatchPath(id="movies", path=str(movies)),
-            WatchPath(id="series", path=str(series)),
-        ],
-        scan_on_start=True,
-    )
+    dev_api.config = _movies_and_series(movies, series, scan_on_start=True)
     save_state(str(state_file), WatcherState(last_config=dev_api.config))
     await start_watcher()
     with trio.fail_after(10):
@@ -113,9 +101,7 @@ async def test_scan_on_start(
         await dev_api.wait_for_type("scan.completed", volume_id="series")
     # A config pushed later with scan_on_start does not scan again: it applies at start only.
     await dev_api.send_config(attrs.evolve(dev_api.config, disable_deletion=True))
-    await dev_api.send(CommandScan(volume_id="movies", scan_id="probe"))
-    with trio.fail_after(10):
-        await dev_api.wait_for_type("scan.completed", scan_id="probe")
+    await scan_completed(dev_api, "movies", "probe")
     assert len(dev_api.of_type("scan.started")) == 3
 
 
@@ -124,9 +110,7 @@ async def test_hot_reload_add_and_remove(
 ) -> None:
     movies = make_volume("movies", {"a.mkv": 1})
     series = make_volume("series", {"s/e1.mkv": 1, "s/e2.mkv": 1})
-    dev_api.config = WatcherConfig(
-        watch_paths=[WatchPath(id="movies", path=str(movies))], scan_on_start=True
-    )
+    dev_api.config = one_volume("movies", movies, scan_on_start=True)
     agent = await start_watcher()
     with trio.fail_after(10):
         await dev_api.wait_for_type("scan.completed", volume_id="movies")
@@ -180,14 +164,7 @@ async def test_extension_change_rescans_every_volume(
 ) -> None:
     movies = make_volume("movies", {"a.mkv": 1, "b.mp4": 1, "c.avi": 1})
     series = make_volume("series", {"d.mkv": 1, "e.mp4": 1})
-    dev_api.config = WatcherConfig(
-        watch_paths=[
-            WatchPath(id="movies", path=str(movies)),
-            WatchPath(id="series", path=str(series)),
-        ],
-        scan_on_start=True,
-        scan_extensions=["mkv"],
-    )
+    dev_api.config = _movies_and_series(movies, series, scan_on_start=True, scan_extensions=["mkv"])
     await start_watcher()
     with trio.fail_after(10):
         await dev_api.wait_for_type("scan.completed", volume_id="movies")
@@ -205,13 +182,11 @@ async def test_path_change_rescans_the_new_path(
 ) -> None:
     old = make_volume("old", {"old.mkv": 1})
     new = make_volume("new", {"new.mkv": 1})
-    dev_api.config = WatcherConfig(
-        watch_paths=[WatchPath(id="v", path=str(old))], scan_on_start=True
-    )
+    dev_api.config = one_volume("v", old, scan_on_start=True)
     await start_watcher()
     with trio.fail_after(10):
         await dev_api.wait_for_type("scan.completed", volume_id="v")
-    await dev_api.send_config(WatcherConfig(watch_paths=[WatchPath(id="v", path=str(new))]))
+    await dev_api.send_config(one_volume("v", new))
     with trio.fail_after(10):
         again = await dev_api.wait_for_type("scan.completed", volume_id="v", count=2)
     assert _files_of(dev_api, again.data["scan_id"]) == {"new.mkv"}
@@ -223,9 +198,7 @@ async def test_bad_config_keeps_the_previous_one(
     dev_api: DevApiServer, start_watcher: Any, make_volume: Any, state_file: Path
 ) -> None:
     movies = make_volume("movies", {"a.mkv": 1})
-    dev_api.config = WatcherConfig(
-        watch_paths=[WatchPath(id="movies", path=str(movies))], scan_on_start=True
-    )
+    dev_api.config = one_volume("movies", movies, scan_on_start=True)
     agent = await start_watcher()
     with trio.fail_after(10):
         await dev_api.wait_for_type("scan.completed", volume_id="movies")
@@ -235,8 +208,6 @@ async def test_bad_config_keeps_the_previous_one(
     )
     await dev_api.send(WatcherConfig(watch_paths=[WatchPath(id="rel", path="relative/dir")]))
     await dev_api.send(WatcherConfig(watch_paths=[WatchPath(id="nul", path="/a\0b")]))
-    await dev_api.send(CommandScan(volume_id="movies", scan_id="still"))
-    with trio.fail_after(10):
-        await dev_api.wait_for_type("scan.completed", scan_id="still")
+    await scan_completed(dev_api, "movies", "still")
     assert [volume.id for volume in agent.volumes.ordered()] == ["movies"]
     assert load_state(str(state_file)).last_config == dev_api.config

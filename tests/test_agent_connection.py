@@ -14,11 +14,11 @@ import trio
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, Ping, Request, TextMessage
 
-from helpers.agent import TOKEN, start_stalled_big_scan, watcher_settings
+from helpers.agent import TOKEN, one_volume, start_stalled_big_scan, watcher_settings
 from helpers.trees import BIG_TREE_DIRECTORIES, BIG_TREE_FILES_PER_DIRECTORY
 from scanarr.agent import WatcherAgent
 from scanarr.dev_api import DevApiServer
-from scanarr.protocol import CommandScan, WatcherAuth, WatcherConfig, WatchPath, encode
+from scanarr.protocol import CommandScan, WatcherAuth, WatcherConfig, encode
 from scanarr.state import WatcherState, load_state, save_state
 
 
@@ -52,7 +52,7 @@ async def test_status_after_config_on_change_and_periodically(
     dev_api: DevApiServer, start_watcher: Any, make_volume: Any, state_file: Path
 ) -> None:
     movies = make_volume("movies", {"a.mkv": 1})
-    dev_api.config = WatcherConfig(watch_paths=[WatchPath(id="movies", path=str(movies))])
+    dev_api.config = one_volume("movies", movies)
     save_state(str(state_file), WatcherState(last_config=dev_api.config))
     agent = await start_watcher(status_interval=0.2)
     with trio.fail_after(10):
@@ -128,7 +128,7 @@ async def test_api_unreachable_at_start_uses_the_last_config(
     nursery: trio.Nursery, serve_dev_api: Any, make_volume: Any, state_file: Path
 ) -> None:
     movies = make_volume("movies", {"a.mkv": 1})
-    config = WatcherConfig(watch_paths=[WatchPath(id="movies", path=str(movies))])
+    config = one_volume("movies", movies)
     save_state(str(state_file), WatcherState(last_config=config, volume_devices={"movies": 7}))
     with socket.socket() as probe:  # a port where nothing listens (yet)
         probe.bind(("127.0.0.1", 0))
@@ -151,9 +151,7 @@ async def test_request_stop_closes_with_1000_and_saves_state(
     dev_api: DevApiServer, nursery: trio.Nursery, make_volume: Any, state_file: Path
 ) -> None:
     movies = make_volume("movies", {"a.mkv": 1})
-    dev_api.config = WatcherConfig(
-        watch_paths=[WatchPath(id="movies", path=str(movies))], scan_on_start=True
-    )
+    dev_api.config = one_volume("movies", movies, scan_on_start=True)
     agent = WatcherAgent(watcher_settings(dev_api.url, state_file))
     stopped = trio.Event()
 

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 import trio
 
-from helpers.agent import TOKEN
+from helpers.agent import TOKEN, one_volume
 from scanarr import __version__
 from scanarr.dev_api import DevApiServer
-from scanarr.protocol import CommandScan, WatcherConfig, WatchPath
+from scanarr.protocol import CommandScan, WatcherConfig
 from scanarr.state import WatcherState, load_state, save_state
 
 
@@ -39,9 +39,7 @@ async def test_the_header_alone_authenticates(
 ) -> None:
     """A server that only reads the header accepts the watcher too (and vice versa)."""
     root = make_volume("movies", {"a.mkv": b"1"})
-    dev_api.config = WatcherConfig(
-        watch_paths=[WatchPath(id="m", path=str(root))], scan_on_start=True
-    )
+    dev_api.config = one_volume("m", root, scan_on_start=True)
     await start_watcher()
     with trio.fail_after(10):
         await dev_api.wait_for_type("scan.completed", volume_id="m")
@@ -65,7 +63,7 @@ async def test_rejected_token_executes_nothing_and_retries(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     root = make_volume("movies", {"a.mkv": b"1"})
-    config = WatcherConfig(watch_paths=[WatchPath(id="m", path=str(root))], scan_on_start=True)
+    config = one_volume("m", root, scan_on_start=True)
     save_state(str(state_file), WatcherState(last_config=config, volume_devices={"m": 1}))
     before = state_file.read_bytes()
     dev_api.reject_reason = "revoked"
@@ -87,7 +85,7 @@ async def test_watcher_closes_a_rejected_connection_itself(
 ) -> None:
     """An API that rejects but keeps the socket open, then sends a command anyway."""
     root = make_volume("movies", {"a.mkv": b"1"})
-    dev_api.config = WatcherConfig(watch_paths=[WatchPath(id="m", path=str(root))])
+    dev_api.config = one_volume("m", root)
     dev_api.reject_reason = "invalid_token"
     dev_api.hold_after_reject = True
     await start_watcher(wait_connected=False)
@@ -115,7 +113,7 @@ async def test_commands_sent_before_the_config_are_carried_out(
     """A command that overtakes the first config is kept and run once the config applies."""
     root = make_volume("movies", {"a.mkv": b"1"})
     early = DevApiServer(token=TOKEN, config=WatcherConfig())
-    early.config = WatcherConfig(watch_paths=[WatchPath(id="m", path=str(root))])
+    early.config = one_volume("m", root)
     original = early._send_on
 
     async def send_command_first(websocket: Any, message: Any) -> None:

@@ -12,23 +12,15 @@ from typing import Any
 
 import trio
 
-from helpers.agent import start_stalled_big_scan
+from helpers.agent import one_volume, start_stalled_big_scan
+from helpers.events import created_on_disk
 from scanarr.dev_api import DevApiServer, ReceivedMessage
-from scanarr.protocol import CommandScan, FileCreated, FileDeleted, WatcherConfig, WatchPath
+from scanarr.protocol import CommandScan, FileCreated, FileDeleted
 from scanarr.state import WatcherState, save_state
 
 
 def _created(root: Path, relative_path: str, volume_id: str = "big") -> FileCreated:
-    status = os.lstat(root / relative_path)
-    return FileCreated(
-        volume_id=volume_id,
-        relative_path=relative_path,
-        filename=os.path.basename(relative_path),
-        inode=status.st_ino,
-        device_id=status.st_dev,
-        size_bytes=status.st_size,
-        hardlink_count=status.st_nlink,
-    )
+    return created_on_disk(root, relative_path, volume_id)
 
 
 def _index(server: DevApiServer, message: ReceivedMessage) -> int:
@@ -63,7 +55,7 @@ async def test_no_scan_file_of_a_scan_after_its_scan_completed(
     state file is busy with another save) is sent as itself only: the API has closed the scan
     and a scan.file of it would be a file outside any scan."""
     root = make_volume("movies", {"a.mkv": 1, "B/b.mkv": 2})
-    dev_api.config = WatcherConfig(watch_paths=[WatchPath(id="movies", path=str(root))])
+    dev_api.config = one_volume("movies", root)
     save_state(str(state_file), WatcherState(last_config=dev_api.config))
     agent = await start_watcher()
     with trio.fail_after(10):

@@ -3,25 +3,19 @@
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 
-from helpers.agent import start_stalled_big_scan
+from helpers.agent import one_volume, scan_completed, start_stalled_big_scan
+from helpers.commands import delete_one
+from helpers.events import created_on_disk
 from scanarr.dev_api import DevApiServer
 from scanarr.protocol import (
-    CommandFilesDelete,
     CommandFilesHardlink,
-    CommandScan,
-    DeleteFile,
-    DeletePath,
-    FileCreated,
     FileDeleted,
-    WatcherConfig,
-    WatchPath,
 )
 from scanarr.state import WatcherState, save_state
 
@@ -34,7 +28,7 @@ async def test_unknown_and_malformed_messages_are_survived(
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="scanarr")
     movies = make_volume("movies", {"a.mkv": 1})
-    dev_api.config = WatcherConfig(watch_paths=[WatchPath(id="movies", path=str(movies))])
+    dev_api.config = one_volume("movies", movies)
     await start_watcher()
     for frame in [
         "this is not JSON",
@@ -48,9 +42,7 @@ async def test_unknown_and_malformed_messages_are_survived(
         "\ud800 lone surrogate".encode("utf-8", "surrogatepass").decode("utf-8", "replace"),
     ]:
         await dev_api.send(frame)
-    await dev_api.send(CommandScan(volume_id="movies", scan_id="alive"))
-    with trio.fail_after(10):
-        await dev_api.wait_for_type("scan.completed", scan_id="alive")
+    await scan_completed(dev_api, "movies", "alive")
     assert "command.reboot" in caplog.text
     assert "malformed" in caplog.text
     assert len(dev_api.connections) == 1  # never reconnected: nothing broke
@@ -116,20 +108,9 @@ async def test_delete_replies_carry_status_completed(
     dev_api: DevApiServer, start_watcher: Any, make_volume: Any
 ) -> None:
     movies = make_volume("movies", {"a.mkv": 1})
-    dev_api.config = WatcherConfig(watch_paths=[WatchPath(id="movies", path=str(movies))])
+    dev_api.config = one_volume("movies", movies)
     await start_watcher()
-    await dev_api.send(
-        CommandFilesDelete(
-            request_id="req-ok",
-            deletion_id="d",
-            files=[
-                DeleteFile(
-                    media_file_id="m",
-                    paths=[DeletePath(volume_path=str(movies), relative_path="missing.mkv")],
-                )
-            ],
-        )
-    )
+    await dev_api.send(delete_one("req-ok", str(movies), "missing.mkv"))
     with trio.fail_after(10):
         reply = await dev_api.wait_for_type("files.delete.completed", request_id="req-ok")
     assert reply.data["status"] == "completed"
@@ -172,16 +153,7 @@ async def test_live_events_are_sent_and_mirrored_into_a_running_scan(
     created = big_tree / relative_path
     created.write_bytes(b"new film")
     try:
-        status = os.lstat(created)
-        event = FileCreated(
-            volume_id="big",
-            relative_path=relative_path,
-            filename=created.name,
-            inode=status.st_ino,
-            device_id=status.st_dev,
-            size_bytes=status.st_size,
-            hardlink_count=status.st_nlink,
-        )
+        event = created_on_disk(big_tree, relative_path, "big")
         async with trio.open_nursery() as nursery:
             nursery.start_soon(agent.live.submit, event)
             server.resume_reading()
@@ -193,7 +165,7 @@ async def test_live_events_are_sent_and_mirrored_into_a_running_scan(
     assert len(live) == 1
     mirrored = server.of_type("scan.file", scan_id="live", relative_path=relative_path)
     assert mirrored, "the live event was not sent as scan.file of the running scan"
-    assert mirrored[-1].data["inode"] == status.st_ino
+    assert mirrored[-1].data["inode"] == event.inode
     assert mirrored[-1].data["size_bytes"] == len(b"new film")
     assert server.messages.index(mirrored[0]) < server.messages.index(completed)
 
@@ -202,7 +174,7 @@ async def test_live_event_outside_a_scan_is_sent_alone(
     dev_api: DevApiServer, start_watcher: Any, make_volume: Any, state_file: Path
 ) -> None:
     movies = make_volume("movies", {"a.mkv": 1})
-    dev_api.config = WatcherConfig(watch_paths=[WatchPath(id="movies", path=str(movies))])
+    dev_api.config = one_volume("movies", movies)
     save_state(str(state_file), WatcherState(last_config=dev_api.config))
     agent = await start_watcher()
     await agent.live.submit(
@@ -217,7 +189,7 @@ async def test_live_event_while_disconnected_rescans_the_volume(
     dev_api: DevApiServer, start_watcher: Any, make_volume: Any, state_file: Path
 ) -> None:
     movies = make_volume("movies", {"a.mkv": 1})
-    dev_api.config = WatcherConfig(watch_paths=[WatchPath(id="movies", path=str(movies))])
+    dev_api.config = one_volume("movies", movies)
     save_state(str(state_file), WatcherState(last_config=dev_api.config))
     dev_api.reject_reason = "invalid_token"
     agent = await start_watcher(wait_connected=False)

@@ -20,17 +20,13 @@ import trio
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, CloseConnection, Request, TextMessage
 
-from helpers.agent import TOKEN, settings_environment, watcher_settings
+from helpers.agent import TOKEN, one_volume, settings_environment, watcher_settings
+from helpers.commands import delete_one
 from helpers.processes import WATCH, start_watch
 from privileges import NOBODY, is_root, world_traversable_tmp
 from scanarr.dev_api import DevApiServer
 from scanarr.protocol import (
-    CommandFilesDelete,
     CommandScan,
-    DeleteFile,
-    DeletePath,
-    WatcherConfig,
-    WatchPath,
 )
 from scanarr.state import WatcherState, load_state, save_state
 
@@ -116,9 +112,7 @@ async def test_signal_closes_with_1000_saves_state_and_exits_0(
     signal_number: int,
 ) -> None:
     movies = make_volume("movies", {"a.mkv": 1})
-    dev_api.config = WatcherConfig(
-        watch_paths=[WatchPath(id="movies", path=str(movies))], scan_on_start=True
-    )
+    dev_api.config = one_volume("movies", movies, scan_on_start=True)
     environment = settings_environment(watcher_settings(dev_api.url, state_file))
     log = tmp_path / "watch.log"
     process = await _start_watch(nursery, environment, log)
@@ -217,9 +211,7 @@ async def test_live_events_from_the_shipped_watcher(
 ) -> None:
     """`scanarr watch` as installed: after its scan, a new file is reported live."""
     movies = make_volume("movies", {"old.mkv": 1})
-    dev_api.config = WatcherConfig(
-        watch_paths=[WatchPath(id="movies", path=str(movies))], scan_on_start=True
-    )
+    dev_api.config = one_volume("movies", movies, scan_on_start=True)
     environment = settings_environment(watcher_settings(dev_api.url, state_file))
     log = tmp_path / "watch.log"
     process = await _start_watch(nursery, environment, log)
@@ -241,26 +233,13 @@ async def test_a_deletion_is_not_echoed_as_file_deleted(
 ) -> None:
     """The command reports its deletion; the live watcher must not report it again."""
     movies = make_volume("movies", {"Gone/gone.mkv": 1, "kept.mkv": 1})
-    dev_api.config = WatcherConfig(
-        watch_paths=[WatchPath(id="movies", path=str(movies))], scan_on_start=True
-    )
+    dev_api.config = one_volume("movies", movies, scan_on_start=True)
     environment = settings_environment(watcher_settings(dev_api.url, state_file))
     process = await _start_watch(nursery, environment, tmp_path / "watch.log")
     try:
         with trio.fail_after(20):
             await dev_api.wait_for_type("scan.completed", volume_id="movies")
-        await dev_api.send(
-            CommandFilesDelete(
-                request_id="r",
-                deletion_id="d",
-                files=[
-                    DeleteFile(
-                        media_file_id="m",
-                        paths=[DeletePath(volume_path=str(movies), relative_path="Gone/gone.mkv")],
-                    )
-                ],
-            )
-        )
+        await dev_api.send(delete_one("r", str(movies), "Gone/gone.mkv"))
         with trio.fail_after(20):
             completed = await dev_api.wait_for_type("files.delete.completed", request_id="r")
         # inotify reports in order: an echo of the deletion would come before this creation.
@@ -410,7 +389,7 @@ async def test_slow_server_keeps_memory_flat_and_loses_nothing(
     tmp_path: Path,
 ) -> None:
     server = tight_dev_api
-    server.config = WatcherConfig(watch_paths=[WatchPath(id="v", path=str(hundred_thousand_files))])
+    server.config = one_volume("v", hundred_thousand_files)
     save_state(str(state_file), WatcherState(last_config=server.config))
     environment = settings_environment(
         watcher_settings(server.url, state_file, log_level="info", ping_interval=600.0)

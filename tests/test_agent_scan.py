@@ -9,6 +9,7 @@ from typing import Any
 
 import trio
 
+from helpers.agent import one_volume, scan_completed
 from helpers.ground_truth import lstat_ground_truth
 from scanarr.dev_api import DevApiServer, ReceivedMessage
 from scanarr.protocol import (
@@ -79,11 +80,9 @@ async def test_scan_records_equal_lstat(
     dev_api: DevApiServer, start_watcher: Any, make_volume: Any
 ) -> None:
     root = _library(make_volume)
-    dev_api.config = WatcherConfig(watch_paths=[WatchPath(id="lib", path=str(root))])
+    dev_api.config = one_volume("lib", root)
     await start_watcher()
-    await dev_api.send(CommandScan(volume_id="lib", scan_id="s-1"))
-    with trio.fail_after(10):
-        completed = await dev_api.wait_for_type("scan.completed", scan_id="s-1")
+    completed = await scan_completed(dev_api, "lib", "s-1")
     messages = _scan_of(dev_api, "s-1", "lib")
     assert messages[0].type == "scan.started"
     assert messages[0].data == {"scan_id": "s-1", "volume_id": "lib", "volume_path": str(root)}
@@ -146,11 +145,9 @@ async def test_progress_every_hundred_files(
     dev_api: DevApiServer, start_watcher: Any, make_volume: Any
 ) -> None:
     root = make_volume("many", {f"d{n % 7}/film-{n}.mkv": 1 for n in range(250)})
-    dev_api.config = WatcherConfig(watch_paths=[WatchPath(id="many", path=str(root))])
+    dev_api.config = one_volume("many", root)
     await start_watcher()
-    await dev_api.send(CommandScan(volume_id="many", scan_id="p"))
-    with trio.fail_after(10):
-        await dev_api.wait_for_type("scan.completed", scan_id="p")
+    await scan_completed(dev_api, "many", "p")
     messages = _scan_of(dev_api, "p", "many")
     files_before: list[int] = []
     seen = 0
@@ -199,7 +196,7 @@ async def test_missing_root_fails(
     dev_api: DevApiServer, start_watcher: Any, tmp_path: Path
 ) -> None:
     missing = tmp_path / "not-mounted"
-    dev_api.config = WatcherConfig(watch_paths=[WatchPath(id="gone", path=str(missing))])
+    dev_api.config = one_volume("gone", missing)
     await start_watcher()
     # The config's own scan of the new volume fails first; then the command's.
     await _expect_failure(dev_api, "gone", "m-1", "does not exist")
@@ -210,7 +207,7 @@ async def test_root_that_is_a_file_fails(
 ) -> None:
     not_a_directory = tmp_path / "file.mkv"
     not_a_directory.write_bytes(b"x")
-    dev_api.config = WatcherConfig(watch_paths=[WatchPath(id="f", path=str(not_a_directory))])
+    dev_api.config = one_volume("f", not_a_directory)
     await start_watcher()
     await _expect_failure(dev_api, "f", "f-1", "not a directory")
 
@@ -220,7 +217,7 @@ async def test_root_on_another_device_than_recorded_fails(
 ) -> None:
     """An unmounted mount point is an empty directory on the parent's device: never complete."""
     root = make_volume("mnt", {"film.mkv": 1})
-    config = WatcherConfig(watch_paths=[WatchPath(id="mnt", path=str(root))])
+    config = one_volume("mnt", root)
     recorded = os.stat(root).st_dev + 1
     save_state(str(state_file), WatcherState(last_config=config, volume_devices={"mnt": recorded}))
     dev_api.config = config
@@ -235,7 +232,7 @@ async def test_device_recorded_after_a_completed_scan(
     dev_api: DevApiServer, start_watcher: Any, make_volume: Any, state_file: Path
 ) -> None:
     root = make_volume("disk", {"film.mkv": 1})
-    dev_api.config = WatcherConfig(watch_paths=[WatchPath(id="disk", path=str(root))])
+    dev_api.config = one_volume("disk", root)
     await start_watcher()
     await dev_api.send(CommandScan(volume_id="disk", scan_id="r-1"))
     with trio.fail_after(10):
@@ -323,7 +320,7 @@ async def test_duplicate_and_coalesced_requests(
     tight_dev_api: DevApiServer, start_watcher: Any, big_tree: Path, state_file: Path
 ) -> None:
     server = tight_dev_api
-    server.config = WatcherConfig(watch_paths=[WatchPath(id="big", path=str(big_tree))])
+    server.config = one_volume("big", big_tree)
     _seed_config(state_file, server.config)
     agent = await start_watcher(server=server)
     server.pause_reading()
@@ -354,7 +351,7 @@ async def test_progress_also_on_a_timer(
 ) -> None:
     """Besides every 100 files, a scan.progress goes out whenever the period elapsed."""
     root = make_volume("few", {f"{n}.mkv": 1 for n in range(50)})
-    dev_api.config = WatcherConfig(watch_paths=[WatchPath(id="few", path=str(root))])
+    dev_api.config = one_volume("few", root)
     _seed_config(state_file, dev_api.config)
     await start_watcher(progress_interval=1e-6)
     await dev_api.send(CommandScan(volume_id="few", scan_id="t"))
@@ -379,11 +376,9 @@ async def test_totals_cover_exactly_the_files_sent_and_skipped_names_are_counted
     with open(os.path.join(raw, b"dir-\xfe", b"below.mkv"), "wb") as file:
         file.write(b"y" * 7000)
     os.link(root / "B/linked.mkv", os.path.join(raw, b"B", b"link-\xff.mkv"))
-    dev_api.config = WatcherConfig(watch_paths=[WatchPath(id="v", path=str(root))])
+    dev_api.config = one_volume("v", root)
     await start_watcher()
-    await dev_api.send(CommandScan(volume_id="v", scan_id="u-1"))
-    with trio.fail_after(10):
-        completed = await dev_api.wait_for_type("scan.completed", scan_id="u-1")
+    completed = await scan_completed(dev_api, "v", "u-1")
     sent = [m.data for m in _scan_of(dev_api, "u-1", "v") if m.type == "scan.file"]
     assert sorted(data["relative_path"] for data in sent) == ["A/sent.mkv", "B/linked.mkv"]
     expected = lstat_ground_truth(root)

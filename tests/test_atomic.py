@@ -15,12 +15,13 @@ from pathlib import Path
 import pytest
 
 from fsfixtures import mounted
+from helpers.commands import delete_one
+from helpers.events import created
 from privileges import is_root
 from scanarr.atomic import atomic_write
 from scanarr.file_commands import FileCommands
-from scanarr.live.events import FileCreated
 from scanarr.offline_queue import OfflineQueue
-from scanarr.protocol import CommandFilesDelete, DeleteFile, DeletePath
+from scanarr.protocol import CommandFilesDelete
 from scanarr.state import WatcherState, load_state, save_state
 
 pytestmark = pytest.mark.skipif(not is_root(), reason="mounting a tmpfs needs root")
@@ -81,16 +82,7 @@ def test_state_save_on_enospc_keeps_the_old_state(tiny_fs: Path) -> None:
 
 
 def _unknown_volume_delete(request_id: str) -> CommandFilesDelete:
-    return CommandFilesDelete(
-        request_id=request_id,
-        deletion_id="d",
-        files=[
-            DeleteFile(
-                media_file_id="m",
-                paths=[DeletePath(volume_path="/nowhere", relative_path="a.mkv")],
-            )
-        ],
-    )
+    return delete_one(request_id, "/nowhere", "a.mkv")
 
 
 def test_command_results_on_enospc_keep_the_old_file_and_no_temporary(
@@ -116,15 +108,7 @@ def test_command_results_on_enospc_keep_the_old_file_and_no_temporary(
 
 def test_offline_queue_rescan_record_on_enospc_leaves_no_temporary(tiny_fs: Path) -> None:
     queue = OfflineQueue(tiny_fs / "watcher-state.queue.jsonl", max_events=1)
-    event = FileCreated(
-        volume_id="v1",
-        relative_path="a.mkv",
-        filename="a.mkv",
-        inode=1,
-        device_id=1,
-        size_bytes=1,
-        hardlink_count=1,
-    )
+    event = created("v1", "a.mkv")
     assert queue.put(event)
     _fill(tiny_fs)
     with pytest.raises(OSError):

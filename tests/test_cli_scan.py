@@ -12,6 +12,7 @@ from pathlib import Path
 
 import xxhash
 
+from helpers.cli import run_cli
 from privileges import run_unprivileged, world_traversable_tmp
 from scanarr.cli import build_parser, main
 from scanarr.scan import rfc3339_from_ns
@@ -26,12 +27,6 @@ JSONL_KEYS = [
     "hardlink_count",
     "mod_time",
 ]
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "scanarr", *args], capture_output=True, text=True, timeout=120
-    )
 
 
 def summary(stdout: str) -> dict[str, str]:

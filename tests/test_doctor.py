@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import trio
 
-from helpers.agent import TOKEN, watcher_settings
+from helpers.agent import TOKEN, one_volume, watcher_settings
 from privileges import run_unprivileged, world_traversable_tmp
 from scanarr.cli import build_parser
 from scanarr.cli.doctor import agent_handshake
@@ -316,7 +316,7 @@ async def test_the_api_accepts_the_token(
     dev_api: DevApiServer, make_volume: Any, tmp_path: Path
 ) -> None:
     root = make_volume("movies", {"a.mkv": b"1"})
-    dev_api.config = WatcherConfig(watch_paths=[WatchPath(id="movies", path=str(root))])
+    dev_api.config = one_volume("movies", root)
     settings = watcher_settings(dev_api.url, tmp_path / "state.json")
     verdict, config = await check_api(settings, 5, agent_handshake)
     assert verdict.status == "ok"

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import xxhash
 
+from helpers.cli import cli_json, run_cli
 from scanarr.dupes import DuplicateReport, find_duplicates, relink
 from scanarr.links import collect
 
@@ -23,17 +24,8 @@ SAMPLE = 4096  # small sample so that test files are "large" for the sampled sta
 SIZE = 64 * 1024
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "scanarr", *args], capture_output=True, text=True, timeout=120
-    )
-
-
 def dupes_json(*args: str) -> dict[str, Any]:
-    result = run_cli("dupes", "--json", *args)
-    assert result.returncode == 0, result.stderr
-    document: dict[str, Any] = json.loads(result.stdout)
-    return document
+    return cli_json("dupes", "--json", *args)
 
 
 def write(path: Path, content: bytes) -> Path:

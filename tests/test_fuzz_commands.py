@@ -36,6 +36,7 @@ from trio_websocket import ConnectionClosed
 
 from helpers.agent import settings_environment, watcher_settings
 from helpers.processes import start_watch
+from helpers.text import assert_all_text
 from scanarr.dev_api import DevApiServer, ReceivedMessage
 from scanarr.protocol import WatcherConfig, WatchPath
 
@@ -492,18 +493,6 @@ def _expected_reply(frame: str | bytes) -> tuple[str, str] | None:
     return REPLY_TYPES[envelope["type"]], _as_sent(data["request_id"])
 
 
-def _assert_text(value: Any) -> None:
-    if isinstance(value, str):
-        assert not _SURROGATE.search(value), f"the watcher sent a lone surrogate: {value[:80]!r}"
-    elif isinstance(value, list):
-        for item in value:
-            _assert_text(item)
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            _assert_text(key)
-            _assert_text(item)
-
-
 @pytest.fixture
 def fuzz_base() -> Iterator[Path]:
     # tmpfs when there is one: the watcher fsyncs its results after every command.
@@ -593,7 +582,7 @@ async def test_fuzzed_frames_against_the_running_watcher(
         assert not missing, f"seed {seed}: not answered: {list(missing)[:5]}"
         assert not extra, f"seed {seed}: answered more than once or unasked: {list(extra)[:5]}"
         for message in dev_api.messages:
-            _assert_text(json.loads(message.raw))
+            assert_all_text(json.loads(message.raw))
         after = tree.snapshot(tree.untouchable())
         changed = [
             path

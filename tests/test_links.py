@@ -3,27 +3,16 @@ and the bytes deleting them really frees."""
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
+from helpers.cli import cli_json, run_cli
 from scanarr.links import LinkIndex, collect
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "scanarr", *args], capture_output=True, text=True, timeout=120
-    )
-
-
 def links_json(*args: str) -> dict[str, Any]:
-    result = run_cli("links", "--json", *args)
-    assert result.returncode == 0, result.stderr
-    document: dict[str, Any] = json.loads(result.stdout)
-    return document
+    return cli_json("links", "--json", *args)
 
 
 def write(path: Path, size: int) -> Path:

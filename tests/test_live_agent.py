@@ -14,9 +14,8 @@ from pathlib import Path
 
 import trio
 
-from helpers.agent import TOKEN
+from helpers.agent import TOKEN, one_volume
 from scanarr.dev_api import DevApiServer
-from scanarr.protocol import WatcherConfig, WatchPath
 from test_live import disk_view
 
 
@@ -41,9 +40,7 @@ async def test_agent_stopped_by_sigstop_overflows_rescans_and_the_api_matches_th
     (root / "Burst").mkdir(parents=True)
     (root / "Old").mkdir()
     (root / "Old" / "old.mkv").write_bytes(b"old")
-    dev_api.config = WatcherConfig(
-        watch_paths=[WatchPath(id="v", path=str(root))], scan_on_start=True
-    )
+    dev_api.config = one_volume("v", root, scan_on_start=True)
     command, environment = watcher_command(dev_api.url, tmp_path / "s")
     agent = await trio.lowlevel.open_process(command, env=environment)
     try:
@@ -81,7 +78,7 @@ async def test_events_while_disconnected_survive_kill_9_and_are_replayed_after_r
     root = tmp_path / "volume"
     root.mkdir()
     (root / "old.mkv").write_bytes(b"old")
-    config = WatcherConfig(watch_paths=[WatchPath(id="v", path=str(root))], scan_on_start=True)
+    config = one_volume("v", root, scan_on_start=True)
     state_file = tmp_path / "state" / "watcher-state.json"
     queue_file = state_file.with_name("watcher-state.queue.jsonl")
     first_api = DevApiServer(token=TOKEN, config=config)

@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 import trio
 
+from helpers.agent import one_volume
 from scanarr.dev_api import DevApiServer
 from scanarr.live import RESCAN_WATCH_LIMIT
-from scanarr.protocol import WatcherConfig, WatchPath
 from test_live import disk_view
 from test_live_agent import watcher_command
 
@@ -142,7 +142,7 @@ async def test_agent_below_the_watch_limit_answers_logs_once_and_converges(
         (movie / "Featurettes").mkdir(parents=True)
         (movie / "movie.mkv").write_bytes(b"movie")
         (movie / "Featurettes" / "extra.mkv").write_bytes(b"extra")
-    dev_api.config = WatcherConfig(watch_paths=[WatchPath(id="v", path=str(root))])
+    dev_api.config = one_volume("v", root)
     command, environment = watcher_command(dev_api.url, tmp_path / "state.json")
     environment |= {
         "SCANARR_FALLBACK_RESCAN_INTERVAL": "1s",

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import trio
 
-from helpers.agent import TOKEN
+from helpers.agent import TOKEN, one_volume
 from scanarr.config import SettingsError, parse_api_url
 from scanarr.dev_api import DevApiServer
 from scanarr.logs import (
@@ -20,7 +20,6 @@ from scanarr.logs import (
     log_format_from_env,
     volume_logger,
 )
-from scanarr.protocol import WatcherConfig, WatchPath
 
 log = logging.getLogger("scanarr.test")
 
@@ -127,9 +126,7 @@ async def test_a_running_watcher_logs_json_without_the_token(
     """Debug level, a whole handshake and scan: every line parses, none carries the token, and
     the lines about the volume name it."""
     root = make_volume("movies", {"A/a.mkv": b"1", "b.mkv": b"22"})
-    dev_api.config = WatcherConfig(
-        watch_paths=[WatchPath(id="movies", path=str(root))], scan_on_start=True
-    )
+    dev_api.config = one_volume("movies", root, scan_on_start=True)
     stream = io.StringIO()
     configure_logging("debug", "json", secrets=[TOKEN], stream=stream)
     await start_watcher()
@@ -182,9 +179,7 @@ async def test_a_watcher_with_a_short_token_logs_intact_lines_without_its_secret
     short_token = "t"
     server = await serve_dev_api(token=short_token)
     root = make_volume("movies", {"A/a.mkv": b"1"})
-    server.config = WatcherConfig(
-        watch_paths=[WatchPath(id="movies", path=str(root))], scan_on_start=True
-    )
+    server.config = one_volume("movies", root, scan_on_start=True)
     url = server.url + "?watcher_key=query-secret-42"
     stream = io.StringIO()
     configure_logging("debug", log_format, secrets=[short_token], stream=stream)

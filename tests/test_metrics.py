@@ -14,6 +14,7 @@ import pytest
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
+from helpers.agent import one_volume
 from scanarr import __version__
 from scanarr.config import SettingsError, parse_api_url
 from scanarr.dev_api import DevApiServer
@@ -281,7 +282,7 @@ async def test_readyz_follows_the_agent_and_flips_when_the_api_goes_away(
     make_volume: Any,
 ) -> None:
     root = make_volume("movies", {"A/a.mkv": b"1", "b.mkv": b"22"})
-    dev_api.config = WatcherConfig(watch_paths=[WatchPath(id="movies", path=str(root))])
+    dev_api.config = one_volume("movies", root)
     agent = await start_watcher()
     server = MetricsServer(("127.0.0.1", 0), agent.metrics, agent.readiness)
     await nursery.start(server.serve)
@@ -364,9 +365,7 @@ async def test_values_move_when_scans_and_commands_run(
 ) -> None:
     files = {f"Film {number}/film.mkv": b"x" * number for number in range(1, 8)}
     root = make_volume("movies", files)
-    dev_api.config = WatcherConfig(
-        watch_paths=[WatchPath(id="movies", path=str(root))], scan_on_start=True
-    )
+    dev_api.config = one_volume("movies", root, scan_on_start=True)
     agent = await start_watcher()
     server = MetricsServer(("127.0.0.1", 0), agent.metrics, agent.readiness)
     await nursery.start(server.serve)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import pathlib
+from collections.abc import Callable
 
 import pytest
 
@@ -258,16 +259,26 @@ def test_remove_empty_directory_only_removes_empty_unprotected_directories(
     assert (outside / "canary.mkv").exists()
 
 
-def test_link_replace_swaps_the_target_atomically(volume: pathlib.Path) -> None:
-    (volume / "source.mkv").write_bytes(b"new")
-    (volume / "target.mkv").write_bytes(b"old")
+def replace_target(volume: pathlib.Path, before_rename: Callable[[], None] | None = None) -> None:
+    """`safefs.link_replace` of the volume's source.mkv over its target.mkv."""
     root = open_root(volume)
     try:
         safefs.link_replace(
-            root.fd, "source.mkv", root.fd, "target.mkv", source=identity(volume / "source.mkv")
+            root.fd,
+            "source.mkv",
+            root.fd,
+            "target.mkv",
+            source=identity(volume / "source.mkv"),
+            before_rename=before_rename,
         )
     finally:
         root.close()
+
+
+def test_link_replace_swaps_the_target_atomically(volume: pathlib.Path) -> None:
+    (volume / "source.mkv").write_bytes(b"new")
+    (volume / "target.mkv").write_bytes(b"old")
+    replace_target(volume)
     assert os.stat(volume / "target.mkv").st_ino == os.stat(volume / "source.mkv").st_ino
     assert sorted(os.listdir(volume)) == ["source.mkv", "target.mkv"]
 
@@ -275,14 +286,8 @@ def test_link_replace_swaps_the_target_atomically(volume: pathlib.Path) -> None:
 def test_link_replace_failure_keeps_the_old_target(volume: pathlib.Path) -> None:
     (volume / "source.mkv").write_bytes(b"new")
     (volume / "target.mkv").write_bytes(b"old")
-    root = open_root(volume)
-    try:
-        with immutable(volume / "target.mkv"), pytest.raises(PermissionError):
-            safefs.link_replace(
-                root.fd, "source.mkv", root.fd, "target.mkv", source=identity(volume / "source.mkv")
-            )
-    finally:
-        root.close()
+    with immutable(volume / "target.mkv"), pytest.raises(PermissionError):
+        replace_target(volume)
     assert (volume / "target.mkv").read_bytes() == b"old"
     assert sorted(os.listdir(volume)) == ["source.mkv", "target.mkv"]  # no temporary left
 
@@ -300,19 +305,8 @@ def test_link_replace_last_check_can_cancel_and_keeps_the_old_target(
         assert (volume / "target.mkv").read_bytes() == b"old"
         raise RuntimeError("content changed")
 
-    root = open_root(volume)
-    try:
-        with pytest.raises(RuntimeError, match="content changed"):
-            safefs.link_replace(
-                root.fd,
-                "source.mkv",
-                root.fd,
-                "target.mkv",
-                source=identity(volume / "source.mkv"),
-                before_rename=last_check,
-            )
-    finally:
-        root.close()
+    with pytest.raises(RuntimeError, match="content changed"):
+        replace_target(volume, before_rename=last_check)
     assert len(seen_while_checking) == 3
     assert seen_while_checking[0].startswith(".scanarr-link-")
     assert (volume / "target.mkv").read_bytes() == b"old"
@@ -361,18 +355,7 @@ def test_link_replace_onto_a_link_of_the_source_leaves_no_temporary_name(
         (volume / "target.mkv").unlink()
         os.link(volume / "source.mkv", volume / "target.mkv")
 
-    root = open_root(volume)
-    try:
-        safefs.link_replace(
-            root.fd,
-            "source.mkv",
-            root.fd,
-            "target.mkv",
-            source=identity(volume / "source.mkv"),
-            before_rename=link_target_meanwhile,
-        )
-    finally:
-        root.close()
+    replace_target(volume, before_rename=link_target_meanwhile)
     assert sorted(os.listdir(volume)) == ["source.mkv", "target.mkv"]
     assert os.stat(volume / "source.mkv").st_nlink == 2
 

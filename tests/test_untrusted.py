@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 import trio
 
+from helpers.agent import one_volume
+from helpers.text import assert_all_text
 from scanarr.dev_api import DevApiServer, ReceivedMessage
-from scanarr.protocol import WatcherConfig, WatchPath
 from scanarr.state import WatcherState, load_state, save_state
 
 LONE = "\ud800"  # a high surrogate with no partner
@@ -29,31 +30,16 @@ def _frame(message_type: str, data: Any) -> str:
     return json.dumps({"type": message_type, "timestamp": "2026-01-01T00:00:00Z", "data": data})
 
 
-def _assert_all_text(value: Any) -> None:
-    """Every string the watcher sent is valid Unicode (what a strict JSON peer can read)."""
-    if isinstance(value, str):
-        value.encode("utf-8")  # raises on a surrogate
-    elif isinstance(value, list):
-        for item in value:
-            _assert_all_text(item)
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            _assert_all_text(key)
-            _assert_all_text(item)
-
-
 def _sent_cleanly(server: DevApiServer) -> None:
     for message in server.messages:
-        _assert_all_text(json.loads(message.raw))
+        assert_all_text(json.loads(message.raw))
 
 
 async def _connected_agent(
     server: DevApiServer, start_watcher: Any, make_volume: Any, files: dict[str, bytes | int]
 ) -> tuple[Any, Path]:
     media = make_volume("media", files)
-    server.config = WatcherConfig(
-        watch_paths=[WatchPath(id="media", path=str(media))], scan_on_start=True
-    )
+    server.config = one_volume("media", media, scan_on_start=True)
     agent = await start_watcher()
     with trio.fail_after(10):
         await server.wait_for_type("scan.completed", volume_id="media")
@@ -89,11 +75,19 @@ async def _completed(server: DevApiServer, request_id: str, count: int = 1) -> R
         )
 
 
+async def _replayed(server: DevApiServer, command: str, completed: ReceivedMessage) -> None:
+    """The command sent again is answered with the same reply as `completed` (stored, replayed)."""
+    await server.send(command)
+    again = await _completed(server, completed.data["request_id"], count=2)
+    assert again.data == completed.data
+
+
 async def test_unencodable_request_id_is_answered_with_replacement(
     dev_api: DevApiServer, start_watcher: Any, make_volume: Any
 ) -> None:
     _agent, media = await _connected_agent(dev_api, start_watcher, make_volume, {"a.mkv": 3})
-    await dev_api.send(_delete(f"req-{LONE}", [_item(f"film-{LONE}", media, "a.mkv")]))
+    command = _delete(f"req-{LONE}", [_item(f"film-{LONE}", media, "a.mkv")])
+    await dev_api.send(command)
     completed = await _completed(dev_api, "req-\ufffd")
     assert completed.data["results"][0]["media_file_id"] == "film-\ufffd"
     assert completed.data["results"][0]["status"] == "deleted"
@@ -101,9 +95,7 @@ async def test_unencodable_request_id_is_answered_with_replacement(
     progress = dev_api.of_type("files.delete.progress", request_id="req-\ufffd")
     assert [p.data["media_file_id"] for p in progress] == ["film-\ufffd"]
     # A re-send replays the stored reply, which can be sent too.
-    await dev_api.send(_delete(f"req-{LONE}", [_item(f"film-{LONE}", media, "a.mkv")]))
-    again = await _completed(dev_api, "req-\ufffd", count=2)
-    assert again.data == completed.data
+    await _replayed(dev_api, command, completed)
     await _still_alive(dev_api, media, "alive")
     _sent_cleanly(dev_api)
 
@@ -146,10 +138,7 @@ async def test_unencodable_path_fails_alone_and_the_rest_of_the_command_runs(
     assert raw_name.read_bytes() == b"not valid UTF-8 name"
     progress = dev_api.of_type("files.delete.progress", request_id="req-paths")
     assert [p.data["paths_failed"] for p in progress] == [0, 1, 1, 1]
-    # The re-send replays the same answer.
-    await dev_api.send(command)
-    again = await _completed(dev_api, "req-paths", count=2)
-    assert again.data == completed.data
+    await _replayed(dev_api, command, completed)
     await _still_alive(dev_api, media, "alive")
     _sent_cleanly(dev_api)
 
@@ -285,7 +274,7 @@ async def test_first_config_with_an_unencodable_path_keeps_the_saved_config(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     media = make_volume("media", {"a.mkv": 3})
-    saved = WatcherConfig(watch_paths=[WatchPath(id="media", path=str(media))])
+    saved = one_volume("media", media)
     save_state(str(state_file), WatcherState(last_config=saved))
     caplog.set_level(logging.WARNING, logger="scanarr")
     # The config of the handshake itself, as the API sends it (the server takes raw text too).

@@ -13,7 +13,14 @@ import trio
 
 from scanarr.dev_api_v15 import DevApiV15Server, Watcher
 from scanarr.offline_queue import queue_path_for
-from v15_support import approved_watch, go_environment, serve_v15, start_watch, stop_watch
+from v15_support import (
+    approved_watch,
+    go_environment,
+    serve_v15,
+    serve_volumes,
+    start_watch,
+    stop_watch,
+)
 
 
 async def _scanned(api: DevApiV15Server, *paths: Path) -> None:
@@ -30,8 +37,7 @@ async def test_flat_delete_with_siblings_across_volumes_answers_our_items_only(
     (movies / "Film (2020)").mkdir()
     os.link(torrents / "Film" / "film.mkv", movies / "Film (2020)" / "film.mkv")
     elsewhere = make_volume("elsewhere", {"film.mkv": 9})  # another watcher's volume
-    api = await serve_v15(nursery, watch_paths=[str(torrents), str(movies)])
-    environment = go_environment(api.url, state_file)
+    api, environment = await serve_volumes(nursery, state_file, torrents, movies)
     process = await approved_watch(nursery, api, environment, tmp_path / "watch.log")
     try:
         await _scanned(api, torrents, movies)
@@ -73,8 +79,7 @@ async def test_commands_for_another_watchers_paths_get_no_reply_and_touch_nothin
     other = make_volume("other", {"x.mkv": 1, "y.mkv": 1})
     # A path that starts like ours but is not inside it.
     lookalike = make_volume("movies-old", {"z.mkv": 1})
-    api = await serve_v15(nursery, watch_paths=[str(movies)])
-    environment = go_environment(api.url, state_file)
+    api, environment = await serve_volumes(nursery, state_file, movies)
     process = await approved_watch(nursery, api, environment, tmp_path / "watch.log")
     try:
         await _scanned(api, movies)
@@ -114,9 +119,8 @@ async def test_a_deletion_resent_with_a_new_request_id_is_answered_again_not_red
     nursery: trio.Nursery, make_volume: Any, state_file: Path, tmp_path: Path
 ) -> None:
     movies = make_volume("movies", {"Film/film.mkv": 4, "keep.mkv": 1})
-    api = await serve_v15(nursery, watch_paths=[str(movies)])
     log = tmp_path / "watch.log"
-    environment = go_environment(api.url, state_file)
+    api, environment = await serve_volumes(nursery, state_file, movies)
     process = await approved_watch(nursery, api, environment, log)
     try:
         await _scanned(api, movies)
@@ -194,8 +198,7 @@ async def test_hardlink_from_torrents_into_media(
 ) -> None:
     torrents = make_volume("torrents", {"Film/film.mkv": 6})
     movies = make_volume("movies", {"Film (2020)/film.mkv": 6})  # a copy, to be replaced
-    api = await serve_v15(nursery, watch_paths=[str(torrents), str(movies)])
-    environment = go_environment(api.url, state_file)
+    api, environment = await serve_volumes(nursery, state_file, torrents, movies)
     process = await approved_watch(nursery, api, environment, tmp_path / "watch.log")
     try:
         await _scanned(api, torrents, movies)
@@ -278,8 +281,7 @@ async def test_hostile_paths_in_our_volumes_fail_and_touch_nothing(
     torrents = make_volume("torrents", {"t.mkv": 1})
     outside = make_volume("outside", {"film.mkv": 1, "secret.mkv": 1})
     (movies / "link").symlink_to(outside)  # a symlinked folder inside the volume
-    api = await serve_v15(nursery, watch_paths=[str(movies), str(torrents)])
-    environment = go_environment(api.url, state_file)
+    api, environment = await serve_volumes(nursery, state_file, movies, torrents)
     process = await approved_watch(nursery, api, environment, tmp_path / "watch.log")
     try:
         await _scanned(api, movies, torrents)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import trio
 
-from helpers.agent import watcher_settings
+from helpers.agent import one_volume, watcher_settings
 from scanarr.agent.app import StateKeeper
 from scanarr.agent.dialect import Dialect, Translator
 from scanarr.agent.session import Link
@@ -26,7 +26,7 @@ from scanarr.protocol import (
     decode,
 )
 from scanarr.protocol_v15 import CommandDelete15, DeleteItem15, encode15
-from v15_support import go_environment, serve_v15, start_watch, stop_watch
+from v15_support import go_environment, serve_volumes, start_watch, stop_watch
 
 
 def _volumes(*paths: str) -> VolumeSet:
@@ -52,6 +52,7 @@ async def _dialect(tmp_path: Path, *paths: str) -> Dialect:
     [
         "not json",
         "[]",
+        "[" * 100_000,  # nested deeper than the JSON parser's stack
         '{"type": 3}',
         _frame("command.files.delete", {"request_id": True, "deletion_id": "d", "files": []}),
         _frame("command.files.delete", {"request_id": "r", "deletion_id": "d", "files": "x"}),
@@ -192,8 +193,7 @@ async def test_auto_detects_a_server_that_closes_on_a_hello_without_watcher_id(
     nursery: trio.Nursery, make_volume: Any, state_file: Path, tmp_path: Path
 ) -> None:
     movies = make_volume("movies", {"a.mkv": 1})
-    api = await serve_v15(nursery, watch_paths=[str(movies)])
-    environment = go_environment(api.url, state_file)
+    api, environment = await serve_volumes(nursery, state_file, movies)
     del environment["SCANARR_WATCHER_ID"]
     environment["SCANARR_AUTH_TOKEN"] = "unused"
     process = await start_watch(nursery, environment, tmp_path / "watch.log")
@@ -214,9 +214,7 @@ async def test_auto_with_a_watcher_id_still_speaks_v2_to_a_v2_api(
     from helpers.agent import TOKEN
 
     movies = make_volume("movies", {"a.mkv": 1})
-    dev_api.config = WatcherConfig(
-        watch_paths=[WatchPath(id="movies", path=str(movies))], scan_on_start=True
-    )
+    dev_api.config = one_volume("movies", movies, scan_on_start=True)
     environment = go_environment(dev_api.url, state_file, SCANARR_AUTH_TOKEN=TOKEN)
     process = await start_watch(nursery, environment, tmp_path / "watch.log")
     try:
@@ -236,9 +234,7 @@ async def test_a_remembered_v15_api_upgraded_to_v2_is_spoken_to_in_v2_again(
     from helpers.agent import TOKEN
 
     movies = make_volume("movies", {"a.mkv": 1})
-    dev_api.config = WatcherConfig(
-        watch_paths=[WatchPath(id="movies", path=str(movies))], scan_on_start=True
-    )
+    dev_api.config = one_volume("movies", movies, scan_on_start=True)
     state_file.parent.mkdir(parents=True)
     state_file.write_text(json.dumps({"protocol": "v1.5", "watcher_id": "nas-1"}))
     environment = go_environment(dev_api.url, state_file, SCANARR_AUTH_TOKEN=TOKEN)

@@ -9,16 +9,22 @@ from typing import Any
 
 import trio
 
-from v15_support import approved_watch, go_environment, serve_v15, start_watch, stop_watch
+from v15_support import (
+    approved_watch,
+    go_environment,
+    serve_v15,
+    serve_volumes,
+    start_watch,
+    stop_watch,
+)
 
 
 async def test_first_contact_pending_approve_token_kept_and_reused(
     nursery: trio.Nursery, make_volume: Any, state_file: Path, tmp_path: Path
 ) -> None:
     movies = make_volume("movies", {"a.mkv": 3})
-    api = await serve_v15(nursery, watch_paths=[str(movies)])
     log = tmp_path / "watch.log"
-    environment = go_environment(api.url, state_file)
+    api, environment = await serve_volumes(nursery, state_file, movies)
     process = await start_watch(nursery, environment, log)
     with trio.fail_after(20):
         pending = await api.wait_pending("nas-1")
@@ -59,9 +65,10 @@ async def test_revoked_watcher_backs_off_to_the_cap_and_says_so(
     nursery: trio.Nursery, make_volume: Any, state_file: Path, tmp_path: Path
 ) -> None:
     movies = make_volume("movies", {"a.mkv": 3})
-    api = await serve_v15(nursery, watch_paths=[str(movies)])
     log = tmp_path / "watch.log"
-    environment = go_environment(api.url, state_file, SCANARR_REJECTED_MAX_DELAY="3s")
+    api, environment = await serve_volumes(
+        nursery, state_file, movies, SCANARR_REJECTED_MAX_DELAY="3s"
+    )
     process = await approved_watch(nursery, api, environment, log)
     await api.revoke("nas-1")
     await api.drop_all()
@@ -78,9 +85,8 @@ async def test_approved_while_away_waits_for_a_new_approval_then_keeps_that_toke
     nursery: trio.Nursery, make_volume: Any, state_file: Path, tmp_path: Path
 ) -> None:
     movies = make_volume("movies", {"a.mkv": 3})
-    api = await serve_v15(nursery, watch_paths=[str(movies)])
     log = tmp_path / "watch.log"
-    environment = go_environment(api.url, state_file, SCANARR_PROTOCOL="v1.5")
+    api, environment = await serve_volumes(nursery, state_file, movies, SCANARR_PROTOCOL="v1.5")
     process = await start_watch(nursery, environment, log)
     with trio.fail_after(20):
         await api.wait_pending("nas-1")

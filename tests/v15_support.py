@@ -58,3 +58,12 @@ async def approved_watch(
         await api.approve(pending.watcher_id)
         await api.wait_authenticated(1)
     return process
+
+
+async def serve_volumes(
+    nursery: trio.Nursery, state_file: Path, *volumes: Path, **extra: str
+) -> tuple[DevApiV15Server, dict[str, str]]:
+    """A V1.5 API configured with the watch paths `volumes`, and the environment (`extra`
+    added) of a watcher pointed at it."""
+    api = await serve_v15(nursery, watch_paths=[str(volume) for volume in volumes])
+    return api, go_environment(api.url, state_file, **extra)

@@ -26,7 +26,7 @@ import logging
 import socket
 import struct
 from collections.abc import Callable, Iterable
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import attrs
 import trio
@@ -47,6 +47,8 @@ from scanarr.protocol import (
 )
 
 log = logging.getLogger(__name__)
+
+WATCHER_PATH = "/ws/watcher"
 
 
 @attrs.frozen
@@ -70,7 +72,142 @@ class ConnectionRecord:
     authenticated: bool = False
 
 
-class DevApiServer:
+_Server = TypeVar("_Server", bound="DevServerBase")
+
+
+class DevServerBase:
+    """What both dialects' dev servers share: the listener, change events, the log of events
+    and the parsing and recording of what watchers send."""
+
+    _log_name = "dev-api"
+    _listening_note = ""  # appended to "listening on URL" (scripts parse that line)
+
+    def __init__(
+        self,
+        *,
+        on_message: Callable[[ReceivedMessage], None] | None,
+        on_event: Callable[[str], None] | None,
+        record_path: str | None,
+    ) -> None:
+        self.on_message = on_message
+        self.on_event = on_event
+        self.record_path = record_path
+        self.messages: list[ReceivedMessage] = []
+        self.host = "127.0.0.1"
+        self.port = 0
+        self._changed = trio.Event()
+        self._cancel_scope: trio.CancelScope | None = None
+
+    @property
+    def url(self) -> str:
+        return f"ws://{self.host}:{self.port}{WATCHER_PATH}"
+
+    async def serve(
+        self: _Server,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        task_status: trio.TaskStatus[_Server] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Listen on host:port (0 = any free port) until cancelled; `started` gives self."""
+        with trio.CancelScope() as scope:
+            self._cancel_scope = scope
+            async with trio.open_nursery() as nursery:
+                listeners = await trio.open_tcp_listeners(port, host=host)
+                # trio-websocket serves any trio Listener; its annotation names two classes.
+                served = cast(list[trio.SocketListener], self._listeners(listeners))
+                server = WebSocketServer(self._handle, served)
+                await nursery.start(server.run)
+                self.host = host
+                self.port = listeners[0].socket.getsockname()[1]
+                self._notify(f"listening on {self.url}{self._listening_note}")
+                task_status.started(self)
+
+    def _listeners(
+        self, listeners: list[trio.SocketListener]
+    ) -> list[trio.abc.Listener[trio.SocketStream]]:
+        return list(listeners)
+
+    async def _handle(self, request: WebSocketRequest) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        if self._cancel_scope is not None:
+            self._cancel_scope.cancel()
+
+    def _parse(self, text: str | bytes, connection: int) -> ReceivedMessage | None:
+        """One received frame as a message; None (and an event) when it is not a JSON object."""
+        raw = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
+        try:
+            envelope = json.loads(raw)
+        except ValueError:
+            self._notify(f"<- (not JSON) {raw[:200]!r}")
+            return None
+        if not isinstance(envelope, dict):
+            return None
+        data = envelope.get("data")
+        return ReceivedMessage(
+            type=str(envelope.get("type")),
+            timestamp=envelope.get("timestamp"),
+            data=data if isinstance(data, dict) else {},
+            raw=raw,
+            connection=connection,
+        )
+
+    def _keep(self, message: ReceivedMessage) -> None:
+        """Record a received message: the list, the record file, the `on_message` callback."""
+        self.messages.append(message)
+        if self.record_path is not None:
+            with open(self.record_path, "a", encoding="utf-8") as file:
+                file.write(message.raw + "\n")
+        if self.on_message is not None:
+            self.on_message(message)
+
+    def _notify(self, text: str) -> None:
+        log.debug("%s: %s", self._log_name, text)
+        if self.on_event is not None:
+            self.on_event(text)
+
+    def _changed_now(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    def of_type(self, message_type: str, **data_fields: Any) -> list[ReceivedMessage]:
+        return [
+            message
+            for message in self.messages
+            if message.type == message_type and _fields_match(message.data, data_fields)
+        ]
+
+    async def wait_for(
+        self, predicate: Callable[[ReceivedMessage], bool], *, count: int = 1
+    ) -> list[ReceivedMessage]:
+        """Wait until `count` received messages satisfy `predicate`; return those seen so far."""
+        matching: list[ReceivedMessage] = []
+        checked = 0
+        while True:
+            for message in self.messages[checked:]:
+                if predicate(message):
+                    matching.append(message)
+            checked = len(self.messages)
+            if len(matching) >= count:
+                return matching
+            await self._changed.wait()
+
+    async def wait_for_type(
+        self, message_type: str, *, count: int = 1, **data_fields: Any
+    ) -> ReceivedMessage:
+        """Wait for the `count`-th message of `message_type` whose data has `data_fields`."""
+        matching = await self.wait_for(
+            lambda message: (
+                message.type == message_type and _fields_match(message.data, data_fields)
+            ),
+            count=count,
+        )
+        return matching[count - 1]
+
+
+class DevApiServer(DevServerBase):
     """The API side of the protocol, on one trio-websocket server. See the module docstring."""
 
     def __init__(
@@ -85,13 +222,11 @@ class DevApiServer:
         on_event: Callable[[str], None] | None = None,
         receive_buffer: int | None = None,
     ) -> None:
+        super().__init__(on_message=on_message, on_event=on_event, record_path=record_path)
         self.token = token  # None accepts any token
         self.config = config or WatcherConfig()
         self.watcher_id = watcher_id
         self.watcher_name = watcher_name
-        self.record_path = record_path
-        self.on_message = on_message
-        self.on_event = on_event
         # SO_RCVBUF of accepted sockets: a small one (e.g. 64 KiB) instead of Linux's autotuned
         # megabytes makes a paused or slow server push back on the watcher after a few frames.
         self.receive_buffer = receive_buffer
@@ -99,55 +234,24 @@ class DevApiServer:
         self.hold_after_reject = False  # keep the socket open after a rejection
         self.silent = False  # never answer the hello (tests the watcher's hello timeout)
         self.read_delay = 0.0  # seconds slept after each received message
-        self.messages: list[ReceivedMessage] = []
         self.connections: list[ConnectionRecord] = []
         self.close_codes: list[int | None] = []  # close code seen at the end of each connection
-        self.port = 0
-        self.host = "127.0.0.1"
         self._current: WebSocketConnection | None = None
         self._reading = trio.Event()
         self._reading.set()
-        self._changed = trio.Event()
-        self._cancel_scope: trio.CancelScope | None = None
         self._streams: dict[tuple[str, int], trio.SocketStream] = {}
 
     # --- serving ------------------------------------------------------------------------
 
-    @property
-    def url(self) -> str:
-        return f"ws://{self.host}:{self.port}/ws/watcher"
-
-    async def serve(
-        self,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        *,
-        task_status: trio.TaskStatus[DevApiServer] = trio.TASK_STATUS_IGNORED,
-    ) -> None:
-        """Listen on host:port (0 = any free port) until cancelled; `started` gives self."""
-        with trio.CancelScope() as scope:
-            self._cancel_scope = scope
-            async with trio.open_nursery() as nursery:
-                listeners = await trio.open_tcp_listeners(port, host=host)
-                if self.receive_buffer is not None:
-                    for listener in listeners:
-                        listener.socket.setsockopt(
-                            socket.SOL_SOCKET, socket.SO_RCVBUF, self.receive_buffer
-                        )
-                # Each accepted TCP stream is kept (by peer address) so that `drop_connection`
-                # can cut it under the WebSocket.
-                recording = [_RecordingListener(listener, self._streams) for listener in listeners]
-                # trio-websocket serves any trio Listener; its annotation names two classes.
-                server = WebSocketServer(self._handle, cast(list[trio.SocketListener], recording))
-                await nursery.start(server.run)
-                self.host = host
-                self.port = listeners[0].socket.getsockname()[1]
-                self._notify(f"listening on {self.url}")
-                task_status.started(self)
-
-    def stop(self) -> None:
-        if self._cancel_scope is not None:
-            self._cancel_scope.cancel()
+    def _listeners(
+        self, listeners: list[trio.SocketListener]
+    ) -> list[trio.abc.Listener[trio.SocketStream]]:
+        if self.receive_buffer is not None:
+            for listener in listeners:
+                listener.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.receive_buffer)
+        # Each accepted TCP stream is kept (by peer address) so that `drop_connection` can cut it
+        # under the WebSocket.
+        return [_RecordingListener(listener, self._streams) for listener in listeners]
 
     async def _handle(self, request: WebSocketRequest) -> None:
         number = len(self.connections) + 1
@@ -220,39 +324,11 @@ class DevApiServer:
         return None if header_ok or hello_ok else "invalid_token"
 
     def _record(self, text: str | bytes, connection: int) -> ReceivedMessage | None:
-        raw = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
-        try:
-            envelope = json.loads(raw)
-        except ValueError:
-            self._notify(f"<- (not JSON) {raw[:200]!r}")
-            return None
-        if not isinstance(envelope, dict):
-            return None
-        data = envelope.get("data")
-        message = ReceivedMessage(
-            type=str(envelope.get("type")),
-            timestamp=envelope.get("timestamp"),
-            data=data if isinstance(data, dict) else {},
-            raw=raw,
-            connection=connection,
-        )
-        self.messages.append(message)
-        if self.record_path is not None:
-            with open(self.record_path, "a", encoding="utf-8") as file:
-                file.write(raw + "\n")
-        if self.on_message is not None:
-            self.on_message(message)
-        self._changed_now()
+        message = self._parse(text, connection)
+        if message is not None:
+            self._keep(message)
+            self._changed_now()
         return message
-
-    def _notify(self, text: str) -> None:
-        log.debug("dev-api: %s", text)
-        if self.on_event is not None:
-            self.on_event(text)
-
-    def _changed_now(self) -> None:
-        self._changed.set()
-        self._changed = trio.Event()
 
     # --- driving the watcher -------------------------------------------------------------
 
@@ -337,40 +413,6 @@ class DevApiServer:
 
     # --- inspecting what was received ----------------------------------------------------
 
-    def of_type(self, message_type: str, **data_fields: Any) -> list[ReceivedMessage]:
-        return [
-            message
-            for message in self.messages
-            if message.type == message_type and _fields_match(message.data, data_fields)
-        ]
-
-    async def wait_for(
-        self, predicate: Callable[[ReceivedMessage], bool], *, count: int = 1
-    ) -> list[ReceivedMessage]:
-        """Wait until `count` received messages satisfy `predicate`; return those seen so far."""
-        matching: list[ReceivedMessage] = []
-        checked = 0
-        while True:
-            for message in self.messages[checked:]:
-                if predicate(message):
-                    matching.append(message)
-            checked = len(self.messages)
-            if len(matching) >= count:
-                return matching
-            await self._changed.wait()
-
-    async def wait_for_type(
-        self, message_type: str, *, count: int = 1, **data_fields: Any
-    ) -> ReceivedMessage:
-        """Wait for the `count`-th message of `message_type` whose data has `data_fields`."""
-        matching = await self.wait_for(
-            lambda message: (
-                message.type == message_type and _fields_match(message.data, data_fields)
-            ),
-            count=count,
-        )
-        return matching[count - 1]
-
     async def wait_for_any(self, message_types: Iterable[str], **data_fields: Any) -> str:
         """Wait for the first message of any of `message_types`; return its type."""
         wanted = set(message_types)
@@ -395,6 +437,7 @@ def parse_volume_option(text: str) -> tuple[str, str]:
 __all__ = [
     "ConnectionRecord",
     "DevApiServer",
+    "DevServerBase",
     "ReceivedMessage",
     "parse_volume_option",
 ]

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import secrets
 import uuid
 from collections.abc import Callable, Iterable
@@ -35,18 +34,9 @@ from typing import Any
 
 import attrs
 import trio
-from trio_websocket import (
-    ConnectionClosed,
-    WebSocketConnection,
-    WebSocketRequest,
-    WebSocketServer,
-)
+from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
 
-from scanarr.dev_api import ReceivedMessage
-
-log = logging.getLogger(__name__)
-
-WATCHER_PATH = "/ws/watcher"
+from scanarr.dev_api import WATCHER_PATH, DevServerBase, ReceivedMessage
 
 
 @attrs.define
@@ -74,7 +64,10 @@ class Deletion:
     request_ids: list[str] = attrs.field(factory=list)
 
 
-class DevApiV15Server:
+class DevApiV15Server(DevServerBase):
+    _log_name = "dev-api v1.5"
+    _listening_note = " (V1.5 dialect)"
+
     def __init__(
         self,
         *,
@@ -87,54 +80,22 @@ class DevApiV15Server:
         on_event: Callable[[str], None] | None = None,
         record_path: str | None = None,
     ) -> None:
+        super().__init__(on_message=on_message, on_event=on_event, record_path=record_path)
         self.watch_paths = list(watch_paths)
         self.scan_on_start = scan_on_start
         self.disable_deletion = disable_deletion
         self.log_level = log_level
         self.hello_timeout = hello_timeout
-        self.on_message = on_message
-        self.on_event = on_event
-        self.record_path = record_path
         self.watchers: dict[str, Watcher] = {}
         self.connections: list[Connection15] = []
-        self.messages: list[ReceivedMessage] = []
         self.ignored: list[ReceivedMessage] = []  # sent by pending watchers
         self.files: dict[str, dict[str, Any]] = {}  # the file table, by absolute path
         self.deletions: dict[str, Deletion] = {}
         self.authenticated_total = 0  # connections authenticated so far
         self.accepting = True  # False: answer upgrades with HTTP 503 (the server is down)
-        self.host = "127.0.0.1"
-        self.port = 0
         self._scans: dict[str, tuple[str, set[str]]] = {}  # scan_id → (path, paths seen)
-        self._changed = trio.Event()
-        self._cancel_scope: trio.CancelScope | None = None
 
     # --- serving ---------------------------------------------------------------------------
-
-    @property
-    def url(self) -> str:
-        return f"ws://{self.host}:{self.port}{WATCHER_PATH}"
-
-    async def serve(
-        self,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        *,
-        task_status: trio.TaskStatus[DevApiV15Server] = trio.TASK_STATUS_IGNORED,
-    ) -> None:
-        with trio.CancelScope() as scope:
-            self._cancel_scope = scope
-            async with trio.open_nursery() as nursery:
-                listeners = await trio.open_tcp_listeners(port, host=host)
-                server = WebSocketServer(self._handle, listeners)
-                await nursery.start(server.run)
-                self.host, self.port = host, server.port
-                self._notify(f"listening on {self.url} (V1.5 dialect)")
-                task_status.started(self)
-
-    def stop(self) -> None:
-        if self._cancel_scope is not None:
-            self._cancel_scope.cancel()
 
     async def _handle(self, request: WebSocketRequest) -> None:
         if request.path.split("?", 1)[0] != WATCHER_PATH:
@@ -247,30 +208,11 @@ class DevApiV15Server:
         return config
 
     async def _receive(self, connection: Connection15) -> ReceivedMessage | None:
-        text = await connection.websocket.get_message()
-        raw = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
-        try:
-            envelope = json.loads(raw)
-        except ValueError:
-            self._notify(f"<- (not JSON) {raw[:200]!r}")
+        message = self._parse(await connection.websocket.get_message(), connection.number)
+        if message is None:
             return None
-        if not isinstance(envelope, dict):
-            return None
-        data = envelope.get("data")
-        message = ReceivedMessage(
-            type=str(envelope.get("type")),
-            timestamp=envelope.get("timestamp"),
-            data=data if isinstance(data, dict) else {},
-            raw=raw,
-            connection=connection.number,
-        )
         if connection.state == "authenticated" or message.type in ("watcher.hello", "watcher.auth"):
-            self.messages.append(message)
-            if self.record_path is not None:
-                with open(self.record_path, "a", encoding="utf-8") as file:
-                    file.write(raw + "\n")
-            if self.on_message is not None:
-                self.on_message(message)
+            self._keep(message)
         self._changed_now()
         return message
 
@@ -471,15 +413,6 @@ class DevApiV15Server:
 
     # --- waiting and inspecting ------------------------------------------------------------
 
-    def _notify(self, text: str) -> None:
-        log.debug("dev-api v1.5: %s", text)
-        if self.on_event is not None:
-            self.on_event(text)
-
-    def _changed_now(self) -> None:
-        self._changed.set()
-        self._changed = trio.Event()
-
     async def wait_until(self, predicate: Callable[[], bool]) -> None:
         while not predicate():
             await self._changed.wait()
@@ -501,20 +434,6 @@ class DevApiV15Server:
         await self.wait_until(
             lambda: self.authenticated_total >= count and bool(self.authenticated())
         )
-
-    def of_type(self, message_type: str, **fields: Any) -> list[ReceivedMessage]:
-        return [
-            message
-            for message in self.messages
-            if message.type == message_type
-            and all(message.data.get(key) == value for key, value in fields.items())
-        ]
-
-    async def wait_for_type(
-        self, message_type: str, *, count: int = 1, **fields: Any
-    ) -> ReceivedMessage:
-        await self.wait_until(lambda: len(self.of_type(message_type, **fields)) >= count)
-        return self.of_type(message_type, **fields)[count - 1]
 
 
 def _hash(config: dict[str, Any]) -> str:

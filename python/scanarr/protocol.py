@@ -201,8 +201,9 @@ class ScanFailed(Message):
 
 
 @attrs.frozen
-class FileCreated(Message):
-    TYPE: ClassVar[str] = "file.created"
+class FileState(Message):
+    """The fields of `file.created`, which `file.modified` carries too (§4)."""
+
     volume_id: str
     relative_path: str
     filename: str
@@ -213,15 +214,13 @@ class FileCreated(Message):
 
 
 @attrs.frozen
-class FileModified(Message):
+class FileCreated(FileState):
+    TYPE: ClassVar[str] = "file.created"
+
+
+@attrs.frozen
+class FileModified(FileState):
     TYPE: ClassVar[str] = "file.modified"
-    volume_id: str
-    relative_path: str
-    filename: str
-    inode: int
-    device_id: int
-    size_bytes: int
-    hardlink_count: int
 
 
 @attrs.frozen
@@ -397,7 +396,7 @@ MESSAGE_TYPES: dict[str, type[Message]] = {
 # --- (de)serialisation --------------------------------------------------------------------
 
 
-def _strict_scalar(expected: type) -> Any:
+def strict_scalar(expected: type) -> Any:
     """Structure hook that refuses silent coercion ("12" is not an int, 1 is not a str)."""
 
     def hook(value: Any, _type: Any) -> Any:
@@ -409,7 +408,7 @@ def _strict_scalar(expected: type) -> Any:
     return hook
 
 
-_check_str = _strict_scalar(str)
+_check_str = strict_scalar(str)
 
 
 def _structure_text(value: Any, _type: Any) -> str:
@@ -476,7 +475,7 @@ def _strict_list(type_: Any) -> Any:
 
 converter = cattrs.Converter(forbid_extra_keys=False)
 for _scalar in (int, bool, float):
-    converter.register_structure_hook(_scalar, _strict_scalar(_scalar))
+    converter.register_structure_hook(_scalar, strict_scalar(_scalar))
 converter.register_structure_hook(str, _structure_text)
 converter.register_structure_hook_factory(_is_list_type, _strict_list)
 converter.register_structure_hook_factory(attrs.has, _structure_object)
@@ -521,8 +520,9 @@ def describe_error(error: BaseException) -> str:
     return str(error)
 
 
-def decode(text: str | bytes) -> Message:
-    """Parse one frame. Raises UnknownMessageType or MalformedMessage."""
+def envelope_parts(text: str | bytes) -> tuple[str, Any]:
+    """(type, data) of one frame of either dialect, ``data`` as sent (``{}`` when absent).
+    Raises MalformedMessage when the frame is not a JSON object with a string ``type``."""
     try:
         envelope = json.loads(text)
     except (ValueError, UnicodeDecodeError) as error:
@@ -534,8 +534,13 @@ def decode(text: str | bytes) -> Message:
     message_type = envelope.get("type")
     if not isinstance(message_type, str):
         raise MalformedMessage("missing or non-string 'type'")
+    return message_type, envelope.get("data", {})
+
+
+def decode(text: str | bytes) -> Message:
+    """Parse one frame. Raises UnknownMessageType or MalformedMessage."""
+    message_type, data = envelope_parts(text)
     message_type = as_text(message_type)
-    data = envelope.get("data", {})
     request_id = data.get("request_id") if isinstance(data, dict) else None
     request_id = as_text(request_id) if isinstance(request_id, str) else None
     cls = MESSAGE_TYPES.get(message_type)

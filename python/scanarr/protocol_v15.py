@@ -11,12 +11,13 @@ JSON strings or integers; they are kept as given so a reply echoes them unchange
 from __future__ import annotations
 
 import json
-import re
 import typing
 from typing import Any, ClassVar
 
 import attrs
 import cattrs
+
+from scanarr.protocol import MalformedMessage, as_text, envelope_parts, strict_scalar
 
 # The media extensions of the Go watcher this dialect's server was built with.
 GO_WATCHER_EXTENSIONS: tuple[str, ...] = ("mkv", "mp4", "avi", "m4v", "wmv", "ts", "iso")
@@ -127,8 +128,9 @@ class ScanCompleted15(Message15):
 
 
 @attrs.frozen
-class FileCreated15(Message15):
-    TYPE: ClassVar[str] = "file.created"
+class FileState15(Message15):
+    """The fields of `file.created`, which `file.modified` carries too (§4)."""
+
     path: str
     name: str
     size_bytes: int
@@ -138,14 +140,13 @@ class FileCreated15(Message15):
 
 
 @attrs.frozen
-class FileModified15(Message15):
+class FileCreated15(FileState15):
+    TYPE: ClassVar[str] = "file.created"
+
+
+@attrs.frozen
+class FileModified15(FileState15):
     TYPE: ClassVar[str] = "file.modified"
-    path: str
-    name: str
-    size_bytes: int
-    hardlink_count: int
-    inode: int
-    device_id: int
 
 
 @attrs.frozen
@@ -318,15 +319,6 @@ OUTGOING_TYPES: dict[str, type[Message15]] = {
 # --- (de)serialisation ----------------------------------------------------------------------
 
 
-def _strict(expected: type) -> Any:
-    def hook(value: Any, _type: Any) -> Any:
-        if type(value) is not expected:
-            raise TypeError(f"expected {expected.__name__}, got {type(value).__name__}")
-        return value
-
-    return hook
-
-
 def _id_hook(value: Any, _type: Any) -> Id:
     if type(value) is str or type(value) is int:
         return value
@@ -335,7 +327,7 @@ def _id_hook(value: Any, _type: Any) -> Id:
 
 converter = cattrs.Converter(forbid_extra_keys=False)
 for _scalar in (str, int, bool):
-    converter.register_structure_hook(_scalar, _strict(_scalar))
+    converter.register_structure_hook(_scalar, strict_scalar(_scalar))
 converter.register_structure_hook(Id, _id_hook)
 
 
@@ -385,15 +377,9 @@ def _describe(error: BaseException) -> str:
 def envelope_of(text: str | bytes) -> tuple[str, dict[str, Any]]:
     """(type, data) of one frame. Raises Malformed15."""
     try:
-        envelope = json.loads(text)
-    except (ValueError, UnicodeDecodeError) as error:
-        raise Malformed15(f"not JSON: {error}") from None
-    if not isinstance(envelope, dict):
-        raise Malformed15("frame is not a JSON object")
-    message_type = envelope.get("type")
-    if not isinstance(message_type, str):
-        raise Malformed15("missing or non-string 'type'")
-    data = envelope.get("data", {})
+        message_type, data = envelope_parts(text)
+    except MalformedMessage as error:
+        raise Malformed15(error.reason) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -432,17 +418,5 @@ def encode15(message: Message15) -> str:
     text = json.dumps(
         {"type": message.TYPE, "data": data}, ensure_ascii=False, separators=(",", ":")
     )
-    return encodable(text)
-
-
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def encodable(text: str) -> str:
-    """`text` with every lone surrogate (valid in JSON input, not in UTF-8) replaced by U+FFFD,
-    so a string the server sent can be echoed back."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return _SURROGATE.sub("\ufffd", text)
-    return text
+    # A lone surrogate the server sent (valid in JSON, not in UTF-8) is echoed back as U+FFFD.
+    return text if text.isascii() else as_text(text)

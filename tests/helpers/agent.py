@@ -9,7 +9,8 @@ from typing import Any
 import trio
 
 from scanarr.config import Settings, parse_api_url
-from scanarr.dev_api import DevApiServer
+from scanarr.dev_api import DevApiServer, ReceivedMessage
+from scanarr.protocol import WatcherConfig
 
 TOKEN = "test-token-3f1d9c"
 
@@ -70,3 +71,20 @@ async def start_stalled_big_scan(
         while agent.scans.live_scan("big") is None:
             await trio.sleep(0.01)
     return agent
+
+
+async def scan_completed(server: DevApiServer, volume_id: str, scan_id: str) -> ReceivedMessage:
+    """Ask for a scan of `volume_id` and wait (10 s at most) for its ``scan.completed``: also
+    the way to know the watcher has handled everything the API sent before."""
+    from scanarr.protocol import CommandScan
+
+    await server.send(CommandScan(volume_id=volume_id, scan_id=scan_id))
+    with trio.fail_after(10):
+        return await server.wait_for_type("scan.completed", scan_id=scan_id)
+
+
+def one_volume(volume_id: str, path: Path, **options: Any) -> WatcherConfig:
+    """A config with the one volume `volume_id` at `path` (`options`: the config's other fields)."""
+    from scanarr.protocol import WatchPath
+
+    return WatcherConfig(watch_paths=[WatchPath(id=volume_id, path=str(path))], **options)

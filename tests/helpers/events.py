@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from scanarr.protocol import FileCreated
 
 
@@ -14,4 +17,18 @@ def created(volume_id: str, relative_path: str, inode: int = 1) -> FileCreated:
         device_id=2049,
         size_bytes=10,
         hardlink_count=1,
+    )
+
+
+def created_on_disk(root: Path, relative_path: str, volume_id: str) -> FileCreated:
+    """The ``file.created`` of the file at `root`/`relative_path`, with what lstat says of it."""
+    status = os.lstat(root / relative_path)
+    return FileCreated(
+        volume_id=volume_id,
+        relative_path=relative_path,
+        filename=os.path.basename(relative_path),
+        inode=status.st_ino,
+        device_id=status.st_dev,
+        size_bytes=status.st_size,
+        hardlink_count=status.st_nlink,
     )

@@ -358,10 +358,7 @@ class Translator:
                 scan_id=self._scan_id(data),
                 path=join_path(data["volume_id"], data["relative_path"]),
                 name=data["filename"],
-                size_bytes=data["size_bytes"],
-                hardlink_count=data["hardlink_count"],
-                inode=data["inode"],
-                device_id=data["device_id"],
+                **_stat_fields(data),
                 is_dir=False,
                 mod_time=data["mod_time"],
             )
@@ -403,10 +400,7 @@ class Translator:
             return cls(
                 path=join_path(data["volume_id"], data["relative_path"]),
                 name=data["filename"],
-                size_bytes=data["size_bytes"],
-                hardlink_count=data["hardlink_count"],
-                inode=data["inode"],
-                device_id=data["device_id"],
+                **_stat_fields(data),
             )
         if message_type == "file.deleted":
             return FileDeleted15(
@@ -417,10 +411,7 @@ class Translator:
                 old_path=join_path(data["volume_id"], data["old_relative_path"]),
                 new_path=join_path(data["volume_id"], data["new_relative_path"]),
                 name=data["filename"],
-                size_bytes=data["size_bytes"],
-                hardlink_count=data["hardlink_count"],
-                inode=data["inode"],
-                device_id=data["device_id"],
+                **_stat_fields(data),
             )
         if message_type == "watcher.status":
             return Status15(
@@ -432,6 +423,11 @@ class Translator:
             )
         log.debug("no V1.5 form for %s; not sent", message_type)
         return None
+
+
+def _stat_fields(data: Mapping[str, Any]) -> dict[str, Any]:
+    """What every V1.5 file message carries of the file's stat, as the V2 message has it."""
+    return {key: data[key] for key in ("size_bytes", "hardlink_count", "inode", "device_id")}
 
 
 class TranslatingWriter(FrameWriter):

@@ -59,6 +59,16 @@ def add_walk_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def walk_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The walk's options as the arguments of `add_walk_arguments` chose them."""
+    return {
+        "extensions": args.ext if args.ext else _native.DEFAULT_EXTENSIONS,
+        "all_files": args.all_files,
+        "threads": args.threads,
+        "same_device": not args.cross_filesystems,
+    }
+
+
 def human_bytes(count: int) -> str:
     value = float(count)
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):

@@ -38,6 +38,7 @@ import os
 import sys
 import uuid
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import attrs
@@ -143,52 +144,66 @@ async def _serve(args: argparse.Namespace, config: WatcherConfig) -> None:
     )
     async with trio.open_nursery() as nursery:
         await nursery.start(server.serve, args.host, args.port)
-        await _read_lines(lambda line: _run_command(server, line))
+        await _read_lines(
+            lambda line: _console_line(line, partial(_command, server), (RuntimeError, ValueError))
+        )
         with trio.move_on_after(2):
             await server.close_connection(1001, "dev-api stopping")
         nursery.cancel_scope.cancel()
 
 
-async def _run_command(server: DevApiServer, line: str) -> bool:
-    """Carry out one stdin command; False to quit."""
+async def _console_line(
+    line: str,
+    command: Callable[[str, str], Awaitable[bool]],
+    errors: tuple[type[Exception], ...],
+) -> bool:
+    """One stdin line of either console: quit, help and unknown words here, the dialect's own
+    commands in `command` (False: not one of them), `errors` shown, not raised. False to quit."""
     if not line:
         return True
     word, _, rest = line.partition(" ")
-    rest = rest.strip()
     try:
         if word in ("quit", "exit"):
             return False
         if word == "help":
             print(HELP, flush=True)
-        elif word == "scan":
-            volume_id, _, scan_id = rest.partition(" ")
-            await server.send(
-                CommandScan(volume_id=volume_id, scan_id=scan_id.strip() or str(uuid.uuid4()))
-            )
-        elif word == "scan-all":
-            await server.send(CommandScanAll(scan_id=rest or str(uuid.uuid4())))
-        elif word == "add":
-            volume_id, path = parse_volume_option(rest)
-            volume = WatchPath(id=volume_id, path=os.path.abspath(path), name=volume_id)
-            kept = [item for item in server.config.watch_paths if item.id != volume_id]
-            await _push(server, attrs.evolve(server.config, watch_paths=[*kept, volume]))
-        elif word == "remove":
-            kept = [item for item in server.config.watch_paths if item.id != rest]
-            await _push(server, attrs.evolve(server.config, watch_paths=kept))
-        elif word == "extensions":
-            extensions = [item for item in rest.split(",") if item]
-            await _push(server, attrs.evolve(server.config, scan_extensions=extensions))
-        elif word == "config":
-            await server.send_config()
-        elif word == "send":
-            json.loads(rest)  # refuse what is not JSON before sending it
-            await server.send(rest)
-        elif word == "drop":
-            await server.drop_connection()
-        else:
+        elif not await command(word, rest):
             print(f"** unknown command {word!r}; type 'help'", flush=True)
-    except (RuntimeError, ValueError) as error:
-        print(f"** {error}", flush=True)
+    except errors as error:
+        print(f"** {error or 'missing argument'}", flush=True)
+    return True
+
+
+async def _command(server: DevApiServer, word: str, rest: str) -> bool:
+    """Carry out one command of the V2 console; False when `word` is none."""
+    rest = rest.strip()
+    if word == "scan":
+        volume_id, _, scan_id = rest.partition(" ")
+        await server.send(
+            CommandScan(volume_id=volume_id, scan_id=scan_id.strip() or str(uuid.uuid4()))
+        )
+    elif word == "scan-all":
+        await server.send(CommandScanAll(scan_id=rest or str(uuid.uuid4())))
+    elif word == "add":
+        volume_id, path = parse_volume_option(rest)
+        volume = WatchPath(id=volume_id, path=os.path.abspath(path), name=volume_id)
+        kept = [item for item in server.config.watch_paths if item.id != volume_id]
+        await _push(server, attrs.evolve(server.config, watch_paths=[*kept, volume]))
+    elif word == "remove":
+        kept = [item for item in server.config.watch_paths if item.id != rest]
+        await _push(server, attrs.evolve(server.config, watch_paths=kept))
+    elif word == "extensions":
+        extensions = [item for item in rest.split(",") if item]
+        await _push(server, attrs.evolve(server.config, scan_extensions=extensions))
+    elif word == "config":
+        await server.send_config()
+    elif word == "send":
+        json.loads(rest)  # refuse what is not JSON before sending it
+        await server.send(rest)
+    elif word == "drop":
+        await server.drop_connection()
+    else:
+        return False
     return True
 
 
@@ -224,7 +239,13 @@ def _run_v15(args: argparse.Namespace) -> int:
 async def _serve_v15(args: argparse.Namespace, server: DevApiV15Server) -> None:
     async with trio.open_nursery() as nursery:
         await nursery.start(server.serve, args.host, args.port)
-        await _read_lines(lambda line: _run_command_v15(server, line))
+        await _read_lines(
+            lambda line: _console_line(
+                line,
+                partial(_command_v15, server),
+                (RuntimeError, ValueError, IndexError, TypeError),
+            )
+        )
         with trio.move_on_after(2):
             await server.drop_all()
         nursery.cancel_scope.cancel()
@@ -246,53 +267,44 @@ async def _read_lines(handle: Callable[[str], Awaitable[bool]]) -> None:
                     return
 
 
-async def _run_command_v15(server: DevApiV15Server, line: str) -> bool:
-    """Carry out one stdin command of the V1.5 console; False to quit."""
-    if not line:
-        return True
-    word, _, rest = line.partition(" ")
+async def _command_v15(server: DevApiV15Server, word: str, rest: str) -> bool:
+    """Carry out one command of the V1.5 console (IndexError: an argument is missing); False
+    when `word` is none."""
     words = rest.split()
-    try:
-        if word in ("quit", "exit"):
-            return False
-        if word == "help":
-            print(HELP, flush=True)
-        elif word == "watchers":
-            for watcher in server.watchers.values():
-                print(f"** {watcher.watcher_id}: {watcher.status}", flush=True)
-        elif word == "approve":
-            if not words:
-                raise ValueError("approve WATCHER_ID")
-            await server.approve(words[0])
-        elif word == "revoke":
-            await server.revoke(words[0])
-        elif word == "scan":
-            await server.scan(words[0], words[1] if len(words) > 1 else None)
-        elif word == "delete":
-            deletion_id, items = words[0], words[1:]
-            if not items or len(items) % 3:
-                raise ValueError("delete DELETION_ID (MEDIA_FILE_ID VOLUME_PATH FILE_PATH)...")
-            await server.delete(
-                deletion_id,
-                [
-                    {
-                        "media_file_id": items[i],
-                        "volume_path": items[i + 1],
-                        "file_path": items[i + 2],
-                    }
-                    for i in range(0, len(items), 3)
-                ],
-            )
-        elif word == "hardlink":
-            await server.hardlink(*words[:4])
-        elif word == "files":
-            for path in sorted(server.files):
-                print(f"** {path}", flush=True)
-        elif word == "send":
-            json.loads(rest)
-            await server.send_raw(rest)
-        else:
-            print(f"** unknown command {word!r}; type 'help'", flush=True)
-    except (RuntimeError, ValueError, IndexError, TypeError) as error:
-        print(f"** {error or 'missing argument'}", flush=True)
+    if word == "watchers":
+        for watcher in server.watchers.values():
+            print(f"** {watcher.watcher_id}: {watcher.status}", flush=True)
+    elif word == "approve":
+        if not words:
+            raise ValueError("approve WATCHER_ID")
+        await server.approve(words[0])
+    elif word == "revoke":
+        await server.revoke(words[0])
+    elif word == "scan":
+        await server.scan(words[0], words[1] if len(words) > 1 else None)
+    elif word == "delete":
+        deletion_id, items = words[0], words[1:]
+        if not items or len(items) % 3:
+            raise ValueError("delete DELETION_ID (MEDIA_FILE_ID VOLUME_PATH FILE_PATH)...")
+        await server.delete(
+            deletion_id,
+            [
+                {
+                    "media_file_id": items[i],
+                    "volume_path": items[i + 1],
+                    "file_path": items[i + 2],
+                }
+                for i in range(0, len(items), 3)
+            ],
+        )
+    elif word == "hardlink":
+        await server.hardlink(*words[:4])
+    elif word == "files":
+        for path in sorted(server.files):
+            print(f"** {path}", flush=True)
+    elif word == "send":
+        json.loads(rest)
+        await server.send_raw(rest)
+    else:
+        return False
     return True

@@ -19,7 +19,6 @@ import sys
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, TextIO
 
-from scanarr import _native
 from scanarr.cli.common import (
     add_walk_arguments,
     display,
@@ -28,6 +27,7 @@ from scanarr.cli.common import (
     json_path,
     report_walk_errors,
     walk_errors_json,
+    walk_options,
 )
 from scanarr.links import (
     FileTable,
@@ -47,13 +47,7 @@ from scanarr.scan import WalkError
 def collect_from_args(
     args: argparse.Namespace, roots: Sequence[str]
 ) -> tuple[FileTable, list[WalkError]]:
-    return collect(
-        roots,
-        extensions=args.ext if args.ext else _native.DEFAULT_EXTENSIONS,
-        all_files=args.all_files,
-        threads=args.threads,
-        same_device=not args.cross_filesystems,
-    )
+    return collect(roots, **walk_options(args))
 
 
 # --- the sub-command ----------------------------------------------------------------------------

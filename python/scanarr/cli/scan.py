@@ -13,7 +13,7 @@ import json
 import os
 import sys
 import time
-from typing import Any
+from typing import Any, Protocol
 
 from scanarr import _native
 from scanarr.cli.common import (
@@ -22,6 +22,7 @@ from scanarr.cli.common import (
     describe,
     human_bytes,
     is_failure,
+    walk_options,
 )
 from scanarr.scan import Scan
 
@@ -56,14 +57,7 @@ def run(args: argparse.Namespace) -> int:
     started = progress.started
     failures = 0
     non_utf8 = 0
-    with Scan(
-        roots,
-        extensions=args.ext if args.ext else _native.DEFAULT_EXTENSIONS,
-        all_files=args.all_files,
-        threads=args.threads,
-        same_device=not args.cross_filesystems,
-        fingerprint=args.fingerprint,
-    ) as running:
+    with Scan(roots, **walk_options(args), fingerprint=args.fingerprint) as running:
         heads = ["{" + f'"volume_path":{json.dumps(root, ensure_ascii=False)},' for root in roots]
         out = sys.stdout
         try:
@@ -114,7 +108,20 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_summary(stats: _native.WalkStats, duration: float, root_count: int) -> None:
+class WalkTotals(Protocol):
+    """What the summary reads of a walk (`_native.WalkStats`, or bench/pyscan.py's own)."""
+
+    files: int
+    dirs: int
+    bytes_total: int
+    distinct_inodes: int
+    multi_link_files: int
+    errors: int
+    skipped_mounts: int
+
+
+def summary_lines(stats: WalkTotals, duration: float) -> list[str]:
+    """The summary `scanarr scan` prints, one ``key: value`` a line."""
     rate = stats.files / duration if duration > 0 else 0.0
     lines = [
         f"media files: {stats.files}",
@@ -129,4 +136,9 @@ def _print_summary(stats: _native.WalkStats, duration: float, root_count: int) -
     ]
     if stats.skipped_mounts:
         lines.append(f"other filesystems not entered: {stats.skipped_mounts}")
+    return lines
+
+
+def _print_summary(stats: _native.WalkStats, duration: float, root_count: int) -> None:
+    lines = summary_lines(stats, duration)
     print("\n".join(lines))
