@@ -859,6 +859,10 @@ fn native_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
         PyTuple::new(py, crate::DEFAULT_EXTENSIONS)?,
     )?;
     m.add("DEFAULT_SAMPLE_SIZE", crate::DEFAULT_SAMPLE_SIZE)?;
+    m.add(
+        "SCAN_FILE_FIELDS",
+        PyTuple::new(py, jsonenc::SCAN_FILE_FIELDS)?,
+    )?;
     m.add("DEFAULT_THREADS", crate::DEFAULT_THREADS)?;
     // The stub's alias exists at run time too, so `from scanarr._native import FingerprintMode`
     // works outside type checking.
