@@ -31,7 +31,7 @@ from collections.abc import Callable, Sequence
 import attrs
 import trio
 
-from scanarr._native import WalkError
+from scanarr._native import Batch, Walker, WalkError
 from scanarr.protocol import (
     SCAN_FILE_SCAN_FIELDS,
     Message,
@@ -232,7 +232,7 @@ async def scan_volume(
     last_progress = trio.current_time()
     try:
         while True:
-            batch = await trio.to_thread.run_sync(walker.next_batch, BATCH_WAIT)
+            batch = await _next_batch(walker)
             if batch is None:
                 break
             if batch.errors:
@@ -334,6 +334,18 @@ async def scan_volume(
         completed.duration_ms,
     )
     return ScanOutcome(completed=completed, root_device=end_status.st_dev)
+
+
+async def _next_batch(walker: Walker) -> Batch | None:
+    """The walk's next batch (None: the walk is over). One already waiting is taken on this
+    thread (a poll that does not wait): the walker's threads are usually ahead of the socket,
+    and a hop to a worker thread and back costs a thread wake-up and a GIL hand-over per batch.
+    Only when none is ready does a worker thread wait for one."""
+    batch = walker.next_batch(0.0)
+    if batch is None or len(batch) or batch.errors or batch.dirs_walked:
+        await trio.lowlevel.checkpoint()
+        return batch
+    return await trio.to_thread.run_sync(walker.next_batch, BATCH_WAIT)
 
 
 def _first_failure(errors: Sequence[WalkError]) -> _Failure | None:
