@@ -6,14 +6,24 @@
    generator is missing, a simple one below), unless ``--tree`` names one;
 2. a *sink*: a minimal API in a separate process, raw sockets, that does the handshake, sends the
    config and one ``command.scan``, then counts frames (it unmasks only 4 bytes of each
-   ``scan.file``, in a flat loop, so that it runs far ahead of the agent: over a million
-   frames/s on one core) and times ``scan.started`` → ``scan.completed``;
-3. and measures, each ``--repeat`` times (best kept, warm page cache):
+   ``scan.file``, in a flat loop) and times ``scan.started`` → ``scan.completed`` by the
+   ``recv`` that brought each (their arrival, not their parsing). Two run side by side: one
+   parses each chunk as it arrives, and a *deferred* one that only receives during the scan and
+   parses once the socket is quiet, so that its parsing (about 30 ms of CPU for a 31,000-file
+   scan) does not take a core from the agent, as an API on another machine would not;
+3. and measures, each ``--repeat`` times (best kept, warm page cache), interleaved:
 
-   - **agent**: ``scanarr watch`` as a subprocess → sink: scan.file messages/s end to end;
+   - **agent**: ``scanarr watch`` as a subprocess → deferred sink: scan.file messages/s end to
+     end; then the same into the parsing sink;
    - **native walk alone**: ``Walker.next_batch`` until done, no JSON, no socket;
    - **pure Python**: ``os.scandir`` + ``lstat`` + ``json.dumps`` + trio-websocket
-     ``send_message`` per file → the same sink;
+     ``send_message`` per file → the deferred sink;
+   - **CPU per scan**: the native walk's (``getrusage``), the agent's between the arrival of
+     scan.started and scan.completed (``/proc/PID/stat`` sampled every 2 ms, 10 ms ticks), the
+     sink's. Warm, the walk alone keeps both cores of a 2-core machine busy, so what the agent
+     and the sink add in CPU is what they add in wall time: ``walk / (agent + sink)`` is the
+     ratio an otherwise idle machine would show, and moves much less with other jobs' load
+     than the wall-time ratio does;
 
 4. with ``--memory-files N`` (e.g. 1000000): a tree of N empty media files on tmpfs, scanned by
    the agent into a sink that reads at most ``--slow-rate`` messages/s; the agent's peak RSS.
@@ -28,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import bisect
 import hashlib
 import json
 import os
@@ -42,7 +53,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 BENCH = Path(__file__).resolve().parent
 OUT = BENCH / "out"
@@ -128,24 +139,53 @@ def sink_main(arguments: argparse.Namespace) -> int:
         sock, _address = listener.accept()
         with sock:
             try:
-                _serve_one(_Connection(sock, arguments.rate), arguments.root)
+                _serve_one(_Connection(sock, arguments.rate), arguments.root, arguments.deferred)
             except (ConnectionError, OSError) as error:
                 print(json.dumps({"error": str(error)}), flush=True)
 
 
-def _serve_one(connection: _Connection, root: str) -> None:
+# A deferred sink parses what it received once nothing more has come for this long.
+QUIET = 0.1
+
+
+def _serve_one(connection: _Connection, root: str, deferred: bool) -> None:
+    """One connection. Times are those at which the bytes of scan.started and scan.completed
+    were received (the `recv` that completed their frame), not those at which they were parsed.
+
+    `deferred`: frames are parsed only once the socket has been quiet for `QUIET` (the
+    handshake's answers wait that long; nothing else does), so during a scan the sink only
+    receives: its parsing does not take CPU from the agent on a machine the two share, as an
+    API on another machine would not. Otherwise every chunk is parsed as it arrives."""
     connection.handshake()
+    sock = connection.sock
     scan_files = 0
     started_at = 0.0
+    started_cpu = 0.0
     from_bytes = int.from_bytes
     mark = SCAN_FILE_MARK
     frames = 0
     buffer = bytes(connection.buffer)
-    # The sink must be much faster than the agent, or it measures itself: scan.file frames
-    # are recognised in this flat loop (no generator, no copy); others go to `_other_frame`.
+    # (offset in the stream of the end of a recv, monotonic time, this process's CPU time)
+    base = 0  # stream offset of buffer[0]
+    received = len(buffer)  # stream offset of the end of what was received
+    arrivals: list[tuple[int, float, float]] = [(received, time.monotonic(), time.process_time())]
+    pending: list[bytes] = []
+
+    def arrival(offset: int) -> tuple[float, float]:
+        index = bisect.bisect_left(arrivals, (base + offset, 0.0, 0.0))
+        _end, moment, cpu = arrivals[min(index, len(arrivals) - 1)]
+        return moment, cpu
+
+    if deferred:
+        sock.settimeout(QUIET)
     while True:
+        if pending:
+            buffer = b"".join([buffer, *pending])
+            pending.clear()
         position = 0
         end = len(buffer)
+        # The sink must be much faster than the agent, or it measures itself: scan.file frames
+        # are recognised in this flat loop (no generator, no copy); others go further down.
         while end - position >= 2:
             second = buffer[position + 1]
             length = second & 0x7F
@@ -179,7 +219,7 @@ def _serve_one(connection: _Connection, root: str) -> None:
             payload = buffer[start:stop]
             position = stop
             if opcode == 8:  # close: answer it
-                connection.sock.sendall(bytes((0x88, 2)) + (1000).to_bytes(2, "big"))
+                sock.sendall(bytes((0x88, 2)) + (1000).to_bytes(2, "big"))
                 return
             if opcode != 1:
                 continue
@@ -187,7 +227,7 @@ def _serve_one(connection: _Connection, root: str) -> None:
             kind = message["type"]
             if kind == "watcher.hello":
                 config = {"watch_paths": [{"id": VOLUME_ID, "path": root, "name": "bench"}]}
-                connection.sock.sendall(
+                sock.sendall(
                     _server_frame(_message("watcher.auth", {"status": "authenticated"}))
                     + _server_frame(_message("watcher.config", config))
                     + _server_frame(
@@ -195,30 +235,49 @@ def _serve_one(connection: _Connection, root: str) -> None:
                     )
                 )
             elif kind == "scan.started":
-                started_at = time.monotonic()
+                started_at, started_cpu = arrival(stop)
                 scan_files = 0
                 connection.started = started_at
                 frames = 0
             elif kind in ("scan.completed", "scan.failed"):
-                seconds = time.monotonic() - started_at
-                result = {"kind": kind, "scan_files": scan_files, "seconds": seconds}
+                ended_at, ended_cpu = arrival(stop)
+                result = {
+                    "kind": kind,
+                    "scan_files": scan_files,
+                    "seconds": ended_at - started_at,
+                    "started_at": started_at,
+                    "ended_at": ended_at,
+                    "sink_cpu": ended_cpu - started_cpu,
+                }
                 result["data"] = message["data"]
                 print(json.dumps(result), flush=True)
         connection.frames = frames
+        buffer = buffer[position:]
+        base += position
+        del arrivals[: max(0, bisect.bisect_left(arrivals, (base, 0.0, 0.0)) - 1)]
         if connection.rate:
             connection.throttle()
-        chunk = connection.sock.recv(1 << 20)
-        if not chunk:
-            return
-        buffer = buffer[position:] + chunk
+        while True:
+            try:
+                chunk = sock.recv(1 << 20)
+            except TimeoutError:
+                break  # quiet: parse what came
+            if not chunk:
+                return
+            received += len(chunk)
+            arrivals.append((received, time.monotonic(), time.process_time()))
+            pending.append(chunk)
+            if not deferred:
+                break
 
 
 class Sink:
     """The sink process, from the benchmark's side."""
 
-    def __init__(self, root: Path, rate: float = 0.0) -> None:
+    def __init__(self, root: Path, rate: float = 0.0, *, deferred: bool = False) -> None:
+        command = [sys.executable, __file__, "--sink", "--root", str(root), "--rate", str(rate)]
         self.process = subprocess.Popen(
-            [sys.executable, __file__, "--sink", "--root", str(root), "--rate", str(rate)],
+            command + (["--deferred"] if deferred else []),
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -243,8 +302,52 @@ class Sink:
 # --- the three pipelines ------------------------------------------------------------------
 
 
-def run_agent(tree: Path, sink: Sink, on_running: Callable[[int], None] | None = None) -> float:
-    """`scanarr watch` → sink. Returns scan.file messages/s; `on_running(pid)` while it runs."""
+class AgentRun(NamedTuple):
+    rate: float  # scan.file messages/s, as the sink received them
+    sink_cpu: float  # seconds of the sink's CPU during the scan
+    agent_cpu: float  # seconds of the agent's CPU (every thread) during the scan
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """utime + stime of a process and all its threads, exited ones included (10 ms ticks)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_between(samples: list[tuple[float, float]], start: float, end: float) -> float:
+    """CPU used between two monotonic times, interpolated between (time, cpu) samples."""
+
+    def at(moment: float) -> float:
+        index = bisect.bisect_left(samples, (moment, 0.0))
+        if index == 0:
+            return samples[0][1]
+        if index == len(samples):
+            return samples[-1][1]
+        (t0, c0), (t1, c1) = samples[index - 1], samples[index]
+        return c0 + (c1 - c0) * (moment - t0) / (t1 - t0) if t1 > t0 else c1
+
+    return at(end) - at(start) if samples else float("nan")
+
+
+def run_agent(tree: Path, sink: Sink, on_running: Callable[[int], None] | None = None) -> AgentRun:
+    """`scanarr watch` → sink; `on_running(pid)` while it runs."""
+    import threading
+
+    samples: list[tuple[float, float]] = []
+    stop = threading.Event()
+
+    def sample(pid: int) -> None:
+        # Every 2 ms: the scan lasts a few hundred, the counter moves in 10 ms ticks.
+        while not stop.is_set():
+            cpu = _cpu_seconds(pid)
+            if cpu is None:
+                return
+            samples.append((time.monotonic(), cpu))
+            stop.wait(0.002)
+
     with tempfile.TemporaryDirectory(prefix="bench-state-") as state_directory:
         state_file = os.path.join(state_directory, "state.json")
         config = {"watch_paths": [{"id": VOLUME_ID, "path": str(tree), "name": "bench"}]}
@@ -260,22 +363,33 @@ def run_agent(tree: Path, sink: Sink, on_running: Callable[[int], None] | None =
             "SCANARR_LIVE_WATCH": "off",
         }
         agent = subprocess.Popen([sys.executable, "-m", "scanarr", "watch"], env=environment)
+        sampler = threading.Thread(target=sample, args=(agent.pid,), daemon=True)
+        sampler.start()
         try:
             if on_running is not None:
                 on_running(agent.pid)
             result = sink.result()
         finally:
+            stop.set()
+            sampler.join()
             agent.send_signal(signal.SIGTERM)
             agent.wait(timeout=30)
     if result["kind"] != "scan.completed":
         raise RuntimeError(f"the agent's scan failed: {result['data']}")
-    return float(result["scan_files"]) / float(result["seconds"])
+    return AgentRun(
+        rate=float(result["scan_files"]) / float(result["seconds"]),
+        sink_cpu=float(result["sink_cpu"]),
+        agent_cpu=_cpu_between(samples, result["started_at"], result["ended_at"]),
+    )
 
 
-def run_native(tree: Path) -> tuple[int, float]:
-    """The native walk alone: (files, files/s)."""
+def run_native(tree: Path) -> tuple[int, float, float]:
+    """The native walk alone: (files, files/s, CPU seconds of the walk)."""
+    import resource
+
     from scanarr import _native
 
+    usage = resource.getrusage(resource.RUSAGE_SELF)
     started = time.perf_counter()
     walker = _native.Walker([str(tree)])
     files = 0
@@ -285,7 +399,9 @@ def run_native(tree: Path) -> tuple[int, float]:
             break
         files += len(batch)
     seconds = time.perf_counter() - started
-    return files, files / seconds
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = after.ru_utime + after.ru_stime - usage.ru_utime - usage.ru_stime
+    return files, files / seconds, cpu
 
 
 def _python_walk(root: str) -> Iterator[tuple[str, str, os.stat_result]]:
@@ -407,41 +523,70 @@ def _rss_kib(pid: int, field: str = "VmRSS") -> int:
 
 
 def speed(arguments: argparse.Namespace) -> None:
-    tree = arguments.tree or bench_tree(arguments.movies)
-    files, _ = run_native(tree)  # warms the page cache
+    tree = (arguments.tree or bench_tree(arguments.movies)).resolve()
+    files, _, _ = run_native(tree)  # warms the page cache
     cores = os.cpu_count()
     print(f"tree: {tree} ({files} media files), {cores} cores, {arguments.repeat} runs each")
-    sink = Sink(tree)
-    agent: list[float] = []
+    # Two sinks: one parses every frame as it arrives (its CPU competes with the agent's on
+    # this machine), one only receives during the scan and parses afterwards, as if the API ran
+    # elsewhere. Both time the arrival of scan.started and scan.completed.
+    deferred_sink = Sink(tree, deferred=True)
+    eager_sink = Sink(tree)
+    agent: list[AgentRun] = []
+    agent_eager: list[AgentRun] = []
     native: list[float] = []
+    native_cpu: list[float] = []
     python: list[float] = []
     try:
-        # Interleaved, so that a busy moment of a shared machine hits all three alike.
+        # Interleaved, so that a busy moment of a shared machine hits all of them alike.
         for _ in range(arguments.repeat):
-            agent.append(run_agent(tree, sink))
-            native.append(run_native(tree)[1])
-            python.append(run_pure_python(tree, sink))
+            agent.append(run_agent(tree, deferred_sink))
+            _, rate, cpu = run_native(tree)
+            native.append(rate)
+            native_cpu.append(cpu)
+            agent_eager.append(run_agent(tree, eager_sink))
+            python.append(run_pure_python(tree, deferred_sink))
     finally:
-        sink.close()
+        deferred_sink.close()
+        eager_sink.close()
     rows = [
-        ("agent end to end (scanarr watch → sink)", agent),
+        ("agent end to end (scanarr watch → sink)", [run.rate for run in agent]),
+        ("  the same, sink parsing as it receives", [run.rate for run in agent_eager]),
         ("native walk alone", native),
         ("pure Python (scandir + json.dumps + send_message)", python),
     ]
     print(f"  {'':52} {'best':>10} {'median':>10}   files/s")
     for label, rates in rows:
         print(f"  {label:52} {max(rates):>10,.0f} {statistics.median(rates):>10,.0f}")
-    # Each run's agent and native walk ran back to back: their ratio, run by run, cancels
-    # most of a shared machine's drifting load.
-    paired = sorted(a / n for a, n in zip(agent, native, strict=True))
-    print(
-        f"  paired : agent / native walk per run {' '.join(f'{r:.2f}' for r in paired)}, "
-        f"median {statistics.median(paired):.2f} (target >= 0.9)"
-    )
+    # Each round's agent runs and native walk ran back to back: their ratio, round by round,
+    # cancels most of a shared machine's drifting load.
+    for label, runs in (("", agent), (" (sink parsing)", agent_eager)):
+        paired = sorted(run.rate / n for run, n in zip(runs, native, strict=True))
+        print(
+            f"  paired{label}: agent / native walk per run "
+            f"{' '.join(f'{r:.2f}' for r in paired)}, median {statistics.median(paired):.2f} "
+            "(target >= 0.9)"
+        )
+    # CPU moves much less with the machine's load than wall time. When the walk alone keeps
+    # every core busy (warm, it does on 2 cores), wall time follows the CPU that the agent and
+    # the sink add to it: walk / (agent + sink) is the rate ratio an otherwise idle machine of
+    # this size would show.
+    walk = statistics.median(native_cpu)
+    print(f"  CPU per scan (median, ms): native walk {walk * 1000:.0f}")
+    for label, runs in (("receiving only", agent), ("parsing as it receives", agent_eager)):
+        agent_cpu = statistics.median(run.agent_cpu for run in runs)
+        sink_cpu = statistics.median(run.sink_cpu for run in runs)
+        print(
+            f"    sink {label:22}: agent {agent_cpu * 1000:.0f} (+{(agent_cpu - walk) * 1000:.0f}"
+            f" over the walk), sink {sink_cpu * 1000:.0f}; walk / (agent + sink) "
+            f"{walk / (agent_cpu + sink_cpu):.2f}"
+        )
+    agent_rates = [run.rate for run in agent]
     for label, pick in (("best", max), ("median", statistics.median)):
         print(
-            f"  {label:6}: agent / pure Python {pick(agent) / pick(python):4.1f} x (target >= 5),"
-            f" agent / native walk {pick(agent) / pick(native):.2f} (target >= 0.9)"
+            f"  {label:6}: agent / pure Python {pick(agent_rates) / pick(python):4.1f} x "
+            f"(target >= 5), agent / native walk {pick(agent_rates) / pick(native):.2f} "
+            "(target >= 0.9)"
         )
 
 
@@ -468,7 +613,7 @@ def memory(arguments: argparse.Namespace) -> None:
 
                 threading.Thread(target=loop, daemon=True).start()
 
-            rate = run_agent(tree / "v", sink, on_running=sample)
+            rate = run_agent(tree / "v", sink, on_running=sample).rate
         finally:
             sink.close()
         print(
@@ -494,6 +639,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sink", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--root", help=argparse.SUPPRESS)
     parser.add_argument("--rate", type=float, default=0.0, help=argparse.SUPPRESS)
+    parser.add_argument("--deferred", action="store_true", help=argparse.SUPPRESS)
     arguments = parser.parse_args(argv)
     if arguments.sink:
         return sink_main(arguments)

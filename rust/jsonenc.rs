@@ -187,21 +187,52 @@ pub fn fingerprint_text(digest: u128) -> String {
     out
 }
 
+/// The members `write_file_fields` writes, in order: the per-file part of a `scan.file`
+/// message's data (`protocol.ScanFile` lists these after its per-scan fields; a test checks
+/// both agree). Exported to Python as `_native.SCAN_FILE_FIELDS`. `fingerprint` follows them
+/// only when the walk fingerprints, which the agent's scans do not.
+pub const SCAN_FILE_FIELDS: [&str; 7] = [
+    "relative_path",
+    "filename",
+    "inode",
+    "device_id",
+    "size_bytes",
+    "hardlink_count",
+    "mod_time",
+];
+
+/// Appends `"name":`.
+fn write_key(out: &mut String, name: &str) {
+    out.push('"');
+    out.push_str(name);
+    out.push_str("\":");
+}
+
 /// Appends the members of one `scan.file` record (no braces; see `Batch.json_records`).
 pub fn write_file_fields(out: &mut String, file: &FileFields<'_>) {
-    out.push_str("\"relative_path\":");
+    // Destructured so that a name added to SCAN_FILE_FIELDS without its value does not compile.
+    let [relative_path, filename, inode, device_id, size_bytes, hardlink_count, mod_time] =
+        SCAN_FILE_FIELDS;
+    write_key(out, relative_path);
     write_string(out, file.relative_path);
-    out.push_str(",\"filename\":");
+    out.push(',');
+    write_key(out, filename);
     write_string(out, file.filename);
-    out.push_str(",\"inode\":");
+    out.push(',');
+    write_key(out, inode);
     write_u64(out, file.inode);
-    out.push_str(",\"device_id\":");
+    out.push(',');
+    write_key(out, device_id);
     write_u64(out, file.device_id);
-    out.push_str(",\"size_bytes\":");
+    out.push(',');
+    write_key(out, size_bytes);
     write_u64(out, file.size_bytes);
-    out.push_str(",\"hardlink_count\":");
+    out.push(',');
+    write_key(out, hardlink_count);
     write_u64(out, file.hardlink_count);
-    out.push_str(",\"mod_time\":\"");
+    out.push(',');
+    write_key(out, mod_time);
+    out.push('"');
     write_rfc3339(out, file.mtime_sec, file.mtime_nsec);
     out.push('"');
     if let Some(digest) = file.fingerprint {

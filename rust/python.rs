@@ -328,7 +328,10 @@ impl Batch {
             ));
         }
         let mut keys = mask_keys(masked)?;
-        let mut out = Vec::with_capacity(self.batch.files.len() * 400);
+        // Room for the longest head plus the fields of a long path per file, so the buffer is
+        // not moved while it fills: pages never written are never touched.
+        let head_length = heads.iter().map(String::len).max().unwrap_or(0);
+        let mut out = Vec::with_capacity(self.batch.files.len() * (head_length + 640));
         let mut not_utf8 = Vec::new();
         let mut text = String::with_capacity(512);
         let mut files = files_before;
@@ -859,6 +862,10 @@ fn native_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
         PyTuple::new(py, crate::DEFAULT_EXTENSIONS)?,
     )?;
     m.add("DEFAULT_SAMPLE_SIZE", crate::DEFAULT_SAMPLE_SIZE)?;
+    m.add(
+        "SCAN_FILE_FIELDS",
+        PyTuple::new(py, jsonenc::SCAN_FILE_FIELDS)?,
+    )?;
     m.add("DEFAULT_THREADS", crate::DEFAULT_THREADS)?;
     // The stub's alias exists at run time too, so `from scanarr._native import FingerprintMode`
     // works outside type checking.

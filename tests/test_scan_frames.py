@@ -9,16 +9,26 @@ backslashes, control characters, U+2028; names that are not UTF-8 are skipped, a
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import random
 from pathlib import Path
 
+import attrs
 import pytest
 from wsproto.frame_protocol import FrameProtocol, Opcode
 
 from scanarr import _native
-from scanarr.agent.scan_walk import scan_file_head, scan_file_prefix
-from scanarr.protocol import ScanFile, encode
+from scanarr.agent.scan_walk import ProgressText, scan_file_head, scan_file_prefix
+from scanarr.protocol import (
+    SCAN_FILE_SCAN_FIELDS,
+    ScanCompleted,
+    ScanFile,
+    ScanProgress,
+    WatcherHello,
+    encode,
+    frame_type,
+)
 
 SCAN_ID = 'scan "1" \\ é'
 VOLUME_ID = "vol\u2028ume\x01\ud800"  # a lone surrogate goes out as U+FFFD
@@ -55,8 +65,13 @@ def generated_names(count: int, seed: int) -> list[str]:
     return sorted(names)
 
 
-def make_tree(root: Path, names: list[str]) -> Path:
-    volume = root / 'Vol "ume" é'
+# Volume roots: quotes and accents; a byte that is not UTF-8 (a surrogate in the str path,
+# sent as U+FFFD in volume_path by both paths).
+VOLUME_NAMES = ['Vol "ume" é', os.fsdecode(b"Vol\xffume")]
+
+
+def make_tree(root: Path, names: list[str], volume_name: str = VOLUME_NAMES[0]) -> Path:
+    volume = root / volume_name
     for number, name in enumerate(names):
         directory = volume / f"d{number % 7}" / "sub\\dir"
         directory.mkdir(parents=True, exist_ok=True)
@@ -117,9 +132,13 @@ def batches(volume: Path, batch_size: int) -> list[_native.Batch]:
     return found
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
-def test_every_frame_decodes_to_the_protocol_encoding(tmp_path: Path, seed: int) -> None:
-    volume = make_tree(tmp_path, generated_names(300, seed))
+@pytest.mark.parametrize(
+    ("seed", "volume_name"), [(1, VOLUME_NAMES[0]), (2, VOLUME_NAMES[1]), (3, VOLUME_NAMES[0])]
+)
+def test_every_frame_decodes_to_the_protocol_encoding(
+    tmp_path: Path, seed: int, volume_name: str
+) -> None:
+    volume = make_tree(tmp_path, generated_names(300, seed), volume_name)
     volume_path = str(volume)
     sent: list[str] = []
     skipped: list[str | bytes] = []
@@ -173,3 +192,51 @@ def test_progress_needs_its_callable(tmp_path: Path) -> None:
     (batch,) = batches(volume, batch_size=10)
     with pytest.raises(ValueError, match="progress"):
         batch.json_frames(["{"], "}", masked=True, progress_every=3)
+
+
+def test_scan_file_fields_are_split_between_the_scan_and_the_native_encoder() -> None:
+    """`protocol.ScanFile` is the one list of a scan.file's fields: the per-scan head and the
+    native per-file encoder together write exactly its fields, in its order."""
+    fields = tuple(field.name for field in attrs.fields(ScanFile))
+    assert fields == SCAN_FILE_SCAN_FIELDS + _native.SCAN_FILE_FIELDS
+
+
+def test_native_frames_carry_the_scan_file_members_in_order(tmp_path: Path) -> None:
+    volume = make_tree(tmp_path, generated_names(20, 5))
+    (batch,) = batches(volume, batch_size=100)
+    data, _ = batch.json_frames([head(str(volume))], "}}", masked=True)
+    fields = [field.name for field in attrs.fields(ScanFile)]
+    for text in decode_masked(data):
+        message = json.loads(text)
+        assert list(message) == ["type", "timestamp", "data"]
+        assert message["type"] == ScanFile.TYPE
+        assert list(message["data"]) == fields
+
+
+def test_progress_frames_are_the_protocol_encoding() -> None:
+    text = ProgressText(SCAN_ID, VOLUME_ID)(TIMESTAMP, 12, 300)
+    progress = ScanProgress(
+        scan_id=SCAN_ID, volume_id=VOLUME_ID, files_scanned=300, dirs_scanned=12
+    )
+    assert text == encode(progress, TIMESTAMP)
+
+
+def test_frame_type_reads_every_kind_of_frame() -> None:
+    """Metrics count frames by `frame_type`: it reads the type of `encode`'s frames and of the
+    scan's native ones."""
+    completed = ScanCompleted(
+        scan_id="s",
+        volume_id="v",
+        total_files=1,
+        total_dirs=1,
+        total_size_bytes=1,
+        duration_ms=1,
+        disk_total_bytes=1,
+        disk_free_bytes=1,
+    )
+    hello = WatcherHello(hostname="h", version="1", os="linux", arch="amd64", token="t")
+    for message in (completed, hello):
+        assert frame_type(encode(message)) == message.TYPE
+    assert frame_type(head("/v") + '"relative_path":"a"}}') == ScanFile.TYPE
+    assert frame_type('{"data":{},"type":"scan.file"}') == "unknown"
+    assert frame_type("") == "unknown"

@@ -18,6 +18,7 @@ __all__ = [
     "DEFAULT_EXTENSIONS",
     "DEFAULT_SAMPLE_SIZE",
     "DEFAULT_THREADS",
+    "SCAN_FILE_FIELDS",
     "Batch",
     "FileRecord",
     "FingerprintMode",
@@ -36,6 +37,9 @@ __version__: Final[str]
 DEFAULT_EXTENSIONS: Final[tuple[str, ...]]  # mkv mp4 avi m4v ts wmv
 DEFAULT_SAMPLE_SIZE: Final[int]  # 1 MiB: head and tail sample of a `sampled` fingerprint
 DEFAULT_THREADS: Final[int]  # walker threads when `threads=0`, chosen by measurement
+# The per-file members of a `scan.file`'s data, in the order `Batch.json_records` writes
+# them (after the head's per-scan members; `protocol.ScanFile` lists both).
+SCAN_FILE_FIELDS: Final[tuple[str, ...]]
 
 FingerprintMode = Literal["full", "sampled"]
 

@@ -51,7 +51,7 @@ from prometheus_client.exposition import choose_encoder
 
 from scanarr import __version__, httpd, native_version
 from scanarr.config import SettingsError
-from scanarr.protocol import Message, ScanCompleted
+from scanarr.protocol import Message, ScanCompleted, frame_type
 
 log = logging.getLogger(__name__)
 
@@ -206,7 +206,7 @@ class Metrics:
         """Pre-encoded frames sent; each one's type is read from its ``{"type":"..."`` head."""
         counts: dict[str, int] = {}
         for text in texts:
-            message_type = _frame_type(text)
+            message_type = frame_type(text)
             counts[message_type] = counts.get(message_type, 0) + 1
         for message_type, count in counts.items():
             self.message_sent(message_type, count)
@@ -253,18 +253,6 @@ class Metrics:
         or the Prometheus text format (the default) — and its content type."""
         encode, content_type = choose_encoder(accept)
         return encode(self.registry), content_type
-
-
-_FRAME_HEAD = '{"type":"'
-
-
-def _frame_type(text: str) -> str:
-    """The type of a frame rendered by `scanarr.protocol.encode` or the scan fast path."""
-    if text.startswith(_FRAME_HEAD):
-        end = text.find('"', len(_FRAME_HEAD))
-        if end > 0:
-            return text[len(_FRAME_HEAD) : end]
-    return "unknown"
 
 
 # --- address -----------------------------------------------------------------------------------

@@ -152,6 +152,10 @@ class ScanStarted(Message):
 
 @attrs.frozen
 class ScanFile(Message):
+    """One media file of a scan. The scan's fast path renders it natively: the fields of
+    `SCAN_FILE_SCAN_FIELDS` once per scan in Python, the rest per file in Rust
+    (``_native.SCAN_FILE_FIELDS``); a test checks that both lists make these fields, in order."""
+
     TYPE: ClassVar[str] = "scan.file"
     scan_id: str
     volume_id: str
@@ -163,6 +167,10 @@ class ScanFile(Message):
     size_bytes: int
     hardlink_count: int
     mod_time: str
+
+
+# The members of a scan.file's data that are the same for every file of a scan.
+SCAN_FILE_SCAN_FIELDS: tuple[str, ...] = ("scan_id", "volume_id", "volume_path")
 
 
 @attrs.frozen
@@ -576,3 +584,23 @@ def encode(message: Message, timestamp: str | None = None) -> str:
         separators=(",", ":"),
     )
     return text if text.isascii() else as_text(text)
+
+
+# `encode`'s envelope, for texts rendered without it (the scan's native frames) and read back
+# (metrics counts frames by type): {"type":"…","timestamp":"…","data":{…}}.
+_TYPE_HEAD = '{"type":"'
+
+
+def frame_head(message_type: str, timestamp: str) -> str:
+    """What `encode` writes before the data object of a `message_type` stamped `timestamp`
+    (both plain ASCII: a ``TYPE`` and a `utc_timestamp`); the frame then ends with ``}``."""
+    return _TYPE_HEAD + message_type + '","timestamp":"' + timestamp + '","data":'
+
+
+def frame_type(text: str) -> str:
+    """The type of a frame rendered by `encode` or after `frame_head`; "unknown" otherwise."""
+    if text.startswith(_TYPE_HEAD):
+        end = text.find('"', len(_TYPE_HEAD))
+        if end > 0:
+            return text[len(_TYPE_HEAD) : end]
+    return "unknown"

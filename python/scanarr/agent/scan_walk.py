@@ -31,14 +31,17 @@ from collections.abc import Callable, Sequence
 import attrs
 import trio
 
-from scanarr._native import WalkError
+from scanarr._native import Batch, Walker, WalkError
 from scanarr.protocol import (
+    SCAN_FILE_SCAN_FIELDS,
     Message,
     ScanCompleted,
     ScanFailed,
+    ScanFile,
     ScanProgress,
     ScanStarted,
     as_text,
+    frame_head,
     utc_timestamp,
 )
 
@@ -143,29 +146,25 @@ def _json_string(value: str) -> str:
 
 
 def scan_file_prefix(scan_id: str, volume_id: str, volume_path: str) -> str:
-    """What every ``scan.file`` of a scan has after ``"data":``, up to its file's fields."""
-    return (
-        '{"scan_id":'
-        + _json_string(scan_id)
-        + ',"volume_id":'
-        + _json_string(volume_id)
-        + ',"volume_path":'
-        + _json_string(volume_path)
-        + ","
-    )
+    """What every ``scan.file`` of a scan has after ``"data":``, up to its file's fields
+    (`SCAN_FILE_SCAN_FIELDS`; the native encoder writes the rest, `_native.SCAN_FILE_FIELDS`)."""
+    values = {"scan_id": scan_id, "volume_id": volume_id, "volume_path": volume_path}
+    members = (f'"{name}":{_json_string(values[name])},' for name in SCAN_FILE_SCAN_FIELDS)
+    return "{" + "".join(members)
 
 
 def scan_file_head(timestamp: str, prefix: str) -> str:
     """The head `Batch.json_frames` puts before each file's fields (tail: ``}}``)."""
-    return '{"type":"scan.file","timestamp":"' + timestamp + '","data":' + prefix
+    return frame_head(ScanFile.TYPE, timestamp) + prefix
 
 
-class _ProgressText:
-    """scan.progress frames rendered without json.dumps (ids are pre-escaped once)."""
+class ProgressText:
+    """scan.progress frames rendered without json.dumps (ids are pre-escaped once): the text
+    `protocol.encode` gives the same `ScanProgress`."""
 
     def __init__(self, scan_id: str, volume_id: str) -> None:
         self._middle = (
-            '","data":{"scan_id":'
+            '{"scan_id":'
             + _json_string(scan_id)
             + ',"volume_id":'
             + _json_string(volume_id)
@@ -174,8 +173,7 @@ class _ProgressText:
 
     def __call__(self, timestamp: str, dirs: int, files: int) -> str:
         return (
-            '{"type":"scan.progress","timestamp":"'
-            + timestamp
+            frame_head(ScanProgress.TYPE, timestamp)
             + self._middle
             + str(files)
             + ',"dirs_scanned":'
@@ -219,7 +217,7 @@ async def scan_volume(
     )
 
     prefix = scan_file_prefix(request.scan_id, request.volume_id, request.volume_path)
-    progress_text = _ProgressText(request.scan_id, request.volume_id)
+    progress_text = ProgressText(request.scan_id, request.volume_id)
     walker = _native.Walker(
         [request.volume_path],
         extensions=list(request.extensions),
@@ -234,7 +232,7 @@ async def scan_volume(
     last_progress = trio.current_time()
     try:
         while True:
-            batch = await trio.to_thread.run_sync(walker.next_batch, BATCH_WAIT)
+            batch = await _next_batch(walker)
             if batch is None:
                 break
             if batch.errors:
@@ -336,6 +334,18 @@ async def scan_volume(
         completed.duration_ms,
     )
     return ScanOutcome(completed=completed, root_device=end_status.st_dev)
+
+
+async def _next_batch(walker: Walker) -> Batch | None:
+    """The walk's next batch (None: the walk is over). One already waiting is taken on this
+    thread (a poll that does not wait): the walker's threads are usually ahead of the socket,
+    and a hop to a worker thread and back costs a thread wake-up and a GIL hand-over per batch.
+    Only when none is ready does a worker thread wait for one."""
+    batch = walker.next_batch(0.0)
+    if batch is None or len(batch) or batch.errors or batch.dirs_walked:
+        await trio.lowlevel.checkpoint()
+        return batch
+    return await trio.to_thread.run_sync(walker.next_batch, BATCH_WAIT)
 
 
 def _first_failure(errors: Sequence[WalkError]) -> _Failure | None:

@@ -25,6 +25,7 @@ from scanarr import __version__
 from scanarr.protocol import (
     MalformedMessage,
     Message,
+    ScanFile,
     UnknownMessageType,
     WatcherAuth,
     WatcherConfig,
@@ -286,7 +287,7 @@ class Session:
         if files:
             await self._write(data)
         if self.metrics is not None:
-            self.metrics.message_sent("scan.file", files)
+            self.metrics.message_sent(ScanFile.TYPE, files)
             if progress_every > 0:
                 marks = (files_before + files) // progress_every - files_before // progress_every
                 self.metrics.message_sent("scan.progress", marks)
