@@ -12,7 +12,7 @@ import pytest
 import trio
 
 from scanarr.live import LiveWatcher
-from scanarr.live.filetable import SMALL_TABLE
+SMALL_TABLE = 16  # a directory of a few media files, and one of many
 from scanarr.protocol import FileCreated, FileDeleted, FileModified, FileRenamed, WatchPath
 from test_live import Harness, _path_of, tree, write
 
