@@ -17,8 +17,8 @@ CLOCK_MONOTONIC, shared by the two processes. Targets: p99 ≤ debounce + 50 ms;
 under 2 s; zero lost, zero duplicated.
 
 `index-memory`: the memory of the live tree and of the ``(device, inode)`` index for N media
-files (no filesystem: the same structures filled directly): bytes per file by tracemalloc, and
-the RSS growth of a fresh process filling them. `watch-memory`: the RSS growth of a
+files (no filesystem: the same structures filled directly): bytes per file by the native
+index's own count of its arenas and tables, and the RSS growth of a fresh process filling them. `watch-memory`: the RSS growth of a
 `LiveWatcher` listing and watching a real library of N empty media files (one directory per
 film, a quarter of them hardlinked from a torrents/ volume; needs N·1.25 inotify watches).
 Target for both: at most 250 bytes per file.
@@ -60,15 +60,15 @@ import subprocess
 import sys
 import tempfile
 import time
-import tracemalloc
 from pathlib import Path
 from typing import Any
 
 import trio
 
+from scanarr._native import LiveIndex
 from scanarr.live import LiveEvent, LiveWatcher
 from scanarr.live.filters import MediaFilter
-from scanarr.live.tree import STAMP_MASK, InodeIndex, VolumeTree
+from scanarr.live.tree import InodeIndex, VolumeTree
 from scanarr.protocol import FileCreated, WatcherConfig, WatchPath
 
 WRITER = r"""
@@ -239,9 +239,9 @@ def _fill_library(count: int) -> tuple[InodeIndex, list[VolumeTree]]:
     """The live structures for `count` media files laid out like an *arr library: one film per
     directory, a quarter of the files being links (in torrents/) of a film."""
     media_filter = MediaFilter(["mkv"])
-    movies = VolumeTree("movies", "/volume1/media/movies", 2049, media_filter)
-    torrents = VolumeTree("torrents", "/volume1/torrents", 2049, media_filter)
     index = InodeIndex()
+    movies = VolumeTree("movies", "/volume1/media/movies", 2049, media_filter, index=index)
+    torrents = VolumeTree("torrents", "/volume1/torrents", 2049, media_filter, index=index)
     linked = count // 4
     for number in range(count - linked):
         title = f"Film Title Number {number} ({1950 + number % 75})"
@@ -251,7 +251,7 @@ def _fill_library(count: int) -> tuple[InodeIndex, list[VolumeTree]]:
             directory,
             name,
             10_000_000 + number,
-            hash((4_000_000_000 + number, 17 * 10**17, 1)) & STAMP_MASK,
+            LiveIndex.stamp(4_000_000_000 + number, 17 * 10**17, 1),
         )
     for number in range(linked):
         release = f"Film.Title.Number.{number}.{1950 + number % 75}.1080p.BluRay.x264-GRP"
@@ -267,8 +267,8 @@ def _rss_bytes() -> int:
 
 def bench_index_memory(args: argparse.Namespace) -> dict[str, Any]:
     """Memory of the live state for N media files, filled directly (no filesystem): bytes per
-    file by tracemalloc, and the RSS growth of a fresh process filling the same (no tracemalloc
-    there: it costs memory of its own)."""
+    file by the native index's count of its arenas, and the RSS growth of a fresh process
+    filling the same."""
     count = args.files
     if args.measure == "rss":
         gc.collect()
@@ -283,25 +283,23 @@ def bench_index_memory(args: argparse.Namespace) -> dict[str, Any]:
         text=True,
     )
     rss = json.loads(child.stdout)
-    tracemalloc.start()
-    start, _peak = tracemalloc.get_traced_memory()
-    index, trees = _fill_library(count)
-    total, _ = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
+    index, _trees = _fill_library(count)
+    # The live state is native: the arenas' and tables' own count of their bytes.
+    total = index.native.heap_bytes
     return {
         "files": count,
         "inodes": len(index),
         "hardlinked_files": 2 * (count // 4),
-        "directories": _directories((index, trees)),
-        "total_live_state_mib": round((total - start) / 2**20, 1),
-        "total_bytes_per_file": round((total - start) / count),
+        "directories": index.native.dir_count,
+        "total_live_state_mib": round(total / 2**20, 1),
+        "total_bytes_per_file": round(total / count),
         "rss_growth_mib": round(rss["rss_growth_bytes"] / 2**20, 1),
         "rss_growth_bytes_per_file": round(rss["rss_growth_bytes"] / count),
     }
 
 
 def _directories(kept: tuple[InodeIndex, list[VolumeTree]]) -> int:
-    return sum(1 for tree in kept[1] for _ in tree.root.iter_tree())
+    return kept[0].native.dir_count
 
 
 WATCH_MEMORY_MAKER = r"""

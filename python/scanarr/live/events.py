@@ -659,4 +659,3 @@ class EventTranslator:
                 filename=relative_path.rpartition("/")[2],
             )
         )
-

@@ -217,7 +217,10 @@ class Subdirs(Mapping[str, "Directory"]):
     def children(self) -> list[tuple[str, Directory]]:
         directory = self._directory
         volume = directory.volume
-        return [(name, Directory(volume, child)) for name, child in volume.index.native.subdirs(directory.id)]
+        return [
+            (name, Directory(volume, child))
+            for name, child in volume.index.native.subdirs(directory.id)
+        ]
 
 
 class Directory:
