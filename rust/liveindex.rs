@@ -337,7 +337,8 @@ impl LiveIndex {
     }
 
     pub fn unwatched_count(&self, number: u32) -> usize {
-        self.volume(number).map_or(0, |volume| volume.unwatched.len())
+        self.volume(number)
+            .map_or(0, |volume| volume.unwatched.len())
     }
 
     /// Unwatched directories whose parent is watched: syncing these covers every unwatched one.
@@ -441,12 +442,13 @@ impl LiveIndex {
     }
 
     fn find_subdir(&self, parent: u32, name: &[u8]) -> Option<u32> {
-        self.children.find(child_hash(parent, false, name), |value| {
-            value & FILE_TAG == 0 && {
-                let dir = &self.dirs[value as usize];
-                dir.parent == parent && self.name_of(dir.name) == name
-            }
-        })
+        self.children
+            .find(child_hash(parent, false, name), |value| {
+                value & FILE_TAG == 0 && {
+                    let dir = &self.dirs[value as usize];
+                    dir.parent == parent && self.name_of(dir.name) == name
+                }
+            })
     }
 
     fn find_file(&self, dir: u32, name: &[u8]) -> Option<u32> {
@@ -875,7 +877,9 @@ impl LiveIndex {
         if let Some(old) = self.find_file(dir, name) {
             self.remove_file(old);
         }
-        let device = self.device(self.dirs[dir as usize].volume).unwrap_or(u64::MAX);
+        let device = self
+            .device(self.dirs[dir as usize].volume)
+            .unwrap_or(u64::MAX);
         let other = self.find_inode(device, inode);
         let stamp = other.map_or(stamp, |other| self.files[other as usize].stamp);
         let name = self.store_name(name);
@@ -1072,9 +1076,8 @@ impl LiveIndex {
             merged.gone = true;
             return Ok(merged);
         }
-        let gone = |errno: Errno| {
-            errno == libc::ENOENT || errno == libc::ENOTDIR || errno == libc::ELOOP
-        };
+        let gone =
+            |errno: Errno| errno == libc::ENOENT || errno == libc::ENOTDIR || errno == libc::ELOOP;
         let mut slots: Vec<u32> = Vec::with_capacity(listing.dirs.len());
         for (index, listed) in listing.dirs.iter().enumerate() {
             if index & 4095 == 4095 && cancel.load(Ordering::Relaxed) {

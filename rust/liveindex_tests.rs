@@ -19,7 +19,11 @@ fn subdirectories_are_found_by_name_and_paths_follow_parents() {
     let (mut index, _volume, root) = index_with_volume();
     let movies = index.new_subdir(root, b"Movies").unwrap();
     let film = index.new_subdir(movies, b"Film (2001)").unwrap();
-    assert_eq!(index.new_subdir(movies, b"Film (2001)"), None, "names are unique");
+    assert_eq!(
+        index.new_subdir(movies, b"Film (2001)"),
+        None,
+        "names are unique"
+    );
     assert_eq!(index.subdir(movies, b"Film (2001)"), Some(film));
     assert_eq!(index.subdir(movies, b"Other"), None);
     assert_eq!(index.parent(film), Some(movies));
@@ -63,7 +67,10 @@ fn removed_directories_leave_stale_ids_and_report_their_files() {
     // The slot is reused: the old id stays stale, the new one is live.
     let again = index.new_subdir(root, b"Show").unwrap();
     assert_ne!(again, show);
-    assert!(again as u32 == season as u32 || again as u32 == show as u32, "a slot is reused");
+    assert!(
+        again as u32 == season as u32 || again as u32 == show as u32,
+        "a slot is reused"
+    );
     assert!(index.is_live(again) && !index.is_live(show));
     assert_eq!(index.name(show), None);
     assert_eq!(index.file(show, b"pilot.mkv"), None);
@@ -87,7 +94,10 @@ fn moving_a_directory_renames_everything_below_it() {
     assert!(!index.move_dir(b, extras, b"loop"), "not below itself");
     assert!(!index.move_dir(root, a, b"root"), "the root stays");
     let other = index.new_subdir(a, b"Film (2001)").unwrap();
-    assert!(!index.move_dir(other, b, b"Film (2001)"), "the name is taken");
+    assert!(
+        !index.move_dir(other, b, b"Film (2001)"),
+        "the name is taken"
+    );
 }
 
 #[test]
@@ -135,7 +145,11 @@ fn the_wd_table_follows_watches() {
     index.mark_unwatched(a);
     index.mark_unwatched(b);
     assert_eq!(index.unwatched_count(volume), 2);
-    assert_eq!(index.unwatched_tops(volume), Vec::<Id>::new(), "the root is not watched");
+    assert_eq!(
+        index.unwatched_tops(volume),
+        Vec::<Id>::new(),
+        "the root is not watched"
+    );
     index.set_wd(root, 1);
     let mut tops = index.unwatched_tops(volume);
     tops.sort();
@@ -199,7 +213,12 @@ fn names_are_compacted_once_half_is_garbage() {
     for round in 0..3 {
         let dir = index.new_subdir(root, b"churn").unwrap();
         for n in 0..5000 {
-            index.add_link(dir, format!("file number {n} of round {round}.mkv").as_bytes(), 10 + n, 1);
+            index.add_link(
+                dir,
+                format!("file number {n} of round {round}.mkv").as_bytes(),
+                10 + n,
+                1,
+            );
         }
         index.remove_subtree(dir, false);
     }
@@ -216,7 +235,11 @@ fn a_listing_is_merged_with_its_watches_links_and_collisions() {
     fs::create_dir_all(root.join("Show")).unwrap();
     fs::write(root.join("Film (2001)/film.mkv"), b"film").unwrap();
     fs::write(root.join("Film (2001)/Extras/trailer.mkv"), b"t").unwrap();
-    fs::hard_link(root.join("Film (2001)/film.mkv"), root.join("Show/link.mkv")).unwrap();
+    fs::hard_link(
+        root.join("Film (2001)/film.mkv"),
+        root.join("Show/link.mkv"),
+    )
+    .unwrap();
     // SAFETY: plain syscall.
     let fd = unsafe { libc::inotify_init1(libc::IN_CLOEXEC) };
     assert!(fd >= 0);
