@@ -20,7 +20,8 @@ under 2 s; zero lost, zero duplicated.
 files (no filesystem: the same structures filled directly): bytes per file by the native
 index's own count of its arenas and tables, and the RSS growth of a fresh process filling
 them. `watch-memory`: the RSS growth of a `LiveWatcher` listing and watching a real library
-of N empty media files (one directory per film, a quarter of them hardlinked from a torrents/ volume; needs N·1.25 inotify watches).
+of N empty media files (one directory per film, a quarter of them hardlinked from a torrents/
+volume; needs N·1.25 inotify watches).
 Target for both: at most 250 bytes per file.
 
 `scale`: the NAS case. Generates (once, with `gen_tree.py --movies 250000`, about 1,000,000
