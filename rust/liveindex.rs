@@ -369,6 +369,7 @@ impl LiveIndex {
         let root = self.id_of(volume.root);
         self.remove_tree(root, false, true, Some(cancel))?;
         self.volumes[number as usize] = None;
+        self.trim();
         Ok(())
     }
 
@@ -1078,6 +1079,11 @@ impl LiveIndex {
         }
         let gone =
             |errno: Errno| errno == libc::ENOENT || errno == libc::ENOTDIR || errno == libc::ELOOP;
+        // Room for the whole listing at once: grown by doubling, the arenas of a volume's
+        // listing would keep up to half of their capacity unused.
+        self.dirs.reserve(listing.dirs.len());
+        self.files.reserve(listing.files.len());
+        self.names.reserve(listing.names.len());
         let mut slots: Vec<u32> = Vec::with_capacity(listing.dirs.len());
         for (index, listed) in listing.dirs.iter().enumerate() {
             if index & 4095 == 4095 && cancel.load(Ordering::Relaxed) {
@@ -1183,7 +1189,31 @@ impl LiveIndex {
                 merged.added.push((self.id_of(dir), index as u32));
             }
         }
+        if !report {
+            self.trim(); // a volume's listing, not one directory's
+        }
         Ok(merged)
+    }
+
+    /// Gives back what big changes (a listing merged, a volume dropped) left unused: the slack
+    /// of the arenas, and the heap the listing used (`malloc_trim`), so that the steady RSS is
+    /// the index's.
+    pub fn trim(&mut self) {
+        for_slack(&mut self.dirs);
+        for_slack(&mut self.files);
+        for_slack(&mut self.names);
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        // SAFETY: plain libc call, no pointer involved.
+        unsafe {
+            libc::malloc_trim(0);
+        }
+    }
+}
+
+/// Shrinks a big arena that has more than an eighth of its capacity unused.
+fn for_slack<T>(arena: &mut Vec<T>) {
+    if arena.capacity() > 4096 && arena.capacity() - arena.len() > arena.capacity() / 8 {
+        arena.shrink_to_fit();
     }
 }
 
