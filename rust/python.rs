@@ -779,6 +779,9 @@ fn text(name: &[u8]) -> String {
 pub struct PyLiveIndex {
     inner: std::sync::Mutex<liveindex::LiveIndex>,
     cancel: std::sync::atomic::AtomicBool,
+    /// `owned_count` when last read: what the trio thread gets (for metrics) while a merge holds
+    /// the lock, instead of waiting for it.
+    owned_seen: std::sync::atomic::AtomicUsize,
 }
 
 impl PyLiveIndex {
@@ -797,6 +800,7 @@ impl PyLiveIndex {
         PyLiveIndex {
             inner: std::sync::Mutex::new(liveindex::LiveIndex::new(inotify_fd)),
             cancel: std::sync::atomic::AtomicBool::new(false),
+            owned_seen: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -951,9 +955,19 @@ impl PyLiveIndex {
         self.lock().owns(wd)
     }
 
+    /// Never waits: while a merge runs, the count last read.
     #[getter]
     fn owned_count(&self) -> usize {
-        self.lock().owned_count()
+        use std::sync::atomic::Ordering::Relaxed;
+        match self.inner.try_lock() {
+            Ok(index) => {
+                let count = index.owned_count();
+                self.owned_seen.store(count, Relaxed);
+                count
+            }
+            Err(std::sync::TryLockError::Poisoned(index)) => index.into_inner().owned_count(),
+            Err(std::sync::TryLockError::WouldBlock) => self.owned_seen.load(Relaxed),
+        }
     }
 
     fn clear_owned(&self) {

@@ -308,7 +308,7 @@ class LiveIndex:
     def owns(self, wd: int) -> bool: ...
     @property
     def owned_count(self) -> int:
-        """Watches of the inotify instance."""
+        """Watches of the inotify instance; never waits (while a merge runs: as last read)."""
     def clear_owned(self) -> None:
         """The inotify instance is closed: no watch is owned or removed any more."""
     def file(self, id: int, name: str) -> tuple[int, int] | None:

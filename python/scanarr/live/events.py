@@ -167,7 +167,7 @@ class EventTranslator:
 
     # --- processing ----------------------------------------------------------------------
 
-    def process(self, max_events: int = 2000) -> None:
+    def process(self, max_events: int = 500) -> None:
         """Process buffered events in order, until done, blocked on a rename pair, or
         `max_events` handled (so that the caller's loop yields between batches)."""
         self.blocked_until = None
