@@ -37,7 +37,9 @@ unreclaimable slab (``SUnreclaim``), the longest lateness of a watchdog task in 
 loop (it sleeps 10 ms in a loop; a stall still going on counts too), the drain time of a
 `--burst` of files created in the volume root (last close to last ``file.created`` at the API),
 how often the watch-limit warning and its summary were logged, and how SIGTERM was honoured.
-Needs root (the sysctl) and ``unshare --user``.
+When ``watchman`` is installed (Debian package; for the bench only), a private watchman server
+then watches the same tree: its crawl time and RSS once it answers a query. ``--limits ''``
+runs the scan and watchman only. Needs root (the sysctl) and ``unshare --user``.
 
 `moved-in`: a folder of `--files` media files (100 films × 10 folders, made once under `--dir`
 and reused) is moved into a watched, empty volume with one ``rename``, then the volume is
@@ -617,16 +619,65 @@ def bench_scale(args: argparse.Namespace) -> dict[str, Any]:
     below = directories * 4 // 7
     try:
         MAX_USER_WATCHES.write_text(f"{above}\n")
-        for name in args.limits.split(","):
+        for name in filter(None, args.limits.split(",")):
             namespace_limit = below if name == "below" else None
             run = trio.run(_scale_run, args, tree, namespace_limit or above, namespace_limit)
             if "arm_s" in run:
                 run["arm_vs_native_scan"] = round(run["arm_s"] / result["native_scan_s"], 1)
             result[f"limit_{name}"] = run
             print(json.dumps({name: run}), file=sys.stderr)
+        if shutil.which("watchman"):
+            result["watchman"] = _watchman_rss(tree, args.timeout)
+            print(json.dumps({"watchman": result["watchman"]}), file=sys.stderr)
     finally:
         MAX_USER_WATCHES.write_text(f"{original}\n")
     return result
+
+
+def _watchman_rss(tree: Path, timeout: float) -> dict[str, Any]:
+    """RSS of a private watchman server (its own socket and state, nothing saved) once it has
+    crawled `tree`, and after one query naming nothing (it answers once the crawl settled)."""
+    with tempfile.TemporaryDirectory(prefix="bench-watchman-") as temporary:
+        base = [
+            "watchman",
+            f"--sockname={temporary}/sock",
+            f"--statefile={temporary}/state",
+            f"--logfile={temporary}/log",
+            "--no-save-state",
+        ]
+
+        def call(*command: str) -> dict[str, Any]:
+            done = subprocess.run(
+                [*base, *command], capture_output=True, check=True, text=True, timeout=timeout
+            )
+            answer: dict[str, Any] = json.loads(done.stdout)
+            return answer
+
+        started = time.monotonic()
+        try:
+            call("watch", str(tree))
+            pid = int(call("get-pid")["pid"])
+            query = json.dumps({"expression": ["false"], "fields": ["name"], "sync_timeout": 0})
+            subprocess.run(
+                [*base, "-j"],
+                input=f'["query", "{tree}", {query}]',
+                capture_output=True,
+                check=True,
+                text=True,
+                timeout=timeout,
+            )
+            crawled = time.monotonic() - started
+            status = _proc_status(pid)
+            return {
+                "version": call("version").get("version"),
+                "crawl_s": round(crawled, 1),
+                "rss_mib": round(status["VmRSS"] / 2**20, 1),
+                "peak_rss_mib": round(status["VmHWM"] / 2**20, 1),
+            }
+        except (subprocess.SubprocessError, OSError, ValueError, KeyError) as error:
+            return {"error": str(error)}
+        finally:
+            subprocess.run([*base, "shutdown-server"], capture_output=True, timeout=30)
 
 
 def _ensure_moved_in_tree(top: Path, count: int) -> list[str]:
@@ -745,7 +796,7 @@ def main() -> int:
         "--tree", default="/work/bench-trees/movies-250k", help="scale: the tree (made if missing)"
     )
     parser.add_argument("--movies", type=int, default=250_000, help="scale: movies to generate")
-    parser.add_argument("--limits", default="above,below", help="scale: above, below or both")
+    parser.add_argument("--limits", default="above,below", help="scale: above,below, one or ''")
     parser.add_argument("--steady", type=float, default=20.0, help="scale: steady window, s")
     parser.add_argument("--burst", type=int, default=10_000, help="scale: burst files")
     parser.add_argument("--retry-delay", type=float, default=5.0, help="scale: watch retry delay")
