@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from scanarr.protocol import FileDeleted, FileModified, FileRenamed
+from scanarr.protocol import FileCreated, FileDeleted, FileModified, FileRenamed
 from test_live import Harness, _path_of, tree
 
 
@@ -75,3 +75,36 @@ async def test_directory_moved_twice_then_removed_deletes_at_the_latest_path(
     # The watches of the removed directories went with them.
     assert harness.watcher is not None
     assert harness.watcher.watched_paths("v") == [""]
+
+
+async def _wait_count(harness: Harness, kind: type, path: str, expected: int) -> None:
+    """Until `expected` events of `kind` at `path` were emitted."""
+    await harness.wait_until(
+        lambda: (
+            sum(isinstance(event, kind) and _path_of(event) == path for event in harness.changes())
+            == expected
+        )
+    )
+
+
+async def test_directory_made_again_under_a_removed_ones_name_is_watched_afresh(
+    harness: Harness, tmp_path: Path
+) -> None:
+    root = tree(tmp_path / "v", {"Film/film.mkv": b"1", "Other/other.mkv": b"2"})
+    await harness.start({"v": root})
+    for round_number in range(3):
+        os.unlink(root / "Film" / "film.mkv")
+        os.rmdir(root / "Film")
+        await _wait_count(harness, FileDeleted, "Film/film.mkv", round_number + 1)
+        os.mkdir(root / "Film")
+        (root / "Film" / "film.mkv").write_bytes(b"again")
+        await harness.settle()
+        # The new directory is watched (its slot may be the old one's: the old handle is
+        # stale, the kernel's IN_IGNORED for the old watch touches nothing of the new one).
+        (root / "Film" / "late.mkv").write_bytes(b"late")
+        await _wait_count(harness, FileCreated, "Film/late.mkv", round_number + 1)
+        os.unlink(root / "Film" / "late.mkv")
+        await harness.settle()
+        harness.assert_view_matches_disk()
+    assert harness.watcher is not None
+    assert harness.watcher.watched_paths("v") == ["", "Film", "Other"]
