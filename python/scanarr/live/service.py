@@ -35,9 +35,10 @@ A volume is degraded while its root is missing or unmounted (retried with backof
 unwatched (rescanned every `fallback_rescan_interval`, watches retried with the same backoff).
 
 Nothing proportional to a tree runs on the trio thread: whole-volume listings (native, see
-`scanarr._native.LiveLister`), listings of directories created or moved in (native too,
-merged into the tree and reported in slices between other tasks' steps), the freeing of a
-dropped volume's tree (detached in O(1) first) and retries of unwatched directories run in one
+`scanarr._native.LiveLister`, merged into the native index in one call with the GIL
+released), listings of directories created or moved in (the same, their media files then
+reported in slices between other tasks' steps), the freeing of a dropped volume's directories
+(detached in O(1) first) and retries of unwatched directories run in one
 listing thread at a time, while events are only read; health figures come from counts each
 tree keeps; events are processed in bounded batches. The listing thread is never abandoned:
 on cancellation it is stopped through the walker's stop flag and waited for. The watch limit
@@ -603,9 +604,10 @@ class LiveWatcher:
 
     async def _list_appeared(self) -> None:
         """List the directories created or moved in that the translator stopped at: natively,
-        in the listing thread (events are read, not processed, meanwhile), then merged into the
-        tree and reported in slices, yielding in between. Only then are the events after theirs
-        processed: by then every watch of the new tree has its node."""
+        in the listing thread and merged into the index there (events are read, not processed,
+        meanwhile), then their media files reported in slices, yielding in between. Only then
+        are the events after theirs processed: by then every watch of the new tree has its
+        directory."""
         walker = self._walker
         translator = self._translator
         inotify = self._inotify
