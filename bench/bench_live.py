@@ -17,10 +17,11 @@ CLOCK_MONOTONIC, shared by the two processes. Targets: p99 ≤ debounce + 50 ms;
 under 2 s; zero lost, zero duplicated.
 
 `index-memory`: the memory of the live tree and of the ``(device, inode)`` index for N media
-files (no filesystem: the same structures filled directly): bytes per file by tracemalloc, and
-the RSS growth of a fresh process filling them. `watch-memory`: the RSS growth of a
-`LiveWatcher` listing and watching a real library of N empty media files (one directory per
-film, a quarter of them hardlinked from a torrents/ volume; needs N·1.25 inotify watches).
+files (no filesystem: the same structures filled directly): bytes per file by the native
+index's own count of its arenas and tables, and the RSS growth of a fresh process filling
+them. `watch-memory`: the RSS growth of a `LiveWatcher` listing and watching a real library
+of N empty media files (one directory per film, a quarter of them hardlinked from a torrents/
+volume; needs N·1.25 inotify watches).
 Target for both: at most 250 bytes per file.
 
 `scale`: the NAS case. Generates (once, with `gen_tree.py --movies 250000`, about 1,000,000
@@ -36,7 +37,9 @@ unreclaimable slab (``SUnreclaim``), the longest lateness of a watchdog task in 
 loop (it sleeps 10 ms in a loop; a stall still going on counts too), the drain time of a
 `--burst` of files created in the volume root (last close to last ``file.created`` at the API),
 how often the watch-limit warning and its summary were logged, and how SIGTERM was honoured.
-Needs root (the sysctl) and ``unshare --user``.
+When ``watchman`` is installed (Debian package; for the bench only), a private watchman server
+then watches the same tree: its crawl time and RSS once it answers a query. ``--limits ''``
+runs the scan and watchman only. Needs root (the sysctl) and ``unshare --user``.
 
 `moved-in`: a folder of `--files` media files (100 films × 10 folders, made once under `--dir`
 and reused) is moved into a watched, empty volume with one ``rename``, then the volume is
@@ -60,15 +63,15 @@ import subprocess
 import sys
 import tempfile
 import time
-import tracemalloc
 from pathlib import Path
 from typing import Any
 
 import trio
 
+from scanarr._native import LiveIndex
 from scanarr.live import LiveEvent, LiveWatcher
 from scanarr.live.filters import MediaFilter
-from scanarr.live.tree import STAMP_MASK, InodeIndex, VolumeTree
+from scanarr.live.tree import InodeIndex, VolumeTree
 from scanarr.protocol import FileCreated, WatcherConfig, WatchPath
 
 WRITER = r"""
@@ -239,9 +242,9 @@ def _fill_library(count: int) -> tuple[InodeIndex, list[VolumeTree]]:
     """The live structures for `count` media files laid out like an *arr library: one film per
     directory, a quarter of the files being links (in torrents/) of a film."""
     media_filter = MediaFilter(["mkv"])
-    movies = VolumeTree("movies", "/volume1/media/movies", 2049, media_filter)
-    torrents = VolumeTree("torrents", "/volume1/torrents", 2049, media_filter)
     index = InodeIndex()
+    movies = VolumeTree("movies", "/volume1/media/movies", 2049, media_filter, index=index)
+    torrents = VolumeTree("torrents", "/volume1/torrents", 2049, media_filter, index=index)
     linked = count // 4
     for number in range(count - linked):
         title = f"Film Title Number {number} ({1950 + number % 75})"
@@ -251,7 +254,7 @@ def _fill_library(count: int) -> tuple[InodeIndex, list[VolumeTree]]:
             directory,
             name,
             10_000_000 + number,
-            hash((4_000_000_000 + number, 17 * 10**17, 1)) & STAMP_MASK,
+            LiveIndex.stamp(4_000_000_000 + number, 17 * 10**17, 1),
         )
     for number in range(linked):
         release = f"Film.Title.Number.{number}.{1950 + number % 75}.1080p.BluRay.x264-GRP"
@@ -267,8 +270,8 @@ def _rss_bytes() -> int:
 
 def bench_index_memory(args: argparse.Namespace) -> dict[str, Any]:
     """Memory of the live state for N media files, filled directly (no filesystem): bytes per
-    file by tracemalloc, and the RSS growth of a fresh process filling the same (no tracemalloc
-    there: it costs memory of its own)."""
+    file by the native index's count of its arenas, and the RSS growth of a fresh process
+    filling the same."""
     count = args.files
     if args.measure == "rss":
         gc.collect()
@@ -283,25 +286,23 @@ def bench_index_memory(args: argparse.Namespace) -> dict[str, Any]:
         text=True,
     )
     rss = json.loads(child.stdout)
-    tracemalloc.start()
-    start, _peak = tracemalloc.get_traced_memory()
-    index, trees = _fill_library(count)
-    total, _ = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
+    index, _trees = _fill_library(count)
+    # The live state is native: the arenas' and tables' own count of their bytes.
+    total = index.native.heap_bytes
     return {
         "files": count,
         "inodes": len(index),
         "hardlinked_files": 2 * (count // 4),
-        "directories": _directories((index, trees)),
-        "total_live_state_mib": round((total - start) / 2**20, 1),
-        "total_bytes_per_file": round((total - start) / count),
+        "directories": index.native.dir_count,
+        "total_live_state_mib": round(total / 2**20, 1),
+        "total_bytes_per_file": round(total / count),
         "rss_growth_mib": round(rss["rss_growth_bytes"] / 2**20, 1),
         "rss_growth_bytes_per_file": round(rss["rss_growth_bytes"] / count),
     }
 
 
 def _directories(kept: tuple[InodeIndex, list[VolumeTree]]) -> int:
-    return sum(1 for tree in kept[1] for _ in tree.root.iter_tree())
+    return kept[0].native.dir_count
 
 
 WATCH_MEMORY_MAKER = r"""
@@ -500,7 +501,8 @@ async def _scale_run(
 
     server = DevApiServer(
         token=TOKEN,
-        config=WatcherConfig(watch_paths=[WatchPath(id="nas", path=str(tree))]),
+        # The initial scan is part of the figure (RSS after it): asked for at start.
+        config=WatcherConfig(watch_paths=[WatchPath(id="nas", path=str(tree))], scan_on_start=True),
         on_message=on_message,
     )
     result: dict[str, Any] = {"max_user_watches": limit}
@@ -617,16 +619,65 @@ def bench_scale(args: argparse.Namespace) -> dict[str, Any]:
     below = directories * 4 // 7
     try:
         MAX_USER_WATCHES.write_text(f"{above}\n")
-        for name in args.limits.split(","):
+        for name in filter(None, args.limits.split(",")):
             namespace_limit = below if name == "below" else None
             run = trio.run(_scale_run, args, tree, namespace_limit or above, namespace_limit)
             if "arm_s" in run:
                 run["arm_vs_native_scan"] = round(run["arm_s"] / result["native_scan_s"], 1)
             result[f"limit_{name}"] = run
             print(json.dumps({name: run}), file=sys.stderr)
+        if shutil.which("watchman"):
+            result["watchman"] = _watchman_rss(tree, args.timeout)
+            print(json.dumps({"watchman": result["watchman"]}), file=sys.stderr)
     finally:
         MAX_USER_WATCHES.write_text(f"{original}\n")
     return result
+
+
+def _watchman_rss(tree: Path, timeout: float) -> dict[str, Any]:
+    """RSS of a private watchman server (its own socket and state, nothing saved) once it has
+    crawled `tree`, and after one query naming nothing (it answers once the crawl settled)."""
+    with tempfile.TemporaryDirectory(prefix="bench-watchman-") as temporary:
+        base = [
+            "watchman",
+            f"--sockname={temporary}/sock",
+            f"--statefile={temporary}/state",
+            f"--logfile={temporary}/log",
+            "--no-save-state",
+        ]
+
+        def call(*command: str) -> dict[str, Any]:
+            done = subprocess.run(
+                [*base, *command], capture_output=True, check=True, text=True, timeout=timeout
+            )
+            answer: dict[str, Any] = json.loads(done.stdout)
+            return answer
+
+        started = time.monotonic()
+        try:
+            call("watch", str(tree))
+            pid = int(call("get-pid")["pid"])
+            query = json.dumps({"expression": ["false"], "fields": ["name"], "sync_timeout": 0})
+            subprocess.run(
+                [*base, "-j"],
+                input=f'["query", "{tree}", {query}]',
+                capture_output=True,
+                check=True,
+                text=True,
+                timeout=timeout,
+            )
+            crawled = time.monotonic() - started
+            status = _proc_status(pid)
+            return {
+                "version": call("version").get("version"),
+                "crawl_s": round(crawled, 1),
+                "rss_mib": round(status["VmRSS"] / 2**20, 1),
+                "peak_rss_mib": round(status["VmHWM"] / 2**20, 1),
+            }
+        except (subprocess.SubprocessError, OSError, ValueError, KeyError) as error:
+            return {"error": str(error)}
+        finally:
+            subprocess.run([*base, "shutdown-server"], capture_output=True, timeout=30)
 
 
 def _ensure_moved_in_tree(top: Path, count: int) -> list[str]:
@@ -745,7 +796,7 @@ def main() -> int:
         "--tree", default="/work/bench-trees/movies-250k", help="scale: the tree (made if missing)"
     )
     parser.add_argument("--movies", type=int, default=250_000, help="scale: movies to generate")
-    parser.add_argument("--limits", default="above,below", help="scale: above, below or both")
+    parser.add_argument("--limits", default="above,below", help="scale: above,below, one or ''")
     parser.add_argument("--steady", type=float, default=20.0, help="scale: steady window, s")
     parser.add_argument("--burst", type=int, default=10_000, help="scale: burst files")
     parser.add_argument("--retry-delay", type=float, default=5.0, help="scale: watch retry delay")

@@ -6,6 +6,7 @@ pub mod filter;
 pub mod fingerprint;
 pub mod frames;
 pub mod jsonenc;
+pub mod liveindex;
 pub mod livelist;
 pub mod paths;
 pub mod stats;

@@ -12,6 +12,7 @@ use crate::filter::Filter;
 use crate::fingerprint::{self, Mode, Spec};
 use crate::frames;
 use crate::jsonenc::{self, FileFields};
+use crate::liveindex;
 use crate::livelist;
 use crate::stats::WalkStats;
 use crate::walk::{self, Next, Walk, WalkOptions};
@@ -768,6 +769,375 @@ impl LiveListing {
     }
 }
 
+// --- the live watcher's index (rust/liveindex.rs) --------------------------------------------
+
+fn text(name: &[u8]) -> String {
+    // Only UTF-8 names are indexed (the others cannot be reported).
+    String::from_utf8_lossy(name).into_owned()
+}
+
+/// The live watcher's index of its volumes (`crate::liveindex`), behind one lock: the listing
+/// thread merges into it with the interpreter detached while the trio thread only reads events.
+#[pyclass(frozen, module = "scanarr._native", name = "LiveIndex")]
+pub struct PyLiveIndex {
+    inner: std::sync::Mutex<liveindex::LiveIndex>,
+    cancel: std::sync::atomic::AtomicBool,
+    /// `owned_count` when last read: what the trio thread gets (for metrics) while a merge holds
+    /// the lock, instead of waiting for it.
+    owned_seen: std::sync::atomic::AtomicUsize,
+}
+
+impl PyLiveIndex {
+    fn lock(&self) -> std::sync::MutexGuard<'_, liveindex::LiveIndex> {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[pymethods]
+impl PyLiveIndex {
+    #[new]
+    #[pyo3(signature = (inotify_fd = -1))]
+    fn new(inotify_fd: i32) -> PyLiveIndex {
+        PyLiveIndex {
+            inner: std::sync::Mutex::new(liveindex::LiveIndex::new(inotify_fd)),
+            cancel: std::sync::atomic::AtomicBool::new(false),
+            owned_seen: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    #[staticmethod]
+    fn stamp(size: u64, mtime_ns: i64, nlink: u64) -> u64 {
+        liveindex::stamp(size, mtime_ns, nlink)
+    }
+
+    /// Stops a `merge` or `drop_volume` running, and every later one.
+    fn cancel(&self) {
+        self.cancel
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn add_volume(&self, device: u64) -> (u32, u64) {
+        self.lock().add_volume(device)
+    }
+
+    fn device(&self, volume: u32) -> Option<u64> {
+        self.lock().device(volume)
+    }
+
+    fn root(&self, volume: u32) -> Option<u64> {
+        self.lock().root(volume)
+    }
+
+    /// Frees a volume with the interpreter detached; False when cancelled.
+    fn drop_volume(&self, py: Python<'_>, volume: u32) -> bool {
+        py.detach(|| self.lock().drop_volume(volume, &self.cancel).is_ok())
+    }
+
+    fn release_dropped(&self) {
+        self.lock().release_dropped();
+    }
+
+    fn watches(&self, volume: u32) -> u32 {
+        self.lock().watches(volume)
+    }
+
+    fn unwatched_count(&self, volume: u32) -> usize {
+        self.lock().unwatched_count(volume)
+    }
+
+    fn unwatched_tops(&self, volume: u32) -> Vec<u64> {
+        self.lock().unwatched_tops(volume)
+    }
+
+    fn is_live(&self, id: u64) -> bool {
+        self.lock().is_live(id)
+    }
+
+    fn parent(&self, id: u64) -> Option<u64> {
+        self.lock().parent(id)
+    }
+
+    fn name(&self, id: u64) -> Option<String> {
+        self.lock().name(id).map(text)
+    }
+
+    fn volume_of(&self, id: u64) -> Option<u32> {
+        self.lock().volume_of(id)
+    }
+
+    fn wd(&self, id: u64) -> i32 {
+        self.lock().wd(id)
+    }
+
+    fn path(&self, id: u64) -> Option<String> {
+        self.lock().path(id).map(|path| text(&path))
+    }
+
+    fn is_within(&self, id: u64, ancestor: u64) -> bool {
+        self.lock().is_within(id, ancestor)
+    }
+
+    fn subdir(&self, id: u64, name: &str) -> Option<u64> {
+        self.lock().subdir(id, name.as_bytes())
+    }
+
+    fn subdirs(&self, id: u64) -> Vec<(String, u64)> {
+        let index = self.lock();
+        index
+            .subdirs(id)
+            .into_iter()
+            .map(|(name, child)| (text(name), child))
+            .collect()
+    }
+
+    fn has_subdirs(&self, id: u64) -> bool {
+        self.lock().has_subdirs(id)
+    }
+
+    fn new_subdir(&self, id: u64, name: &str) -> Option<u64> {
+        self.lock().new_subdir(id, name.as_bytes())
+    }
+
+    fn move_dir(&self, id: u64, parent: u64, name: &str) -> bool {
+        self.lock().move_dir(id, parent, name.as_bytes())
+    }
+
+    /// Removes a directory and everything below it (their watches too); returns the media
+    /// files that were under it as (path below it, inode).
+    fn remove_subtree(&self, id: u64) -> Vec<(String, u64)> {
+        let removed = self.lock().remove_subtree(id, true);
+        removed
+            .into_iter()
+            .map(|(path, inode)| (text(&path), inode))
+            .collect()
+    }
+
+    fn dir_of_wd(&self, wd: i32) -> Option<u64> {
+        self.lock().dir_of_wd(wd)
+    }
+
+    fn set_wd(&self, id: u64, wd: i32) -> bool {
+        self.lock().set_wd(id, wd)
+    }
+
+    fn dropped_by_kernel(&self, id: u64) -> i32 {
+        self.lock().dropped_by_kernel(id)
+    }
+
+    fn unwatch(&self, id: u64) {
+        self.lock().unwatch(id);
+    }
+
+    fn mark_unwatched(&self, id: u64) {
+        self.lock().mark_unwatched(id);
+    }
+
+    fn retire(&self, wd: i32) {
+        self.lock().retire(wd);
+    }
+
+    fn unretire(&self, wd: i32) -> bool {
+        self.lock().unretire(wd)
+    }
+
+    fn is_retired(&self, wd: i32) -> bool {
+        self.lock().is_retired(wd)
+    }
+
+    fn own(&self, wd: i32) {
+        self.lock().own(wd);
+    }
+
+    fn disown(&self, wd: i32) -> bool {
+        self.lock().disown(wd)
+    }
+
+    fn owns(&self, wd: i32) -> bool {
+        self.lock().owns(wd)
+    }
+
+    /// Never waits: while a merge runs, the count last read.
+    #[getter]
+    fn owned_count(&self) -> usize {
+        use std::sync::atomic::Ordering::Relaxed;
+        match self.inner.try_lock() {
+            Ok(index) => {
+                let count = index.owned_count();
+                self.owned_seen.store(count, Relaxed);
+                count
+            }
+            Err(std::sync::TryLockError::Poisoned(index)) => index.into_inner().owned_count(),
+            Err(std::sync::TryLockError::WouldBlock) => self.owned_seen.load(Relaxed),
+        }
+    }
+
+    fn clear_owned(&self) {
+        self.lock().clear_owned();
+    }
+
+    fn file(&self, id: u64, name: &str) -> Option<(u64, u64)> {
+        self.lock().file(id, name.as_bytes())
+    }
+
+    fn files(&self, id: u64) -> Vec<(String, u64, u64)> {
+        let index = self.lock();
+        index
+            .files(id)
+            .into_iter()
+            .map(|(name, inode, stamp)| (text(name), inode, stamp))
+            .collect()
+    }
+
+    fn names_of(&self, id: u64, inode: u64) -> Vec<String> {
+        let index = self.lock();
+        index
+            .files(id)
+            .into_iter()
+            .filter(|&(_, linked, _)| linked == inode)
+            .map(|(name, _, _)| text(name))
+            .collect()
+    }
+
+    fn has_files(&self, id: u64) -> bool {
+        self.lock().has_files(id)
+    }
+
+    fn add_link(&self, id: u64, name: &str, inode: u64, stamp: u64) -> Option<u64> {
+        self.lock().add_link(id, name.as_bytes(), inode, stamp)
+    }
+
+    fn remove_link(&self, id: u64, name: &str) -> Option<(u64, bool)> {
+        self.lock().remove_link(id, name.as_bytes())
+    }
+
+    fn links(&self, device: u64, inode: u64) -> Vec<(u64, String)> {
+        let index = self.lock();
+        index
+            .links(device, inode)
+            .into_iter()
+            .map(|(id, name)| (id, text(name)))
+            .collect()
+    }
+
+    fn inode_stamp(&self, device: u64, inode: u64) -> Option<u64> {
+        self.lock().inode_stamp(device, inode)
+    }
+
+    fn set_stamp(&self, device: u64, inode: u64, stamp: u64) {
+        self.lock().set_stamp(device, inode, stamp);
+    }
+
+    #[getter]
+    fn dir_count(&self) -> usize {
+        self.lock().dir_count()
+    }
+
+    #[getter]
+    fn file_count(&self) -> usize {
+        self.lock().file_count()
+    }
+
+    #[getter]
+    fn inode_count(&self) -> usize {
+        self.lock().inode_count()
+    }
+
+    #[getter]
+    fn heap_bytes(&self) -> usize {
+        self.lock().heap_bytes()
+    }
+
+    /// Merges a listing of `top` into the index with the interpreter detached; None when
+    /// cancelled.
+    fn merge(
+        &self,
+        py: Python<'_>,
+        top: u64,
+        listing: Py<LiveListing>,
+        report: bool,
+    ) -> Option<LiveMerge> {
+        let merged = {
+            let listed = &listing.get().listing;
+            py.detach(|| self.lock().merge(top, listed, report, &self.cancel))
+        };
+        merged.ok().map(|merged| LiveMerge { merged, listing })
+    }
+}
+
+/// What `LiveIndex.merge` did; the media files it added are read in slices.
+#[pyclass(frozen, module = "scanarr._native", name = "LiveMerge")]
+pub struct LiveMerge {
+    merged: liveindex::Merged,
+    listing: Py<LiveListing>,
+}
+
+#[pymethods]
+impl LiveMerge {
+    #[getter]
+    fn gone(&self) -> bool {
+        self.merged.gone
+    }
+
+    #[getter]
+    fn directories(&self) -> usize {
+        self.merged.directories
+    }
+
+    #[getter]
+    fn unwatched(&self) -> usize {
+        self.merged.unwatched
+    }
+
+    #[getter]
+    fn watch_limit(&self) -> Option<i32> {
+        self.listing.get().listing.watch_limit
+    }
+
+    /// ``(errno, watching, directory)``: a watch (`watching`) or a read that failed.
+    #[getter]
+    fn errors(&self) -> Vec<(i32, bool, u64)> {
+        self.merged.errors.clone()
+    }
+
+    /// ``(parent, name, holder)`` of directories already watched as `holder`, left out.
+    #[getter]
+    fn collisions(&self) -> Vec<(u64, String, u64)> {
+        self.merged
+            .collisions
+            .iter()
+            .map(|(parent, name, holder)| (*parent, text(name), *holder))
+            .collect()
+    }
+
+    #[getter]
+    fn added_count(&self) -> usize {
+        self.merged.added.len()
+    }
+
+    /// ``(directory, name, inode, size, mtime_ns, nlink)`` of added media files ``start..stop``.
+    fn added(&self, start: usize, stop: usize) -> Vec<(u64, String, u64, u64, i64, u64)> {
+        let listing = &self.listing.get().listing;
+        let added = &self.merged.added;
+        let range = start.min(added.len())..stop.min(added.len());
+        added[range]
+            .iter()
+            .map(|&(dir, file)| {
+                let file = &listing.files[file as usize];
+                (
+                    dir,
+                    text(listing.name(file.name)),
+                    file.ino,
+                    file.size,
+                    file.mtime_ns,
+                    file.nlink,
+                )
+            })
+            .collect()
+    }
+}
+
 // --- WebSocket frames (rust/frames.rs) ---
 
 fn check_heads(heads: &[String]) -> PyResult<()> {
@@ -885,6 +1255,8 @@ fn native_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Walker>()?;
     m.add_class::<LiveLister>()?;
     m.add_class::<LiveListing>()?;
+    m.add_class::<PyLiveIndex>()?;
+    m.add_class::<LiveMerge>()?;
     m.add_function(wrap_pyfunction!(fingerprint_files, m)?)?;
     m.add_function(wrap_pyfunction!(text_frames, m)?)?; // WebSocket frames
     Ok(())

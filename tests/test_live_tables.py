@@ -12,9 +12,10 @@ import pytest
 import trio
 
 from scanarr.live import LiveWatcher
-from scanarr.live.filetable import SMALL_TABLE
 from scanarr.protocol import FileCreated, FileDeleted, FileModified, FileRenamed, WatchPath
 from test_live import Harness, _path_of, tree, write
+
+SMALL_TABLE = 16  # a directory of a few media files, and one of many
 
 
 @pytest.fixture

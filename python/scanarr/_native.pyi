@@ -22,8 +22,10 @@ __all__ = [
     "Batch",
     "FileRecord",
     "FingerprintMode",
+    "LiveIndex",
     "LiveLister",
     "LiveListing",
+    "LiveMerge",
     "WalkError",
     "WalkStats",
     "Walker",
@@ -243,6 +245,130 @@ class LiveLister:
         watch_budget: int | None = None,  # watches that may still be added; None: no cap
     ) -> LiveListing | None:
         """List `top` (absolute); None when cancelled."""
+
+@final
+class LiveIndex:
+    """The live watcher's index of its volumes, in compact native arenas: directories (parent,
+    name, watch descriptor, subdirectories, media files), media files (name, inode, stamp), the
+    ``(device, inode)`` → links index, the wd → directory table, retired watches, the watches of
+    the inotify instance, and per volume its watch count and unwatched directories.
+
+    A directory is named by an id packing its slot and the slot's generation: once the directory
+    is removed its id is stale (`is_live` False, lookups give None). Names are UTF-8 `str`.
+    `merge` and `drop_volume` run with the GIL released; every other call is short."""
+
+    def __new__(cls, inotify_fd: int = ...) -> LiveIndex:
+        """`inotify_fd`: the instance whose watches removed directories lose (-1: none)."""
+    @staticmethod
+    def stamp(size: int, mtime_ns: int, nlink: int) -> int:
+        """A 60-bit digest of size, mtime and link count: what "changed" is judged on."""
+    def cancel(self) -> None:
+        """Stop a `merge` or `drop_volume` running, and every later one."""
+    def add_volume(self, device: int) -> tuple[int, int]:
+        """A new volume on `device`: (its number, its root directory)."""
+    def device(self, volume: int) -> int | None: ...
+    def root(self, volume: int) -> int | None: ...
+    def drop_volume(self, volume: int) -> bool:
+        """Forget a volume and everything in it; its watches wait for `release_dropped` (another
+        volume listed meanwhile may take them over). False when cancelled."""
+    def release_dropped(self) -> None:
+        """Remove (retire) the watches of dropped volumes that no directory took over."""
+    def watches(self, volume: int) -> int: ...
+    def unwatched_count(self, volume: int) -> int: ...
+    def unwatched_tops(self, volume: int) -> list[int]:
+        """Unwatched directories whose parent is watched (or that are the root)."""
+    def is_live(self, id: int) -> bool: ...
+    def parent(self, id: int) -> int | None: ...
+    def name(self, id: int) -> str | None: ...
+    def volume_of(self, id: int) -> int | None: ...
+    def wd(self, id: int) -> int:
+        """Watch descriptor, 0 when not watched (or stale)."""
+    def path(self, id: int) -> str | None:
+        """Path in its volume ("" for the root), None when stale."""
+    def is_within(self, id: int, ancestor: int) -> bool:
+        """Whether `ancestor` is `id` or above it."""
+    def subdir(self, id: int, name: str) -> int | None: ...
+    def subdirs(self, id: int) -> list[tuple[str, int]]: ...
+    def has_subdirs(self, id: int) -> bool: ...
+    def new_subdir(self, id: int, name: str) -> int | None:
+        """None when `id` is stale or already has a subdirectory `name`."""
+    def move_dir(self, id: int, parent: int, name: str) -> bool:
+        """Re-parent (same volume, `name` free, not below itself); False when refused."""
+    def remove_subtree(self, id: int) -> list[tuple[str, int]]:
+        """Remove a directory and everything below it, their watches removed and retired;
+        returns the media files that were under it as (path below it, inode)."""
+    def dir_of_wd(self, wd: int) -> int | None: ...
+    def set_wd(self, id: int, wd: int) -> bool:
+        """`id` is watched as `wd` (taken from any directory that had it)."""
+    def dropped_by_kernel(self, id: int) -> int:
+        """IN_IGNORED: forget the watch of `id` (no syscall); returns it (0: none)."""
+    def unwatch(self, id: int) -> None: ...
+    def mark_unwatched(self, id: int) -> None: ...
+    def retire(self, wd: int) -> None: ...
+    def unretire(self, wd: int) -> bool: ...
+    def is_retired(self, wd: int) -> bool: ...
+    def own(self, wd: int) -> None: ...
+    def disown(self, wd: int) -> bool: ...
+    def owns(self, wd: int) -> bool: ...
+    @property
+    def owned_count(self) -> int:
+        """Watches of the inotify instance; never waits (while a merge runs: as last read)."""
+    def clear_owned(self) -> None:
+        """The inotify instance is closed: no watch is owned or removed any more."""
+    def file(self, id: int, name: str) -> tuple[int, int] | None:
+        """(inode, stamp) of the media file `name` of `id`."""
+    def files(self, id: int) -> list[tuple[str, int, int]]:
+        """(name, inode, stamp) of every media file of `id`."""
+    def names_of(self, id: int, inode: int) -> list[str]: ...
+    def has_files(self, id: int) -> bool: ...
+    def add_link(self, id: int, name: str, inode: int, stamp: int) -> int | None:
+        """Record `name` of `id` as a link of `inode`; the first link of an inode sets its
+        stamp, a further one takes the inode's (returned). None when `id` is stale."""
+    def remove_link(self, id: int, name: str) -> tuple[int, bool] | None:
+        """Forget `name` of `id`: (its inode, whether other links remain), None if unknown."""
+    def links(self, device: int, inode: int) -> list[tuple[int, str]]: ...
+    def inode_stamp(self, device: int, inode: int) -> int | None: ...
+    def set_stamp(self, device: int, inode: int, stamp: int) -> None: ...
+    @property
+    def dir_count(self) -> int: ...
+    @property
+    def file_count(self) -> int: ...
+    @property
+    def inode_count(self) -> int: ...
+    @property
+    def heap_bytes(self) -> int:
+        """Bytes the arenas and tables hold (capacity)."""
+    def merge(self, top: int, listing: LiveListing, report: bool) -> LiveMerge | None:
+        """Merge a listing of `top` (a new, empty directory) with the GIL released: directories
+        with their watches, media files as links. A directory already watched as another one
+        (moved, its move not read yet) is left out and named in `collisions`; one gone since
+        its parent was listed is left out. `report`: the media files added are kept for
+        `LiveMerge.added`. None when cancelled."""
+
+@final
+class LiveMerge:
+    """What `LiveIndex.merge` did."""
+
+    @property
+    def gone(self) -> bool:
+        """The top directory is gone: it was removed, nothing merged."""
+    @property
+    def directories(self) -> int: ...
+    @property
+    def unwatched(self) -> int: ...
+    @property
+    def watch_limit(self) -> int | None:
+        """As `LiveListing.watch_limit`."""
+    @property
+    def errors(self) -> list[tuple[int, bool, int]]:
+        """(errno, of the watch (else of the read), directory)."""
+    @property
+    def collisions(self) -> list[tuple[int, str, int]]:
+        """(parent, name, directory already watched elsewhere)."""
+    @property
+    def added_count(self) -> int: ...
+    def added(self, start: int, stop: int) -> list[tuple[int, str, int, int, int, int]]:
+        """(directory, name, inode, size, mtime_ns, nlink) of added media files start..stop."""
 
 def fingerprint_files(
     paths: Sequence[str | bytes],

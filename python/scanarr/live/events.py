@@ -167,7 +167,7 @@ class EventTranslator:
 
     # --- processing ----------------------------------------------------------------------
 
-    def process(self, max_events: int = 2000) -> None:
+    def process(self, max_events: int = 500) -> None:
         """Process buffered events in order, until done, blocked on a rename pair, or
         `max_events` handled (so that the caller's loop yields between batches)."""
         self.blocked_until = None
@@ -326,23 +326,17 @@ class EventTranslator:
 
     def _move_directory(self, moved: Directory, parent: Directory, name: str) -> None:
         """`moved` is now `name` in `parent`: renamed within a volume, else deleted + created."""
-        if moved is parent or _is_ancestor(moved, parent):
+        if parent.is_within(moved):
             return  # cannot happen on disk; a stale view of a tree moved since
         if parent.volume is not moved.volume or not self._accepts_directory(parent, name):
             self._remove_directory(moved)
             self._directory_appeared(parent, name)
             return
         old_prefix = moved.relative_path()
-        old_parent = moved.parent
-        assert old_parent is not None
-        if old_parent.subdirs.get(moved.name) is moved:
-            old_parent.remove_subdir(moved.name)
         replaced = parent.subdirs.get(name)
-        if replaced is not None and replaced is not moved:
+        if replaced is not None and replaced != moved:
             self._remove_directory(replaced)  # rename(2) over an empty directory
-        moved.parent = parent
-        moved.name = name
-        parent.add_subdir(moved)
+        moved.move_to(parent, name)  # one re-parenting: every path below follows
         self._report_sync(moved, old_prefix)
 
     def report_listed(self, node: Directory, changes: SubtreeChanges) -> None:
@@ -419,14 +413,9 @@ class EventTranslator:
                     self._remove_directory(holder)
                 else:
                     holder_prefix = holder.relative_path()
-                    old_parent = holder.parent
-                    if old_parent.subdirs.get(holder.name) is holder:
-                        old_parent.remove_subdir(holder.name)
-                    holder.parent = target_parent
-                    holder.name = name
-                    target_parent.add_subdir(holder)
-                    pending.append((holder, holder_prefix))
-                    continue
+                    if holder.move_to(target_parent, name):
+                        pending.append((holder, holder_prefix))
+                        continue
             fresh = target_parent.new_subdir(name)
             pending.append((fresh, fresh.relative_path()))
         return pending
@@ -517,7 +506,7 @@ class EventTranslator:
     ) -> None:
         device = node.volume.device
         other_links = self.index.links(device, st.st_ino)
-        other_links = [(d, n) for d, n in other_links if not (d is node and n == name)]
+        other_links = [(d, n) for d, n in other_links if not (d == node and n == name)]
         if listed and self._moved_here(node, name, st, other_links):
             return
         if not node.has_file(name):
@@ -596,7 +585,7 @@ class EventTranslator:
         inode = node.file_inode(name)
         if inode is None:
             raise KeyError(name)
-        if parent.has_file(new_name) and not (parent is node and new_name == name):
+        if parent.has_file(new_name) and not (parent == node and new_name == name):
             self._file_gone(parent, new_name)  # the file it replaced
         st = _lstat(parent.absolute_path(new_name))
         if st is None or st.st_ino != inode:
@@ -670,12 +659,3 @@ class EventTranslator:
                 filename=relative_path.rpartition("/")[2],
             )
         )
-
-
-def _is_ancestor(node: Directory, other: Directory) -> bool:
-    parent = other.parent
-    while parent is not None:
-        if parent is node:
-            return True
-        parent = parent.parent
-    return False

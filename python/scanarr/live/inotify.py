@@ -14,6 +14,8 @@ from typing import NamedTuple
 import trio
 from inotify_simple import INotify, flags
 
+from scanarr import _native
+
 # Events of every watched directory. IN_MODIFY is left out on purpose: a download writing a file
 # produces one per write(); a modification is looked at when the writer closes the file
 # (IN_CLOSE_WRITE) or changes its metadata (IN_ATTRIB). IN_EXCL_UNLINK drops events for files
@@ -68,7 +70,9 @@ class Inotify:
     def __init__(self, max_watches: int | None = None) -> None:
         self._inotify = INotify(nonblocking=True)
         self._max_watches = max_watches
-        self._watches: set[int] = set()
+        # The live index of this instance (`scanarr.live.tree`): it also keeps the set of its
+        # watches, so that those the native lister adds are not each handed to Python.
+        self.table = _native.LiveIndex(self._inotify.fileno())
 
     @property
     def fd(self) -> int:
@@ -77,7 +81,7 @@ class Inotify:
 
     @property
     def watch_count(self) -> int:
-        return len(self._watches)
+        return self.table.owned_count
 
     def add_watch(self, path: str) -> int:
         """Watch directory `path`; returns its watch descriptor (the same one for the same inode).
@@ -85,7 +89,7 @@ class Inotify:
         Raises WatchLimitReached when no watch is left, other `OSError`s as they come
         (ENOENT/ENOTDIR: the directory went away or was swapped for something else).
         """
-        if self._max_watches is not None and len(self._watches) >= self._max_watches:
+        if self._max_watches is not None and self.table.owned_count >= self._max_watches:
             raise WatchLimitReached(
                 errno.ENOSPC, f"scanarr's own watch cap ({self._max_watches}) reached", path
             )
@@ -96,7 +100,7 @@ class Inotify:
                 raise WatchLimitReached(error.errno, os.strerror(error.errno), path) from None
             error.filename = path
             raise
-        self._watches.add(wd)
+        self.table.own(wd)
         return wd
 
     @property
@@ -107,18 +111,17 @@ class Inotify:
         """Watches scanarr's own cap still allows (None: no cap of its own)."""
         if self._max_watches is None:
             return None
-        return max(0, self._max_watches - len(self._watches))
+        return max(0, self._max_watches - self.table.owned_count)
 
     def adopt(self, wd: int) -> None:
         """A watch added on this instance's fd by the native lister."""
-        self._watches.add(wd)
+        self.table.own(wd)
 
     def rm_watch(self, wd: int, *, unknown: bool = False) -> None:
         """Stop watching `wd`. A watch the kernel already dropped (EINVAL) is not an error.
         Watches this object did not add are left alone unless `unknown` is set."""
-        if wd not in self._watches and not unknown:
+        if not self.table.disown(wd) and not unknown:
             return
-        self._watches.discard(wd)
         try:
             self._inotify.rm_watch(wd)
         except OSError as error:
@@ -127,7 +130,7 @@ class Inotify:
 
     def forget(self, wd: int) -> None:
         """The kernel dropped `wd` (IN_IGNORED): it no longer counts against the limit."""
-        self._watches.discard(wd)
+        self.table.disown(wd)
 
     async def wait_readable(self) -> None:
         await trio.lowlevel.wait_readable(self.fd)
@@ -139,7 +142,7 @@ class Inotify:
         return events
 
     def close(self) -> None:
-        self._watches.clear()
+        self.table.clear_owned()  # (and the index removes no watch any more)
         self._inotify.close()
 
 

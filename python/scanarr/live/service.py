@@ -35,9 +35,10 @@ A volume is degraded while its root is missing or unmounted (retried with backof
 unwatched (rescanned every `fallback_rescan_interval`, watches retried with the same backoff).
 
 Nothing proportional to a tree runs on the trio thread: whole-volume listings (native, see
-`scanarr._native.LiveLister`), listings of directories created or moved in (native too,
-merged into the tree and reported in slices between other tasks' steps), the freeing of a
-dropped volume's tree (detached in O(1) first) and retries of unwatched directories run in one
+`scanarr._native.LiveLister`, merged into the native index in one call with the GIL
+released), listings of directories created or moved in (the same, their media files then
+reported in slices between other tasks' steps), the freeing of a dropped volume's directories
+(detached in O(1) first) and retries of unwatched directories run in one
 listing thread at a time, while events are only read; health figures come from counts each
 tree keeps; events are processed in bounded batches. The listing thread is never abandoned:
 on cancellation it is stopped through the walker's stop flag and waited for. The watch limit
@@ -71,8 +72,6 @@ from scanarr.live.tree import (
     TreeWalker,
     VolumeTree,
     WalkStopped,
-    forget_subtree,
-    freeze_listed,
 )
 from scanarr.logs import RepeatingCondition
 from scanarr.protocol import WatchPath
@@ -288,7 +287,7 @@ class LiveWatcher:
                 volume_id=volume_id,
                 path=volume.config.path,
                 watches=0 if tree is None else tree.watches,
-                unwatched_directories=0 if tree is None else len(tree.unwatched),
+                unwatched_directories=0 if tree is None else tree.unwatched_count,
                 degraded=volume.degraded,
                 reason=volume.root_problem or volume.watch_problem,
                 network_filesystem=volume.network_filesystem,
@@ -318,7 +317,8 @@ class LiveWatcher:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         inotify = self._inotify = Inotify(self._max_watches)
-        self._index = InodeIndex()  # a new run knows nothing of what an earlier one listed
+        # A new run knows nothing of what an earlier one listed: the index is the instance's.
+        self._index = InodeIndex(inotify.table)
         walker = self._walker = TreeWalker(inotify, self._index)
         translator = self._translator = EventTranslator(
             walker,
@@ -499,12 +499,13 @@ class LiveWatcher:
 
     async def _free_detached(self) -> None:
         detached, self._detached = self._detached, []
+        walker = self._walker
+        assert walker is not None
 
         def free() -> None:
-            wds: set[int] = set()
             for tree in detached:
-                wds |= self._detach(tree)
-            self._unwatch_all(wds)
+                self._free(tree)
+            walker.release_dropped()
 
         await self._in_listing_thread(free)
 
@@ -530,7 +531,14 @@ class LiveWatcher:
             self._root_unavailable(volume, "no filesystem mounted on the volume root")
             return None
         volume.root_is_mount_point = mount_point
-        return VolumeTree(volume.config.id, volume.path, st.st_dev, self._filter, volume.excluded)
+        return VolumeTree(
+            volume.config.id,
+            volume.path,
+            st.st_dev,
+            self._filter,
+            volume.excluded,
+            index=self._index,
+        )
 
     async def _walk(self, volumes: list[_Volume]) -> None:
         """List volumes again from scratch in a worker thread, reading events meanwhile."""
@@ -548,19 +556,18 @@ class LiveWatcher:
 
         def list_volumes() -> list[SubtreeChanges | None]:
             # Everything proportional to a tree runs here, not on the trio thread: the old trees
-            # are detached (their watches are taken over by the new ones — same wd for the same
+            # are freed (their watches are taken over by the new ones — same wd for the same
             # directory — or removed at the end), the new ones listed.
-            old_wds: set[int] = set()
             for tree in detached:
-                old_wds |= self._detach(tree)
+                self._free(tree)
             for _volume, old, _new in jobs:
                 if old is not None:
-                    old_wds |= self._detach(old)
+                    self._free(old)
             results = [
                 None if new is None else walker.sync(new.root, silent=True)
                 for _volume, _old, new in jobs
             ]
-            self._unwatch_all(old_wds)
+            walker.release_dropped()
             return results
 
         results = await self._in_listing_thread(list_volumes)
@@ -590,32 +597,17 @@ class LiveWatcher:
                 changes.directories,
             )
 
-    def _detach(self, tree: VolumeTree) -> set[int]:
-        """Forget a tree listed before (in the listing thread); returns its watches."""
-        walker = self._walker
-        assert walker is not None
-        wds: set[int] = set()
-        directories = list(tree.root.iter_tree())
-        for node, _ in directories:
-            if walker.stopping:
-                raise WalkStopped
-            if node.wd is not None and walker.nodes.get(node.wd) is node:
-                del walker.nodes[node.wd]
-                wds.add(node.wd)
-            for name in node.file_names():
-                self._index.remove_link(node, name)
-        forget_subtree(directories)
-        # Freed a slice at a time: one `del` of the whole list would free every node in a single
-        # step holding the GIL, which the trio thread would wait for.
-        while directories:
-            del directories[-1024:]
-        return wds
+    def _free(self, tree: VolumeTree) -> None:
+        """Forget a tree listed before (in the listing thread, the GIL released)."""
+        if not tree.free():
+            raise WalkStopped
 
     async def _list_appeared(self) -> None:
         """List the directories created or moved in that the translator stopped at: natively,
-        in the listing thread (events are read, not processed, meanwhile), then merged into the
-        tree and reported in slices, yielding in between. Only then are the events after theirs
-        processed: by then every watch of the new tree has its node."""
+        in the listing thread and merged into the index there (events are read, not processed,
+        meanwhile), then their media files reported in slices, yielding in between. Only then
+        are the events after theirs processed: by then every watch of the new tree has its
+        directory."""
         walker = self._walker
         translator = self._translator
         inotify = self._inotify
@@ -624,17 +616,16 @@ class LiveWatcher:
             node = translator.to_list.pop(0)
             if node.volume.detached or not node.attached():
                 continue
-            listing = await self._in_listing_thread(functools.partial(walker.list_native, node))
-            changes = SubtreeChanges()
-            for _slice in walker.merge_listed(node, listing, changes, report=True):
-                added, changes.added = changes.added, []
-                for start in range(0, len(added), _REPORT_SLICE):
-                    batch = added[start : start + _REPORT_SLICE]
-                    translator.report_listed(node, SubtreeChanges(added=batch))
-                    await self._emit_out()
-                    await trio.lowlevel.checkpoint()
-                # Keep reading (not processing) while the slices are merged, so that the kernel
-                # queue does not overflow behind a big tree.
+            merged = await self._in_listing_thread(
+                functools.partial(walker.list_and_merge, node, report=True)
+            )
+            # Merged (watches and all) in the listing thread; the media files it added are
+            # reported here, a slice at a time, reading (not processing) events in between so
+            # that the kernel queue does not overflow behind a big tree.
+            for start in range(0, merged.added_count, _REPORT_SLICE):
+                batch = walker.added_slice(node, merged, start, start + _REPORT_SLICE)
+                translator.report_listed(node, SubtreeChanges(added=batch))
+                await self._emit_out()
                 events = inotify.read_pending()
                 if events:
                     translator.feed(events, trio.current_time())
@@ -642,9 +633,9 @@ class LiveWatcher:
                         log.warning("more than %d events while listing a directory", MAX_BACKLOG)
                         self.overflow()
                 await trio.lowlevel.checkpoint()
+            changes = SubtreeChanges()
+            walker.merge_problems(node, merged, changes)
             translator.report_listed(node, changes)  # what is left: problems, collisions
-            del listing
-            freeze_listed()  # out of the cyclic GC's reach, as a volume's listing is
 
     async def _in_listing_thread(self, work: Callable[[], T]) -> T:
         """Run `work` (which changes the trees and the watch table) in a worker thread while
@@ -693,15 +684,6 @@ class LiveWatcher:
             if translator.pending > MAX_BACKLOG:
                 log.warning("more than %d events while listing volumes", MAX_BACKLOG)
                 self.overflow()
-
-    def _unwatch_all(self, wds: set[int]) -> None:
-        walker = self._walker
-        inotify = self._inotify
-        assert walker is not None and inotify is not None
-        for wd in wds:
-            if wd not in walker.nodes:  # not taken over by another tree
-                walker.retired.add(wd)
-                inotify.rm_watch(wd)
 
     def _detect_network_filesystem(self, volume: _Volume) -> None:
         mount = filesystem_of(volume.path, self._mount_table)
@@ -851,7 +833,7 @@ class LiveWatcher:
         """Why a listing of `volume` leaves it degraded (None when it does not), logged as a
         repeating condition. Counts come from the trees: nothing here walks one."""
         tree = volume.tree
-        unwatched = 0 if tree is None else len(tree.unwatched)
+        unwatched = 0 if tree is None else tree.unwatched_count
         volume_id = volume.config.id
         if changes.errors:
             self._warnings.occurred(
@@ -865,7 +847,7 @@ class LiveWatcher:
         if changes.watch_limit is not None:
             self._watch_limit_hits += 1
             total_unwatched = sum(
-                len(other.tree.unwatched)
+                other.tree.unwatched_count
                 for other in self._volumes.values()
                 if other.tree is not None
             )
