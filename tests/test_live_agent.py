@@ -12,12 +12,15 @@ import signal
 import sys
 from pathlib import Path
 
+import pytest
 import trio
 
 from helpers.agent import TOKEN
 from scanarr.dev_api import DevApiServer
 from scanarr.protocol import WatcherConfig, WatchPath
 from test_live import disk_view
+
+pytestmark = pytest.mark.usefixtures("live_backend")  # each test under both backends
 
 
 def watcher_command(url: str, state_file: Path) -> tuple[list[str], dict[str, str]]:

@@ -19,6 +19,7 @@ __all__ = [
     "DEFAULT_SAMPLE_SIZE",
     "DEFAULT_THREADS",
     "Batch",
+    "Fanotify",
     "FileRecord",
     "FingerprintMode",
     "LiveLister",
@@ -231,7 +232,7 @@ class LiveLister:
         self,
         top: str | bytes,
         *,
-        inotify_fd: int,
+        inotify_fd: int,  # or a `Fanotify`'s fd: directories are registered in its handle map
         mask: int,
         device: int,  # st_dev of the volume: other filesystems are not entered
         extensions: Sequence[str],
@@ -239,6 +240,30 @@ class LiveLister:
         watch_budget: int | None = None,  # watches that may still be added; None: no cap
     ) -> LiveListing | None:
         """List `top` (absolute); None when cancelled."""
+
+@final
+class Fanotify:
+    """A fanotify group (``FAN_REPORT_DFID_NAME_TARGET``) with one filesystem mark per
+    filesystem holding a registered directory, and the handle map of those directories: their
+    events come back as inotify events ``(key, mask, cookie, name)``, others are dropped.
+    OSErrors name the failing syscall first: ``"fanotify_init: ..."``, ``"fanotify_mark: ..."``,
+    ``"name_to_handle_at: ..."``."""
+
+    def __new__(cls, *, inotify_mask: int | None = None) -> Fanotify:
+        """`inotify_mask`: directories of filesystems fanotify cannot watch get an inotify
+        watch with this mask instead (None: `add_watch` fails for them)."""
+    @property
+    def fd(self) -> int: ...  # to wait on (readable when events are queued)
+    def add_watch(self, path: str | bytes) -> int:
+        """Register directory `path` (not following a final symlink); its key."""
+    def remove(self, key: int) -> bool: ...
+    @property
+    def registered(self) -> int: ...
+    @property
+    def filesystems_marked(self) -> int: ...
+    def fallbacks(self) -> list[tuple[str, int]]: ...  # (syscall, errno) per inotify filesystem
+    def read(self, max_bytes: int = ...) -> list[tuple[int, int, int, bytes]]: ...
+    def close(self) -> None: ...
 
 def fingerprint_files(
     paths: Sequence[str | bytes],
