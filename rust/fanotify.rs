@@ -774,8 +774,10 @@ fn sentinel_event(state: &mut State, fsid: [u8; 8], event: &Event, out: &mut Vec
             out.push(self_event(key, IN_IGNORED));
         }
     }
-    if event.mask & (IN_UNMOUNT | IN_IGNORED) != 0 {
+    if event.mask & IN_IGNORED != 0 {
         state.sentinels.remove(&event.key);
+    }
+    if event.mask & (IN_UNMOUNT | IN_IGNORED) != 0 {
         state.marked.remove(&fsid);
         state.mounts.clear(); // mount ids and fsids may be reused by the next filesystem
     }

@@ -654,7 +654,7 @@ def run_checks(options: DoctorOptions) -> list[Verdict]:
     verdicts.extend(check_volume(volume, options.mount_table) for volume in volumes)
     backend_verdict, backend = check_live_backend(volumes, options.environ)
     verdicts.append(backend_verdict)
-    if backend == "fanotify":
+    if backend == "fanotify" and options.max_user_watches is None:
         verdicts.append(
             Verdict("inotify watches", "skip", "not needed: fanotify has no per-directory watch")
         )
