@@ -34,6 +34,9 @@ needs_fanotify = pytest.mark.skipif(
 )
 
 
+UNSHARED_WATCH = ["unshare", "--user", "--map-root-user", sys.executable, "-m", "scanarr", "watch"]
+
+
 def _user_namespace() -> bool:
     probe = subprocess.run(
         ["unshare", "--user", "--map-root-user", "true"], capture_output=True, check=False
@@ -138,7 +141,7 @@ def test_without_cap_sys_admin_auto_falls_back_and_fanotify_refuses_to_start(
         "SCANARR_LIVE_BACKEND": "fanotify",
     }
     watch = subprocess.run(
-        ["unshare", "--user", "--map-root-user", sys.executable, "-m", "scanarr", "watch"],
+        UNSHARED_WATCH,
         env=environment,
         capture_output=True,
         text=True,
@@ -153,8 +156,7 @@ def test_without_cap_sys_admin_auto_falls_back_and_fanotify_refuses_to_start(
     # The flag says the same as the variable.
     del environment["SCANARR_LIVE_BACKEND"]
     flagged = subprocess.run(
-        ["unshare", "--user", "--map-root-user", sys.executable, "-m", "scanarr", "watch"]
-        + ["--live-backend", "fanotify"],
+        [*UNSHARED_WATCH, "--live-backend", "fanotify"],
         env=environment,
         capture_output=True,
         text=True,
@@ -188,7 +190,7 @@ def _free_port() -> int:
 
 
 def _get(url: str) -> str:
-    with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 (a local test URL)
+    with urllib.request.urlopen(url, timeout=5) as response:
         text: str = response.read().decode()
         return text
 
