@@ -477,7 +477,9 @@ pub struct Fanotify {
 
 fn registry() -> MutexGuard<'static, Vec<(RawFd, Weak<Fanotify>)>> {
     static REGISTRY: Mutex<Vec<(RawFd, Weak<Fanotify>)>> = Mutex::new(Vec::new());
-    REGISTRY.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    REGISTRY
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The instance whose `fd` this is, if any: the native lister registers directories with it
@@ -882,7 +884,11 @@ mod tests {
         let mut buf = event(
             libc::FAN_CREATE | libc::FAN_CLOSE_WRITE,
             &[
-                record(libc::FAN_EVENT_INFO_TYPE_DFID_NAME, b"dir-aaaa", Some(b"a.mkv")),
+                record(
+                    libc::FAN_EVENT_INFO_TYPE_DFID_NAME,
+                    b"dir-aaaa",
+                    Some(b"a.mkv"),
+                ),
                 record(libc::FAN_EVENT_INFO_TYPE_FID, b"file-1", None),
             ],
         );
@@ -970,7 +976,11 @@ mod tests {
         );
         buf.extend(event(
             libc::FAN_MOVE_SELF | libc::FAN_ONDIR,
-            &[record(libc::FAN_EVENT_INFO_TYPE_DFID_NAME, b"dir-aaaa", Some(b"."))],
+            &[record(
+                libc::FAN_EVENT_INFO_TYPE_DFID_NAME,
+                b"dir-aaaa",
+                Some(b"."),
+            )],
         ));
         buf.extend(event(libc::FAN_Q_OVERFLOW, &[]));
         let out = parse(&mut map, &buf);
@@ -992,12 +1002,20 @@ mod tests {
         let (mut map, keys) = map_with(&[b"dir-aaaa"]);
         let mut buf = event(
             libc::FAN_CREATE,
-            &[record(libc::FAN_EVENT_INFO_TYPE_DFID_NAME, b"dir-aaaa", Some(b"a"))],
+            &[record(
+                libc::FAN_EVENT_INFO_TYPE_DFID_NAME,
+                b"dir-aaaa",
+                Some(b"a"),
+            )],
         );
         let whole = buf.len();
         buf.extend(event(
             libc::FAN_CREATE,
-            &[record(libc::FAN_EVENT_INFO_TYPE_DFID_NAME, b"dir-aaaa", Some(b"b"))],
+            &[record(
+                libc::FAN_EVENT_INFO_TYPE_DFID_NAME,
+                b"dir-aaaa",
+                Some(b"b"),
+            )],
         ));
         let out = parse(&mut map, &buf[..whole + 30]);
         assert_eq!(out, [ev(keys[0], IN_CREATE, 0, "a")]);
@@ -1011,7 +1029,55 @@ mod tests {
         }
         let mut out = Vec::new();
         parse_inotify(&raw, &mut out);
-        assert_eq!(out, [ev(3, IN_CREATE, 0, "x.mkv"), ev(4, IN_IGNORED, 0, "")]);
+        assert_eq!(
+            out,
+            [ev(3, IN_CREATE, 0, "x.mkv"), ev(4, IN_IGNORED, 0, "")]
+        );
+    }
+
+    /// The native lister given this instance's descriptor registers each directory it lists.
+    #[test]
+    fn the_lister_registers_directories_with_a_fanotify_instance() {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(fan) = Fanotify::new(None) else {
+            eprintln!("fanotify not available here: skipped");
+            return;
+        };
+        let root = std::env::temp_dir().join(format!("scanarr-fanlist-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        for dir in ["A/1", "A/2", "B", "@eaDir/x"] {
+            fs::create_dir_all(root.join(dir)).unwrap();
+        }
+        fs::write(root.join("A/1/a.mkv"), b"a").unwrap();
+        let filter = crate::filter::Filter::default();
+        let options = crate::livelist::ListOptions {
+            inotify_fd: fan.fd(),
+            mask: 0,
+            device: fs::metadata(&root).unwrap().dev(),
+            filter: &filter,
+            excluded: &[],
+            watch_budget: None,
+        };
+        let top = root.as_os_str().as_encoded_bytes();
+        let cancel = std::sync::atomic::AtomicBool::new(false);
+        let listing = crate::livelist::list_tree(top, &options, &cancel).unwrap();
+        let keys: Vec<i32> = listing
+            .dirs
+            .iter()
+            .map(|dir| match dir.watch {
+                crate::livelist::Watch::Wd(key) => key,
+                other => panic!("not registered: {other:?}"),
+            })
+            .collect();
+        assert_eq!(keys.len(), 5, "root, A, A/1, A/2, B (not @eaDir)");
+        assert!(keys.iter().all(|key| *key >= KEY_BASE));
+        assert_eq!(fan.registered(), 5);
+        let c = CString::new(root.join("A/1").as_os_str().as_encoded_bytes()).unwrap();
+        assert!(keys.contains(&fan.watch(&c).unwrap()));
+        assert_eq!(listing.files.len(), 1);
+        fan.unregister();
+        assert!(instance_for_fd(fan.fd()).is_none());
+        fs::remove_dir_all(&root).unwrap();
     }
 
     /// Against the kernel, when this process may use fanotify (CAP_SYS_ADMIN, Linux 5.17+).
@@ -1033,7 +1099,9 @@ mod tests {
         assert_eq!(fan.filesystems_marked(), 1);
         let file = root.join("watched").join("a.mkv");
         assert_eq!(
-            fan.watch(&c(&file.with_extension("nope"))).unwrap_err().step,
+            fan.watch(&c(&file.with_extension("nope")))
+                .unwrap_err()
+                .step,
             Step::Open
         );
         fs::write(root.join("outside/noise.mkv"), b"x").unwrap();
