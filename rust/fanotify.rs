@@ -116,18 +116,27 @@ fn last_errno() -> Errno {
         .unwrap_or(libc::EIO)
 }
 
+const INLINE_HANDLE: usize = 20;
+
 /// A directory's identity: its filesystem (interned fsid and handle type) and handle bytes,
-/// inline for the usual sizes (ext4, xfs, tmpfs, btrfs: 8 to 20 bytes).
+/// inline for the usual sizes (ext4, xfs, tmpfs: 8 to 16 bytes; btrfs: 20), 24 bytes in all.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 enum Handle {
-    Inline { fs: u16, len: u8, bytes: [u8; 28] },
-    Heap { fs: u16, bytes: Box<[u8]> },
+    Inline {
+        fs: u16,
+        len: u8,
+        bytes: [u8; INLINE_HANDLE],
+    },
+    Heap {
+        fs: u16,
+        bytes: Box<[u8]>,
+    },
 }
 
 impl Handle {
     fn new(fs: u16, bytes: &[u8]) -> Handle {
-        if bytes.len() <= 28 {
-            let mut inline = [0u8; 28];
+        if bytes.len() <= INLINE_HANDLE {
+            let mut inline = [0u8; INLINE_HANDLE];
             inline[..bytes.len()].copy_from_slice(bytes);
             Handle::Inline {
                 fs,
@@ -143,13 +152,19 @@ impl Handle {
     }
 }
 
-/// The handle map and the filesystems marked. Plain data: the parser works on it alone.
+/// The handle map. Plain data: the parser works on it alone.
+///
+/// Only handle → key is stored (about 33 bytes a directory, with the table's slack), plus the
+/// set of live keys (5): a key removed by `remove` leaves its handle's entry behind, dropped when
+/// that handle is seen again or swept once such entries are many (amortised O(1)).
 #[derive(Default)]
 pub struct HandleMap {
     /// (fsid, handle type) of each interned filesystem; its index is `Handle`'s `fs`.
     filesystems: Vec<([u8; 8], i32)>,
     keys: HashMap<Handle, i32>,
-    handles: HashMap<i32, Handle>,
+    live: HashSet<i32>,
+    /// Keys removed whose entry in `keys` is still there.
+    stale: HashSet<i32>,
     next_key: i32,
     next_cookie: u32,
 }
@@ -182,35 +197,41 @@ impl HandleMap {
     pub fn register(&mut self, fsid: [u8; 8], handle_type: i32, bytes: &[u8]) -> i32 {
         let fs = self.intern(fsid, handle_type);
         let handle = Handle::new(fs, bytes);
-        if let Some(key) = self.keys.get(&handle) {
-            return *key;
+        if let Some(key) = self.keys.get(&handle).copied() {
+            if !self.stale.remove(&key) {
+                return key;
+            }
         }
         let key = self.next_key;
         // Keys are not reused (as inotify does not reuse watch descriptors soon): an event or
         // an IN_IGNORED of a removed key cannot be taken for a new directory's.
         self.next_key = if key == i32::MAX { KEY_BASE } else { key + 1 };
-        self.keys.insert(handle.clone(), key);
-        self.handles.insert(key, handle);
+        self.keys.insert(handle, key);
+        self.live.insert(key);
         key
     }
 
     pub fn key_of(&self, fsid: [u8; 8], handle_type: i32, bytes: &[u8]) -> Option<i32> {
         let fs = self.lookup_fs(fsid, handle_type)?;
-        self.keys.get(&Handle::new(fs, bytes)).copied()
+        let key = self.keys.get(&Handle::new(fs, bytes)).copied()?;
+        (!self.stale.contains(&key)).then_some(key)
     }
 
     pub fn remove(&mut self, key: i32) -> bool {
-        match self.handles.remove(&key) {
-            Some(handle) => {
-                self.keys.remove(&handle);
-                true
-            }
-            None => false,
+        if !self.live.remove(&key) {
+            return false;
         }
+        self.stale.insert(key);
+        if self.stale.len() > 1024 && self.stale.len() * 2 > self.keys.len() {
+            let stale = std::mem::take(&mut self.stale);
+            self.keys.retain(|_, key| !stale.contains(key));
+            self.keys.shrink_to_fit();
+        }
+        true
     }
 
     pub fn len(&self) -> usize {
-        self.handles.len()
+        self.live.len()
     }
 
     /// Forgets every key of the filesystem `fsid`; returns them.
@@ -219,25 +240,27 @@ impl HandleMap {
             .filter(|&index| self.filesystems[index].0 == fsid)
             .map(|index| index as u16)
             .collect();
-        let keys: Vec<i32> = self
-            .handles
-            .iter()
-            .filter(|(_, handle)| {
-                let fs = match handle {
-                    Handle::Inline { fs, .. } | Handle::Heap { fs, .. } => *fs,
-                };
-                filesystems.contains(&fs)
-            })
-            .map(|(key, _)| *key)
-            .collect();
-        for key in &keys {
-            self.remove(*key);
-        }
+        let mut keys = Vec::new();
+        let (live, stale) = (&mut self.live, &mut self.stale);
+        self.keys.retain(|handle, key| {
+            let fs = match handle {
+                Handle::Inline { fs, .. } | Handle::Heap { fs, .. } => *fs,
+            };
+            if !filesystems.contains(&fs) {
+                return true;
+            }
+            if live.remove(key) {
+                keys.push(*key);
+            }
+            stale.remove(key);
+            false
+        });
+        keys.sort_unstable();
         keys
     }
 
     pub fn is_empty(&self) -> bool {
-        self.handles.is_empty()
+        self.live.is_empty()
     }
 
     fn cookie(&mut self) -> u32 {
@@ -876,6 +899,25 @@ mod tests {
         let long = [7u8; 40];
         let key = map.register(FSID, 1, &long);
         assert_eq!(map.key_of(FSID, 1, &long), Some(key));
+        assert!(std::mem::size_of::<Handle>() <= 24);
+    }
+
+    #[test]
+    fn removed_keys_are_swept_and_their_directories_can_come_back() {
+        let mut map = HandleMap::new();
+        let handles: Vec<[u8; 8]> = (0..5000u64).map(u64::to_ne_bytes).collect();
+        let keys: Vec<i32> = handles.iter().map(|h| map.register(FSID, 1, h)).collect();
+        for key in &keys[..4000] {
+            assert!(map.remove(*key));
+        }
+        assert_eq!(map.len(), 1000);
+        assert!(map.keys.len() < 5000, "stale entries swept");
+        assert_eq!(map.key_of(FSID, 1, &handles[10]), None);
+        assert_eq!(map.key_of(FSID, 1, &handles[4500]), Some(keys[4500]));
+        let back = map.register(FSID, 1, &handles[10]);
+        assert!(!keys.contains(&back));
+        assert_eq!(map.key_of(FSID, 1, &handles[10]), Some(back));
+        assert_eq!(map.len(), 1001);
     }
 
     #[test]
