@@ -514,11 +514,11 @@ pub fn instance_for_fd(fd: RawFd) -> Option<Arc<Fanotify>> {
         .and_then(|(_, weak)| weak.upgrade())
 }
 
-fn fsid_of(fd: RawFd) -> Result<[u8; 8], Errno> {
+fn fsid_of(path: &CStr) -> Result<[u8; 8], Errno> {
     // SAFETY: statfs is plain data; the kernel fills it.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `st` is a valid out pointer.
-    if unsafe { libc::fstatfs(fd, &mut st) } != 0 {
+    // SAFETY: `path` is NUL-terminated, `st` a valid out pointer.
+    if unsafe { libc::statfs(path.as_ptr(), &mut st) } != 0 {
         return Err(last_errno());
     }
     // SAFETY: fsid_t is two ints: read its bytes as the kernel reports them in events.
@@ -542,29 +542,46 @@ fn open_path(path: &CStr) -> Result<OwnedFd, Errno> {
     }
 }
 
-/// `name_to_handle_at(fd, "", AT_EMPTY_PATH)`: (handle type, handle bytes, mount id).
-fn handle_of(fd: RawFd) -> Result<(i32, Vec<u8>, i32), Errno> {
-    let mut buf = [0u8; 8 + MAX_HANDLE_SZ];
-    buf[0..4].copy_from_slice(&(MAX_HANDLE_SZ as u32).to_ne_bytes());
-    let mut mount_id: libc::c_int = 0;
-    // SAFETY: `buf` is a `struct file_handle` with room for MAX_HANDLE_SZ bytes; "" is a valid
-    // C string.
+/// A `struct file_handle` as `name_to_handle_at` fills it, and the mount id.
+struct RawHandle {
+    buf: [u8; 8 + MAX_HANDLE_SZ],
+    mount_id: i32,
+}
+
+impl RawHandle {
+    fn handle_type(&self) -> i32 {
+        u32_at(&self.buf, 4).unwrap_or(0) as i32
+    }
+
+    fn bytes(&self) -> &[u8] {
+        let len = (u32_at(&self.buf, 0).unwrap_or(0) as usize).min(MAX_HANDLE_SZ);
+        &self.buf[8..8 + len]
+    }
+}
+
+/// `name_to_handle_at(dirfd, path, flags)`; a final symlink is not followed.
+fn handle_of(dirfd: RawFd, path: &CStr, flags: libc::c_int) -> Result<RawHandle, Errno> {
+    let mut raw = RawHandle {
+        buf: [0u8; 8 + MAX_HANDLE_SZ],
+        mount_id: 0,
+    };
+    raw.buf[0..4].copy_from_slice(&(MAX_HANDLE_SZ as u32).to_ne_bytes());
+    // SAFETY: `buf` is a `struct file_handle` with room for MAX_HANDLE_SZ bytes; `path` is
+    // NUL-terminated.
     let rc = unsafe {
         libc::syscall(
             libc::SYS_name_to_handle_at,
-            fd,
-            c"".as_ptr(),
-            buf.as_mut_ptr(),
-            &mut mount_id as *mut libc::c_int,
-            libc::AT_EMPTY_PATH,
+            dirfd,
+            path.as_ptr(),
+            raw.buf.as_mut_ptr(),
+            &mut raw.mount_id as *mut libc::c_int,
+            flags,
         )
     };
     if rc != 0 {
         return Err(last_errno());
     }
-    let len = (u32_at(&buf, 0).unwrap_or(0) as usize).min(MAX_HANDLE_SZ);
-    let handle_type = u32_at(&buf, 4).unwrap_or(0) as i32;
-    Ok((handle_type, buf[8..8 + len].to_vec(), mount_id))
+    Ok(raw)
 }
 
 impl Fanotify {
@@ -625,21 +642,30 @@ impl Fanotify {
     /// one for the same directory. Marks its filesystem first when it is new.
     pub fn watch(&self, path: &CStr) -> Result<i32, Failure> {
         let dir = open_path(path).map_err(|e| Failure::new(Step::Open, e))?;
-        let raw = dir.as_raw_fd();
-        let handle = handle_of(raw);
+        let handle = handle_of(dir.as_raw_fd(), c"", libc::AT_EMPTY_PATH);
+        self.register(path, handle)
+    }
+
+    /// `watch` of a path the caller just found to be a directory (the native lister, which
+    /// `lstat`ed it): one `name_to_handle_at`, without opening it first.
+    pub fn watch_directory(&self, path: &CStr) -> Result<i32, Failure> {
+        self.register(path, handle_of(libc::AT_FDCWD, path, 0))
+    }
+
+    fn register(&self, path: &CStr, handle: Result<RawHandle, Errno>) -> Result<i32, Failure> {
         let mut state = self.lock();
-        let (handle_type, bytes, mount_id) = match handle {
-            Ok(handle) => handle,
+        let raw = match handle {
+            Ok(raw) => raw,
             Err(errno) => {
                 let failure = Failure::new(Step::Handle, errno);
                 return self.fall_back(&mut state, path, failure);
             }
         };
-        let fsid = match state.mounts.get(&mount_id) {
+        let fsid = match state.mounts.get(&raw.mount_id) {
             Some(fsid) => *fsid,
             None => {
-                let fsid = fsid_of(raw).map_err(|e| Failure::new(Step::Statfs, e))?;
-                state.mounts.insert(mount_id, fsid);
+                let fsid = fsid_of(path).map_err(|e| Failure::new(Step::Statfs, e))?;
+                state.mounts.insert(raw.mount_id, fsid);
                 fsid
             }
         };
@@ -659,7 +685,7 @@ impl Fanotify {
             let wd = self.inotify_watch(&mut state, path, IN_UNMOUNT)?;
             state.sentinels.insert(wd, fsid);
         }
-        Ok(state.map.register(fsid, handle_type, &bytes))
+        Ok(state.map.register(fsid, raw.handle_type(), raw.bytes()))
     }
 
     fn mark(&self, path: &CStr) -> Result<(), Errno> {

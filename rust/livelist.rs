@@ -123,7 +123,7 @@ impl WatchTarget {
     fn watch(&self, path: &CStr) -> Result<i32, Errno> {
         match self {
             WatchTarget::Inotify { fd, mask } => add_watch(*fd, path, *mask),
-            WatchTarget::Fanotify(instance) => instance.watch(path).map_err(|f| f.errno),
+            WatchTarget::Fanotify(instance) => instance.watch_directory(path).map_err(|f| f.errno),
         }
     }
 }
