@@ -506,9 +506,7 @@ async def _scale_run(
 
     server = DevApiServer(
         token=TOKEN,
-        config=WatcherConfig(
-            watch_paths=[WatchPath(id="nas", path=str(tree))], scan_on_start=True
-        ),
+        config=WatcherConfig(watch_paths=[WatchPath(id="nas", path=str(tree))], scan_on_start=True),
         on_message=on_message,
     )
     result: dict[str, Any] = {"max_user_watches": limit}
