@@ -658,6 +658,11 @@ impl Fanotify {
             Ok(raw) => raw,
             Err(errno) => {
                 let failure = Failure::new(Step::Handle, errno);
+                if failure.unsupported_filesystem() && self.inotify_mask.is_some() {
+                    if let Ok(fsid) = fsid_of(path) {
+                        state.unsupported.entry(fsid).or_insert(failure);
+                    }
+                }
                 return self.fall_back(&mut state, path, failure);
             }
         };

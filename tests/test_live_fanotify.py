@@ -8,6 +8,7 @@ choice (``SCANARR_LIVE_BACKEND``), and where the choice is shown.
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import subprocess
 import sys
@@ -242,3 +243,93 @@ async def test_a_watcher_run_again_registers_again(nursery: trio.Nursery, tmp_pa
                 while f"D/new{number}.mkv" not in created:
                     await trio.sleep(0.02)
             inner.cancel_scope.cancel()
+
+
+NO_HANDLES_CHILD = r"""
+import json, logging, os, subprocess, sys
+import attrs, trio
+from scanarr.live import LiveWatcher
+from scanarr.protocol import WatchPath
+
+root, backend = sys.argv[1], sys.argv[2]
+records = []
+handler = logging.Handler()
+handler.emit = lambda record: records.append(record.getMessage())
+logging.getLogger("scanarr.live").addHandler(handler)
+logging.getLogger("scanarr.live").setLevel(logging.INFO)
+
+async def main():
+    # ramfs: no file handles, no filesystem id: fanotify cannot watch it.
+    subprocess.run(["mount", "-t", "ramfs", "ramfs", root], check=True)
+    os.makedirs(f"{root}/Movie")
+    events = []
+    async def emit(event):
+        events.append(event.relative_path)
+    watcher = LiveWatcher(emit, lambda volume_id, reason: None, debounce=0.05, backend=backend)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(watcher.run)
+        watcher.set_volumes([WatchPath(id="v", path=root)], ["mkv"])
+        await watcher.wait_applied()
+        open(f"{root}/Movie/a.mkv", "wb").close()
+        with trio.move_on_after(3):
+            while "Movie/a.mkv" not in events:
+                await trio.sleep(0.02)
+        print(json.dumps({"events": events, "health": attrs.asdict(watcher.health()["v"]),
+                          "backend": watcher.backend.name, "log": records}))
+        nursery.cancel_scope.cancel()
+
+trio.run(main)
+"""
+
+
+PRIVATE_MOUNTS = ["unshare", "--mount", "--propagation", "private"]
+
+
+def _private_mounts_allowed() -> bool:
+    if shutil.which("unshare") is None or shutil.which("mount") is None:
+        return False
+    probe = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "mount", "-t", "ramfs", "ramfs", "/mnt"],
+        capture_output=True,
+        check=False,
+    )
+    return probe.returncode == 0
+
+
+def _no_handles_run(tmp_path: Path, backend: str) -> dict[str, Any]:
+    root = tmp_path / "ramfs"
+    root.mkdir()
+    child = subprocess.run(
+        [*PRIVATE_MOUNTS, sys.executable, "-c", NO_HANDLES_CHILD, str(root), backend],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert child.returncode == 0, child.stderr
+    report: dict[str, Any] = json.loads(child.stdout)
+    return report
+
+
+@needs_fanotify
+@pytest.mark.skipif(not _private_mounts_allowed(), reason="cannot mount in a private namespace")
+def test_auto_watches_a_filesystem_without_file_handles_with_inotify(tmp_path: Path) -> None:
+    report = _no_handles_run(tmp_path, "auto")
+    assert report["backend"] == "fanotify"
+    assert report["events"] == ["Movie/a.mkv"]
+    health = report["health"]
+    assert (health["degraded"], health["watches"], health["unwatched_directories"]) == (False, 2, 0)
+    fallbacks = [line for line in report["log"] if "cannot be watched by fanotify" in line]
+    assert len(fallbacks) == 1, report["log"]
+    assert "name_to_handle_at" in fallbacks[0]
+
+
+@needs_fanotify
+@pytest.mark.skipif(not _private_mounts_allowed(), reason="cannot mount in a private namespace")
+def test_explicit_fanotify_degrades_a_filesystem_it_cannot_watch(tmp_path: Path) -> None:
+    report = _no_handles_run(tmp_path, "fanotify")
+    assert report["events"] == []  # not silently watched some other way
+    health = report["health"]
+    assert health["degraded"] is True
+    assert "could not be watched" in health["reason"]
+    assert "Operation not supported" in health["reason"]  # name_to_handle_at's EOPNOTSUPP

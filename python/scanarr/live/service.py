@@ -584,7 +584,8 @@ class LiveWatcher:
             volume.tree = tree
             if tree.root.wd is None and changes.watch_limit is None:
                 volume.tree = None
-                self._root_unavailable(volume, "volume root could not be watched")
+                why = f": {changes.errors[0]}" if changes.errors else ""
+                self._root_unavailable(volume, f"volume root could not be watched{why}")
                 continue
             recovered = volume.root_problem is not None
             volume.root_problem = None
