@@ -839,11 +839,18 @@ class LiveWatcher:
 
     def overflow(self) -> None:
         self._overflows += 1
-        log.warning(
-            "inotify event queue overflowed (fs.inotify.max_queued_events=%s): events were lost, "
-            "every volume is rescanned",
-            read_sysctl("max_queued_events"),
-        )
+        if self._backend is not None and self._backend.name == "fanotify":
+            log.warning(
+                "fanotify event queue overflowed (fs.fanotify.max_queued_events=%s): events were "
+                "lost, every volume is rescanned",
+                _read_int("/proc/sys/fs/fanotify/max_queued_events"),
+            )
+        else:
+            log.warning(
+                "inotify event queue overflowed (fs.inotify.max_queued_events=%s): events were "
+                "lost, every volume is rescanned",
+                read_sysctl("max_queued_events"),
+            )
         if self._translator is not None:
             self._translator.discard_pending()
         for volume_id in self._volumes:
@@ -970,6 +977,14 @@ class LiveWatcher:
                 tree.volume_id,
                 relative_path,
             )
+
+
+def _read_int(path: str) -> int | None:
+    try:
+        with open(path) as file:
+            return int(file.read().strip())
+    except (OSError, ValueError):
+        return None
 
 
 def _inside(path: str, root: str) -> bool:
