@@ -24,6 +24,10 @@
 //! kept alongside (`with_inotify_fallback`): its directories get their inotify watch descriptor
 //! as key, below `KEY_BASE`. Both descriptors sit in one epoll set, whose descriptor `fd` is the
 //! one to wait on.
+//!
+//! A filesystem mark disappears silently with its filesystem, so each marked filesystem also
+//! gets one inotify watch (a sentinel, on the directory that marked it): its `IN_UNMOUNT` becomes
+//! `IN_UNMOUNT` then `IN_IGNORED` for every key of that filesystem, as inotify watches would say.
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::CStr;
@@ -764,7 +768,7 @@ impl Fanotify {
         self.lock().marked.len()
     }
 
-    /// (fsid as hex, why) of the filesystems watched with the inotify fallback.
+    /// Why each filesystem watched with the inotify fallback could not be watched by fanotify.
     pub fn unsupported(&self) -> Vec<Failure> {
         self.lock().unsupported.values().copied().collect()
     }
