@@ -10,6 +10,7 @@
 # One /data mount holding torrents/, media/... (not one mount per folder): hardlinks only work
 # inside one mount, and the API's volumes are then /data/... paths as this container sees them.
 # The inotify limit (fs.inotify.max_user_watches) is the host's: raise it there.
+# Or add --cap-add SYS_ADMIN: live watching then uses fanotify, which has no such limit.
 # The recommended install is native (pip + the systemd unit in packaging/); this image is for
 # hosts where everything runs in containers.
 #

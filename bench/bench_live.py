@@ -5,6 +5,7 @@
     python bench/bench_live.py index-memory [--files 1000000]
     python bench/bench_live.py watch-memory [--files 100000] [--dir DIR]
     python bench/bench_live.py scale [--tree /work/bench-trees/movies-250k] [--limits above,below]
+        [--backend inotify|fanotify]
     python bench/bench_live.py moved-in [--files 100000] [--dir /work/bench-trees]
 
 `latency`: a writer process creates media files one at a time; for each, the time from its
@@ -39,7 +40,11 @@ loop (it sleeps 10 ms in a loop; a stall still going on counts too), the drain t
 how often the watch-limit warning and its summary were logged, and how SIGTERM was honoured.
 When ``watchman`` is installed (Debian package; for the bench only), a private watchman server
 then watches the same tree: its crawl time and RSS once it answers a query. ``--limits ''``
-runs the scan and watchman only. Needs root (the sysctl) and ``unshare --user``.
+runs the scan and watchman only.
+Needs root (the sysctl) and ``unshare --user``. ``--backend fanotify`` runs the agent with
+``SCANARR_LIVE_BACKEND=fanotify`` (needs CAP_SYS_ADMIN): the watch limit does not apply, so only
+the ``above`` run is made (in a user namespace fanotify is not usable), and the burst's files
+reported twice are counted too.
 
 `moved-in`: a folder of `--files` media files (100 films × 10 folders, made once under `--dir`
 and reused) is moved into a watched, empty volume with one ``rename``, then the volume is
@@ -491,10 +496,12 @@ async def _scale_run(
     burst_names = {f"{number:06d}.mkv" for number in range(args.burst)}
     _remove_burst(tree, burst_names)
     arrivals: dict[str, int] = {}
-    counted = {"scan.file": 0}
+    counted = {"scan.file": 0, "duplicated": 0}
 
     def on_message(message: ReceivedMessage) -> None:
         if message.type == "file.created" and message.data["relative_path"] in burst_names:
+            if message.data["relative_path"] in arrivals:
+                counted["duplicated"] += 1
             arrivals[message.data["relative_path"]] = time.monotonic_ns()
         elif message.type == "scan.file":
             counted["scan.file"] += 1
@@ -519,6 +526,7 @@ async def _scale_run(
             "SCANARR_WATCH_RETRY_DELAY": f"{args.retry_delay}s",
             "SCANARR_WATCH_RETRY_MAX_DELAY": f"{args.retry_delay * 4}s",
             "SCANARR_FALLBACK_RESCAN_INTERVAL": "10m",
+            "SCANARR_LIVE_BACKEND": args.backend,
         }
         async with trio.open_nursery() as nursery:
             await nursery.start(server.serve)
@@ -573,6 +581,8 @@ async def _scale_run(
                     while len(arrivals) < args.burst:
                         await trio.sleep(0.05)
                 result["burst_files_reported"] = len(arrivals)
+                result["burst_lost"] = args.burst - len(arrivals)
+                result["burst_duplicated"] = counted["duplicated"]
                 if arrivals:
                     result["burst_drain_s"] = round((max(arrivals.values()) - closed) / 1e9, 2)
                 result["longest_stall_s"] = round(_stall(stall_file), 3)
@@ -612,14 +622,17 @@ def bench_scale(args: argparse.Namespace) -> dict[str, Any]:
     tree = Path(args.tree)
     counts = _ensure_scale_tree(tree, args.movies)
     directories = int(counts.get("directories", 0))
-    result: dict[str, Any] = {"tree": str(tree), "counts": counts}
+    result: dict[str, Any] = {"tree": str(tree), "counts": counts, "backend": args.backend}
     result["native_scan_s"] = round(_native_scan_seconds(tree), 2)
     original = int(MAX_USER_WATCHES.read_text())
     above = max(directories * 3, 1_000_000)
     below = directories * 4 // 7
     try:
         MAX_USER_WATCHES.write_text(f"{above}\n")
-        for name in filter(None, args.limits.split(",")):
+        limits = list(filter(None, args.limits.split(",")))
+        if args.backend == "fanotify":
+            limits = [name for name in limits if name == "above"] or ["above"]
+        for name in limits:
             namespace_limit = below if name == "below" else None
             run = trio.run(_scale_run, args, tree, namespace_limit or above, namespace_limit)
             if "arm_s" in run:
@@ -801,6 +814,12 @@ def main() -> int:
     parser.add_argument("--burst", type=int, default=10_000, help="scale: burst files")
     parser.add_argument("--retry-delay", type=float, default=5.0, help="scale: watch retry delay")
     parser.add_argument("--timeout", type=float, default=600.0, help="scale: per phase, s")
+    parser.add_argument(
+        "--backend",
+        choices=["inotify", "fanotify", "auto"],
+        default="inotify",
+        help="scale: SCANARR_LIVE_BACKEND of the agent",
+    )
     args = parser.parse_args()
     if args.mode == "latency":
         args.files = args.files or 300

@@ -16,8 +16,16 @@ if [ "$(id -u)" = 0 ]; then
   mkdir -p /config
   # The state file is 0600: after a PUID change the new user must own what the old one wrote.
   chown -R "$PUID:$PGID" /config
+  # Every capability is dropped, except CAP_SYS_ADMIN when the container was given it
+  # (--cap-add SYS_ADMIN) and SCANARR_LIVE_BACKEND is not inotify: live watching then uses
+  # fanotify (one mark per filesystem, no inotify watch limit), which needs it.
+  keep=-all
+  capbnd=$(awk '/^CapBnd:/ {print $2}' /proc/self/status)
+  if [ "${SCANARR_LIVE_BACKEND:-auto}" != inotify ] && [ $(( 0x$capbnd & 0x200000 )) -ne 0 ]; then
+    keep=-all,+sys_admin
+  fi
   exec setpriv --reuid="$PUID" --regid="$PGID" --clear-groups --no-new-privs \
-    --inh-caps=-all --bounding-set=-all -- "$@"
+    --inh-caps="$keep" --ambient-caps="$keep" --bounding-set="$keep" -- "$@"
 fi
 # Started with --user: run as that user.
 exec "$@"

@@ -2,6 +2,7 @@
 //! filters them by name, optionally fingerprints them with xxh3-128, and hands them out in bounded
 //! batches. The core is plain Rust (tested with `cargo test`); `python.rs` is the only pyo3 glue.
 
+pub mod fanotify;
 pub mod filter;
 pub mod fingerprint;
 pub mod frames;

@@ -229,6 +229,9 @@ pub struct LiveIndex {
     owned: HashSet<i32>,
     /// The inotify instance, for removing watches of removed directories (-1: none).
     inotify_fd: RawFd,
+    /// The fanotify group when `inotify_fd` is one: its keys stand for watches, and a removed
+    /// directory's key is removed from its handle map instead.
+    fanotify: Option<std::sync::Arc<crate::fanotify::Fanotify>>,
     /// Watches of dropped volumes, removed by `release_dropped` unless taken over by then.
     dropped_wds: Vec<i32>,
 }
@@ -239,6 +242,7 @@ impl LiveIndex {
             free_dir: NONE,
             free_file: NONE,
             inotify_fd,
+            fanotify: crate::fanotify::instance_for_fd(inotify_fd),
             ..LiveIndex::default()
         }
     }
@@ -782,7 +786,12 @@ impl LiveIndex {
     }
 
     fn rm_watch(&mut self, wd: i32) {
-        if self.owned.remove(&wd) && self.inotify_fd >= 0 {
+        if !self.owned.remove(&wd) {
+            return;
+        }
+        if let Some(fanotify) = &self.fanotify {
+            fanotify.unwatch(wd);
+        } else if self.inotify_fd >= 0 {
             // SAFETY: plain syscall; a watch the kernel dropped already fails with EINVAL.
             unsafe { libc::inotify_rm_watch(self.inotify_fd, wd) };
         }
@@ -819,6 +828,7 @@ impl LiveIndex {
     pub fn clear_owned(&mut self) {
         self.owned = HashSet::new();
         self.inotify_fd = -1;
+        self.fanotify = None;
     }
 
     // --- media files ------------------------------------------------------------------

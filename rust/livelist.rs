@@ -73,7 +73,7 @@ pub struct Listing {
 }
 
 pub struct ListOptions<'a> {
-    /// The inotify instance's descriptor.
+    /// The inotify instance's descriptor (or a fanotify instance's: see `WatchTarget`).
     pub inotify_fd: RawFd,
     pub mask: u32,
     /// `st_dev` of the volume: directories of another filesystem are not entered.
@@ -103,6 +103,30 @@ impl Listing {
 /// The listing was cancelled (the watcher is shutting down).
 #[derive(Debug, PartialEq, Eq)]
 pub struct Cancelled;
+
+/// Where a directory's watch goes: an inotify watch on `inotify_fd`, or, when that descriptor
+/// is a fanotify instance's (`crate::fanotify::instance_for_fd`), a file handle registered in its
+/// handle map (its filesystem mark covers the directory already).
+enum WatchTarget {
+    Inotify { fd: RawFd, mask: u32 },
+    Fanotify(std::sync::Arc<crate::fanotify::Fanotify>),
+}
+
+impl WatchTarget {
+    fn for_fd(fd: RawFd, mask: u32) -> WatchTarget {
+        match crate::fanotify::instance_for_fd(fd) {
+            Some(instance) => WatchTarget::Fanotify(instance),
+            None => WatchTarget::Inotify { fd, mask },
+        }
+    }
+
+    fn watch(&self, path: &CStr) -> Result<i32, Errno> {
+        match self {
+            WatchTarget::Inotify { fd, mask } => add_watch(*fd, path, *mask),
+            WatchTarget::Fanotify(instance) => instance.watch_directory(path).map_err(|f| f.errno),
+        }
+    }
+}
 
 fn add_watch(fd: RawFd, path: &CStr, mask: u32) -> Result<i32, Errno> {
     loop {
@@ -165,6 +189,7 @@ pub fn list_tree(
 ) -> Result<Listing, Cancelled> {
     let mut listing = Listing::default();
     let mut budget = options.watch_budget;
+    let target = WatchTarget::for_fd(options.inotify_fd, options.mask);
     let mut buf = vec![0u8; 64 * 1024];
     // (index in listing.dirs, absolute path)
     let mut stack: Vec<(u32, Vec<u8>)> = Vec::new();
@@ -189,7 +214,7 @@ pub fn list_tree(
             listing.watch_limit = Some(0);
             Watch::Limit
         } else {
-            match add_watch(options.inotify_fd, &c_path, options.mask) {
+            match target.watch(&c_path) {
                 Ok(wd) => {
                     budget = budget.map(|left| left - 1);
                     Watch::Wd(wd)

@@ -1138,6 +1138,155 @@ impl LiveMerge {
     }
 }
 
+// --- fanotify: whole-filesystem live watching (rust/fanotify.rs) ------------------------------
+
+fn step_name(step: crate::fanotify::Step) -> &'static str {
+    use crate::fanotify::Step;
+    match step {
+        Step::Init => "fanotify_init",
+        Step::Open => "open",
+        Step::Handle => "name_to_handle_at",
+        Step::Statfs => "statfs",
+        Step::Mark => "fanotify_mark",
+        Step::Read => "read",
+    }
+}
+
+/// OSError(errno, "<syscall>: <strerror>", path): the syscall names the step that failed.
+fn fanotify_error(failure: crate::fanotify::Failure, path: Option<&[u8]>) -> PyErr {
+    let text = format!(
+        "{}: {}",
+        step_name(failure.step),
+        std::io::Error::from_raw_os_error(failure.errno)
+    );
+    match path {
+        Some(path) => PyOSError::new_err((
+            failure.errno,
+            text,
+            String::from_utf8_lossy(path).into_owned(),
+        )),
+        None => PyOSError::new_err((failure.errno, text)),
+    }
+}
+
+/// A fanotify group with its handle map (`crate::fanotify`): inotify-like events of the
+/// directories registered. Its `fd` given to `LiveLister.list` as `inotify_fd` makes the lister
+/// register directories instead of adding inotify watches.
+#[pyclass(frozen, module = "scanarr._native", name = "Fanotify")]
+pub struct Fanotify {
+    inner: std::sync::Mutex<Option<std::sync::Arc<crate::fanotify::Fanotify>>>,
+    fd: i32,
+}
+
+impl Fanotify {
+    fn get(&self) -> PyResult<std::sync::Arc<crate::fanotify::Fanotify>> {
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+            .ok_or_else(|| PyValueError::new_err("fanotify instance closed"))
+    }
+}
+
+#[pymethods]
+impl Fanotify {
+    /// `inotify_mask`: directories on filesystems fanotify cannot watch get an inotify watch
+    /// with this mask (None: `add_watch` fails for them).
+    #[new]
+    #[pyo3(signature = (*, inotify_mask = None))]
+    fn new(inotify_mask: Option<u32>) -> PyResult<Fanotify> {
+        let inner =
+            crate::fanotify::Fanotify::new(inotify_mask).map_err(|f| fanotify_error(f, None))?;
+        Ok(Fanotify {
+            fd: inner.fd(),
+            inner: std::sync::Mutex::new(Some(inner)),
+        })
+    }
+
+    #[getter]
+    fn fd(&self) -> i32 {
+        self.fd
+    }
+
+    /// Registers directory `path` (a final symlink is not followed); returns its key.
+    fn add_watch(&self, py: Python<'_>, path: &Bound<'_, PyAny>) -> PyResult<i32> {
+        let path = path_from_py(path)?;
+        let c_path = std::ffi::CString::new(path.clone())
+            .map_err(|_| PyValueError::new_err("embedded NUL in path"))?;
+        let inner = self.get()?;
+        py.detach(|| inner.watch(&c_path))
+            .map_err(|f| fanotify_error(f, Some(&path)))
+    }
+
+    /// Forgets `key`; False when it was not known.
+    fn remove(&self, key: i32) -> PyResult<bool> {
+        Ok(self.get()?.remove(key))
+    }
+
+    /// `remove`, and the IN_IGNORED of a registered directory's key queued for the next `read`.
+    fn unwatch(&self, key: i32) -> PyResult<bool> {
+        Ok(self.get()?.unwatch(key))
+    }
+
+    /// Whether IN_IGNORED events of removed keys wait for `read`.
+    #[getter]
+    fn has_queued(&self) -> PyResult<bool> {
+        Ok(self.get()?.has_queued())
+    }
+
+    #[getter]
+    fn registered(&self) -> PyResult<usize> {
+        Ok(self.get()?.registered())
+    }
+
+    #[getter]
+    fn filesystems_marked(&self) -> PyResult<usize> {
+        Ok(self.get()?.filesystems_marked())
+    }
+
+    /// ``(syscall, errno)`` of each filesystem watched through the inotify fallback.
+    fn fallbacks(&self) -> PyResult<Vec<(&'static str, i32)>> {
+        Ok(self
+            .get()?
+            .unsupported()
+            .into_iter()
+            .map(|f| (step_name(f.step), f.errno))
+            .collect())
+    }
+
+    /// ``(key, mask, cookie, name bytes)`` of every event queued now (up to `max_bytes` read).
+    #[pyo3(signature = (max_bytes = 4 << 20))]
+    fn read<'py>(&self, py: Python<'py>, max_bytes: usize) -> PyResult<Bound<'py, PyList>> {
+        let events = self
+            .get()?
+            .read(max_bytes)
+            .map_err(|f| fanotify_error(f, None))?;
+        let list = PyList::empty(py);
+        for event in events {
+            let item = (
+                event.key,
+                event.mask,
+                event.cookie,
+                PyBytes::new(py, &event.name),
+            );
+            list.append(item.into_pyobject(py)?)?;
+        }
+        Ok(list)
+    }
+
+    /// Closes the descriptors (once no listing uses them any more).
+    fn close(&self) {
+        let taken = self
+            .inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some(inner) = taken {
+            inner.unregister();
+        }
+    }
+}
+
 // --- WebSocket frames (rust/frames.rs) ---
 
 fn check_heads(heads: &[String]) -> PyResult<()> {
@@ -1255,6 +1404,7 @@ fn native_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Walker>()?;
     m.add_class::<LiveLister>()?;
     m.add_class::<LiveListing>()?;
+    m.add_class::<Fanotify>()?; // whole-filesystem live watching
     m.add_class::<PyLiveIndex>()?;
     m.add_class::<LiveMerge>()?;
     m.add_function(wrap_pyfunction!(fingerprint_files, m)?)?;

@@ -4,6 +4,7 @@
   `TOKEN`, with an empty config (set ``dev_api.config`` before the watcher connects);
 - `make_volume`: ``make_volume("movies", {"A/a.mkv": b"...", ...})`` → a directory under
   tmp_path with those files (content bytes, or an int for a file of that many bytes);
+- `live_backend`: parametrises a test over the live backends (inotify, fanotify);
 - `start_watcher`: ``await start_watcher(**settings_overrides)`` → a running in-process
   `WatcherAgent` connected to `dev_api`, with test-sized timings (`helpers.agent`).
 
@@ -23,11 +24,26 @@ import pytest
 import trio
 
 from helpers.agent import TOKEN, watcher_settings
+from helpers.backends import LIVE_BACKENDS, VARIABLE, fanotify_unavailable
 from helpers.trees import BIG_TREE_DIRECTORIES, BIG_TREE_FILES_PER_DIRECTORY
 from scanarr import safefs
 from scanarr.dev_api import DevApiServer
 
 DevApiFactory = Callable[..., Awaitable[DevApiServer]]
+
+
+@pytest.fixture(params=LIVE_BACKENDS)
+def live_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each live test once per backend (``pytestmark = pytest.mark.usefixtures("live_backend")``):
+    ``SCANARR_LIVE_BACKEND`` is set for the test (and the processes it starts); fanotify is
+    skipped where this process may not use it."""
+    backend: str = request.param
+    if backend == "fanotify":
+        why = fanotify_unavailable()
+        if why is not None:
+            pytest.skip(f"fanotify: {why}")
+    monkeypatch.setenv(VARIABLE, backend)
+    return backend
 
 
 @pytest.fixture

@@ -57,6 +57,7 @@ async def _wait_exit(process: trio.Process, seconds: float) -> int:
         ("SCANARR_PING_INTERVAL", "-1s"),
         ("SCANARR_LOG_LEVEL", "verbose"),
         ("SCANARR_LIVE_WATCH", "sometimes"),
+        ("SCANARR_LIVE_BACKEND", "fanotfy"),
         ("SCANARR_METRICS_ADDR", "everywhere"),
         ("SCANARR_LOG_FORMAT", "xml"),
     ],

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import trio
 
+from helpers.backends import inotify_only, live_backend_option
 from scanarr.live import (
     RESCAN_NESTED,
     RESCAN_NETWORK,
@@ -31,6 +32,8 @@ from scanarr.live import (
     LiveWatcher,
 )
 from scanarr.protocol import FileCreated, FileDeleted, FileModified, FileRenamed, WatchPath
+
+pytestmark = pytest.mark.usefixtures("live_backend")  # each test under both backends
 
 EXTENSIONS = ["mkv", "mp4", "avi", "m4v", "ts", "wmv"]
 WAIT = 30.0  # generous ceiling for a wait to fail rather than hang; not a measurement
@@ -131,6 +134,7 @@ class Harness:
     async def start(self, volumes: dict[str, Path], **options: Any) -> LiveWatcher:
         options.setdefault("debounce", 0.05)
         options.setdefault("rename_wait", 0.2)
+        options.setdefault("backend", live_backend_option())
         watcher = self.watcher = LiveWatcher(self.emit, self.request_rescan, **options)
         await self.nursery.start(watcher.run)
         await self.configure(volumes)
@@ -737,6 +741,7 @@ async def test_lost_volume_root_is_rescanned_and_watched_again_when_back(
     harness.assert_view_matches_disk()
 
 
+@inotify_only
 async def test_watch_limit_degrades_rescans_and_recovers(harness: Harness, tmp_path: Path) -> None:
     root = tree(tmp_path / "v", {f"D{number}/e.mkv": b"" for number in range(10)})
     changed: list[bool] = []
@@ -830,7 +835,7 @@ async def test_a_restarted_run_watches_the_volumes_again(tmp_path: Path) -> None
         if isinstance(event, FileCreated):
             created.append(event.relative_path)
 
-    watcher = LiveWatcher(emit, lambda volume_id, reason: None)
+    watcher = LiveWatcher(emit, lambda volume_id, reason: None, backend=live_backend_option())
     watcher.set_volumes([WatchPath(id="v", path=str(root))], EXTENSIONS)
     for number in range(2):  # the agent may stop its services and start them again
         async with trio.open_nursery() as nursery:

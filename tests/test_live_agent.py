@@ -12,11 +12,14 @@ import signal
 import sys
 from pathlib import Path
 
+import pytest
 import trio
 
 from helpers.agent import TOKEN, one_volume
 from scanarr.dev_api import DevApiServer
 from test_live import disk_view
+
+pytestmark = pytest.mark.usefixtures("live_backend")  # each test under both backends
 
 
 def watcher_command(url: str, state_file: Path) -> tuple[list[str], dict[str, str]]:

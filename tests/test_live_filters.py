@@ -11,6 +11,8 @@ from scanarr import _native
 from scanarr.live.filters import MediaFilter
 from scanarr.live.mounts import filesystem_of, is_network_filesystem, mount_of, parse_mountinfo
 
+pytestmark = pytest.mark.usefixtures("live_backend")  # each test under both backends
+
 FILE_NAMES = [
     "a.mkv",
     "A.MKV",

@@ -10,11 +10,14 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 import trio
 
 from scanarr.live import LiveEvent
 from scanarr.protocol import FileCreated, FileModified
 from test_live import WAIT, Harness, _path_of, tree, write
+
+pytestmark = pytest.mark.usefixtures("live_backend")  # each test under both backends
 
 DIRECTORIES = 20
 SUBDIRECTORIES = 10

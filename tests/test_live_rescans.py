@@ -5,10 +5,13 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pytest
 import trio
 
 from scanarr.live import RESCAN_ROOT_BACK, RescanReason
 from test_live import Harness, tree
+
+pytestmark = pytest.mark.usefixtures("live_backend")  # each test under both backends
 
 
 async def test_a_lost_root_asks_for_a_rescan_with_its_reason_and_detail_as_text(

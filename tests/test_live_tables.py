@@ -11,11 +11,14 @@ from pathlib import Path
 import pytest
 import trio
 
+from helpers.backends import live_backend_option
 from scanarr.live import LiveWatcher
 from scanarr.protocol import FileCreated, FileDeleted, FileModified, FileRenamed, WatchPath
 from test_live import Harness, _path_of, tree, write
 
 SMALL_TABLE = 16  # a directory of a few media files, and one of many
+
+pytestmark = pytest.mark.usefixtures("live_backend")  # each test under both backends
 
 
 @pytest.fixture
@@ -102,7 +105,7 @@ async def test_listing_thread_is_stopped_and_waited_for_when_the_watcher_is_canc
     async def emit(event: object) -> None:
         pass
 
-    watcher = LiveWatcher(emit, lambda volume_id, reason: None)
+    watcher = LiveWatcher(emit, lambda volume_id, reason: None, backend=live_backend_option())
     async with trio.open_nursery() as nursery:
         await nursery.start(watcher.run)
         watcher.set_volumes([WatchPath(id="v", path=str(root))], ["mkv"])

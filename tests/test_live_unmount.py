@@ -16,11 +16,14 @@ import pytest
 
 from scanarr.live import RESCAN_ROOT_BACK, RESCAN_ROOT_LOST
 
+pytestmark = pytest.mark.usefixtures("live_backend")  # each test under both backends
+
 CHILD = r"""
-import json, subprocess, sys
+import json, os, subprocess, sys
 import attrs, trio
 from scanarr.live import LiveWatcher, RESCAN_ROOT_BACK, RESCAN_ROOT_LOST
 from scanarr.protocol import WatchPath
+
 
 root = sys.argv[1]
 
@@ -41,7 +44,8 @@ async def main():
             while not condition():
                 await lot.park()
     watcher = LiveWatcher(emit, rescan, debounce=0.05,
-                          watch_retry_delay=0.05, watch_retry_max_delay=0.1)
+                          watch_retry_delay=0.05, watch_retry_max_delay=0.1,
+                          backend=os.environ.get("SCANARR_LIVE_BACKEND", "inotify"))
     mount()
     async with trio.open_nursery() as nursery:
         await nursery.start(watcher.run)

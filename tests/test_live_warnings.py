@@ -9,13 +9,17 @@ from pathlib import Path
 
 import pytest
 
+from helpers.backends import inotify_only
 from scanarr.live import RESCAN_WATCHES_RESTORED
 from scanarr.logs import RepeatingCondition
 from scanarr.protocol import FileCreated
 from test_live import Harness, tree, write
 from test_live import harness as harness
 
+pytestmark = pytest.mark.usefixtures("live_backend")  # each test under both backends
 
+
+@inotify_only
 async def test_watch_limit_is_logged_once_over_many_retries_and_once_when_lifted(
     harness: Harness, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

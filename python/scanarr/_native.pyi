@@ -20,6 +20,7 @@ __all__ = [
     "DEFAULT_THREADS",
     "SCAN_FILE_FIELDS",
     "Batch",
+    "Fanotify",
     "FileRecord",
     "FingerprintMode",
     "LiveIndex",
@@ -237,7 +238,7 @@ class LiveLister:
         self,
         top: str | bytes,
         *,
-        inotify_fd: int,
+        inotify_fd: int,  # or a `Fanotify`'s fd: directories are registered in its handle map
         mask: int,
         device: int,  # st_dev of the volume: other filesystems are not entered
         extensions: Sequence[str],
@@ -369,6 +370,34 @@ class LiveMerge:
     def added_count(self) -> int: ...
     def added(self, start: int, stop: int) -> list[tuple[int, str, int, int, int, int]]:
         """(directory, name, inode, size, mtime_ns, nlink) of added media files start..stop."""
+
+@final
+class Fanotify:
+    """A fanotify group (``FAN_REPORT_DFID_NAME_TARGET``) with one filesystem mark per
+    filesystem holding a registered directory, and the handle map of those directories: their
+    events come back as inotify events ``(key, mask, cookie, name)``, others are dropped.
+    OSErrors name the failing syscall first: ``"fanotify_init: ..."``, ``"fanotify_mark: ..."``,
+    ``"name_to_handle_at: ..."``."""
+
+    def __new__(cls, *, inotify_mask: int | None = None) -> Fanotify:
+        """`inotify_mask`: directories of filesystems fanotify cannot watch get an inotify
+        watch with this mask instead (None: `add_watch` fails for them)."""
+    @property
+    def fd(self) -> int: ...  # to wait on (readable when events are queued)
+    def add_watch(self, path: str | bytes) -> int:
+        """Register directory `path` (not following a final symlink); its key."""
+    def remove(self, key: int) -> bool: ...
+    def unwatch(self, key: int) -> bool:
+        """`remove`, and a registered directory's IN_IGNORED queued for the next `read`."""
+    @property
+    def has_queued(self) -> bool: ...  # IN_IGNORED events of removed keys wait for `read`
+    @property
+    def registered(self) -> int: ...
+    @property
+    def filesystems_marked(self) -> int: ...
+    def fallbacks(self) -> list[tuple[str, int]]: ...  # (syscall, errno) per inotify filesystem
+    def read(self, max_bytes: int = ...) -> list[tuple[int, int, int, bytes]]: ...
+    def close(self) -> None: ...
 
 def fingerprint_files(
     paths: Sequence[str | bytes],

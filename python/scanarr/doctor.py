@@ -9,8 +9,11 @@ compensates), ``action`` (something to fix; the verdict says what) or ``skip``. 
 - each volume (`check_volume`): its root is a readable directory, and the filesystem type — on a
   network or FUSE filesystem changes made elsewhere make no inotify event, so the watcher
   rescans it periodically;
-- inotify watches (`check_watch_limit`): the directories of every volume (one watch each),
-  counted with the native walker, against ``fs.inotify.max_user_watches``;
+- the live backend (`check_live_backend`): fanotify (one mark per filesystem, no watch limit;
+  needs CAP_SYS_ADMIN and Linux 5.17+) or inotify, and why, as ``SCANARR_LIVE_BACKEND`` would
+  pick it;
+- inotify watches (`check_watch_limit`, not under fanotify): the directories of every volume
+  (one watch each), counted with the native walker, against ``fs.inotify.max_user_watches``;
 - hardlinks (`check_hardlinks`): which volumes share a filesystem (same ``st_dev``), and, when
   allowed, a real link between them (two bind mounts of one filesystem share ``st_dev`` and
   still refuse links with EXDEV — the classic Docker mistake).
@@ -198,6 +201,46 @@ def check_watch_limit(
             )
         ]
     return [Verdict(check, "ok", summary)]
+
+
+# --- live backend ------------------------------------------------------------------------------
+
+
+def check_live_backend(
+    volumes: Sequence[WatchPath], environ: Mapping[str, str]
+) -> tuple[Verdict, str | None]:
+    """Which backend ``scanarr watch`` would use with this environment, and why; with the
+    backend's name (None when the variable is invalid or fanotify is asked for and unusable)."""
+    from scanarr.live.fanotify import probe
+    from scanarr.live.settings import LIVE_BACKEND_VARIABLE, live_backend_from_env
+
+    check = "live backend"
+    try:
+        requested = live_backend_from_env(environ)
+    except SettingsError as error:
+        return Verdict(check, "action", str(error), "use auto, inotify or fanotify"), None
+    if requested == "inotify":
+        return Verdict(check, "ok", f"inotify ({LIVE_BACKEND_VARIABLE}=inotify)"), "inotify"
+    why_not = probe([volume.path for volume in volumes if os.path.isdir(volume.path)])
+    grant = (
+        "grant CAP_SYS_ADMIN (systemd: AmbientCapabilities=CAP_SYS_ADMIN; Docker: "
+        "--cap-add SYS_ADMIN) for fanotify: one mark per filesystem, no watch limit"
+    )
+    if why_not is None:
+        return Verdict(check, "ok", "fanotify: whole filesystems watched, no watch limit"), (
+            "fanotify"
+        )
+    if requested == "fanotify":
+        return (
+            Verdict(
+                check,
+                "action",
+                f"{LIVE_BACKEND_VARIABLE}=fanotify, but {why_not}: scanarr watch would not start",
+                grant,
+            ),
+            None,
+        )
+    return Verdict(check, "note", f"inotify, because {why_not}", grant), "inotify"
 
 
 # --- volumes and filesystems -------------------------------------------------------------------
@@ -609,7 +652,14 @@ def run_checks(options: DoctorOptions) -> list[Verdict]:
         return verdicts
     verdicts.append(Verdict("volumes", "ok", f"{_plural(len(volumes), 'volume')} from {origin}"))
     verdicts.extend(check_volume(volume, options.mount_table) for volume in volumes)
-    verdicts.extend(check_watch_limit(volumes, options.max_user_watches))
+    backend_verdict, backend = check_live_backend(volumes, options.environ)
+    verdicts.append(backend_verdict)
+    if backend == "fanotify" and options.max_user_watches is None:
+        verdicts.append(
+            Verdict("inotify watches", "skip", "not needed: fanotify has no per-directory watch")
+        )
+    else:
+        verdicts.extend(check_watch_limit(volumes, options.max_user_watches))
     verdicts.extend(check_hardlinks(volumes, link_test_allowed=options.link_test))
     return verdicts
 

@@ -14,7 +14,10 @@ a few methods, each safe to call from any thread:
 - `rescan_requested(reason)` — a rescan the watcher asked for itself (overflow, watch limit...);
 - `event_dropped(reason, count=1)` — live events not delivered as events (a rescan covers them);
 - `set_inotify_watches(n)` / `set_queue_events(n)`, or `count_inotify_watches(callable)` /
-  `count_queue_events(callable)` to have them read at scrape time.
+  `count_queue_events(callable)` to have them read at scrape time (under fanotify the
+  "watches" are the directories registered in its handle map: no kernel watch each);
+- `live_backend_of(callable)` — ``scanarr_live_backend{backend="inotify"|"fanotify"}``, 1 for the
+  one in use (the reason is in the log, ``/readyz`` and ``scanarr doctor``).
 
 ``scanarr_inotify_watch_limit`` is read from ``/proc/sys/fs/inotify/max_user_watches`` at each
 scrape. Free-text label values (reasons, types sent by the API) are folded to short snake_case
@@ -171,6 +174,12 @@ class Metrics:
             registry=registry,
         )
         self.inotify_watch_limit.set_function(lambda: float(read_max_user_watches() or -1))
+        self.live_backend = Gauge(
+            "scanarr_live_backend",
+            "1 for the kernel interface live watching uses (inotify or fanotify), else 0.",
+            ["backend"],
+            registry=registry,
+        )
         self.rescans = Counter(
             "scanarr_rescans",
             "Rescans the watcher asked for itself, by reason (overflow, watch limit...).",
@@ -238,6 +247,13 @@ class Metrics:
     def count_inotify_watches(self, watches: Callable[[], int]) -> None:
         """Read the watch count from `watches()` at each scrape instead."""
         self.inotify_watches.set_function(lambda: float(watches()))
+
+    def live_backend_of(self, backend: Callable[[], str | None]) -> None:
+        """Read the live backend in use (None: not chosen yet) from `backend()` at each scrape."""
+        for name in ("inotify", "fanotify"):
+            self.live_backend.labels(name).set_function(
+                lambda name=name: 1.0 if backend() == name else 0.0  # type: ignore[misc]
+            )
 
     def set_queue_events(self, events: int) -> None:
         self.queue_events.set(events)

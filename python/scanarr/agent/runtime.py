@@ -66,9 +66,24 @@ def check_environment(environ: Mapping[str, str]) -> None:
 
     metrics_address_from_env(environ)
     if live_watch_from_env(environ):
-        from scanarr.live.settings import live_options_from_env
+        from scanarr.live.backend import choose_backend
+        from scanarr.live.fanotify import FanotifyUnavailable
+        from scanarr.live.settings import (
+            LIVE_BACKEND_VARIABLE,
+            live_backend_from_env,
+            live_options_from_env,
+        )
 
         live_options_from_env(environ)
+        backend = live_backend_from_env(environ)
+        if backend == "fanotify":
+            # Asked for explicitly: unavailable is an error, not a quiet fall back to inotify.
+            try:
+                choose_backend(backend)
+            except FanotifyUnavailable as error:
+                raise SettingsError(
+                    LIVE_BACKEND_VARIABLE, f"fanotify cannot be used: {error.reason}"
+                ) from None
 
 
 async def run_watcher(
@@ -111,7 +126,16 @@ async def run_watcher(
             for watcher in watchers:
                 await nursery.start(watcher.run)
             if metrics_address is not None:
-                server = MetricsServer(metrics_address, agent.metrics, agent.readiness)
+
+                def readiness() -> tuple[bool, str]:
+                    ready, why = agent.readiness()
+                    for watcher in watchers:
+                        choice = watcher.backend
+                        if choice is not None:
+                            why += f"; live watching with {choice.name} ({choice.reason})"
+                    return ready, why
+
+                server = MetricsServer(metrics_address, agent.metrics, readiness)
                 await nursery.start(server.serve)
                 log.info("metrics and health endpoints on %s", server.url)
             if handle_signals:
@@ -127,7 +151,7 @@ async def run_watcher(
 
 def _live_watcher(inputs: LiveInputs, metrics: Metrics, environ: Mapping[str, str]) -> LiveWatcher:
     from scanarr.live import LiveWatcher
-    from scanarr.live.settings import live_options_from_env
+    from scanarr.live.settings import live_backend_from_env, live_options_from_env
 
     def health_changed() -> None:
         for volume_id, health in watcher.health().items():
@@ -143,8 +167,10 @@ def _live_watcher(inputs: LiveInputs, metrics: Metrics, environ: Mapping[str, st
         fallback_rescan_interval=options["fallback_rescan_interval"],
         watch_retry_delay=options["watch_retry_delay"],
         watch_retry_max_delay=options["watch_retry_max_delay"],
+        backend=live_backend_from_env(environ),
     )
     metrics.count_inotify_watches(lambda: watcher.stats().watches)
+    metrics.live_backend_of(lambda: watcher.backend.name if watcher.backend else None)
     return watcher
 
 

@@ -43,6 +43,8 @@ EPILOG = """other variables:
   SCANARR_LOG_FORMAT           human (default) or json
   SCANARR_METRICS_ADDR         HOST:PORT of /metrics, /livez, /readyz (off by default)
   SCANARR_LIVE_WATCH           on (default) or off: off only scans, no inotify
+  SCANARR_LIVE_BACKEND         auto (default), inotify or fanotify (needs CAP_SYS_ADMIN);
+                               also --live-backend
   SCANARR_FALLBACK_RESCAN_INTERVAL  rescan of a partly unwatched volume (5m)
   SCANARR_WATCH_RETRY_DELAY    first retry of unwatched folders (30s), doubling up to
   SCANARR_WATCH_RETRY_MAX_DELAY  (10m)
@@ -65,6 +67,11 @@ def register(subparsers: Any) -> None:
         parser.add_argument(
             flag, metavar="VALUE", help=f"{meaning}; overrides {variable} ({default})"
         )
+    parser.add_argument(
+        "--live-backend",
+        metavar="VALUE",
+        help="auto, inotify or fanotify; overrides SCANARR_LIVE_BACKEND (auto)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -80,6 +87,8 @@ def run(args: argparse.Namespace) -> int:
     from scanarr.logs import configure_logging, log_format_from_env
 
     environ = dict(os.environ)
+    if getattr(args, "live_backend", None) is not None:
+        environ["SCANARR_LIVE_BACKEND"] = args.live_backend
     try:
         settings = load_settings(environ, overrides=_overrides(args))
         log_format = log_format_from_env(environ)

@@ -61,7 +61,9 @@ from typing import TypeVar
 import attrs
 import trio
 
+from scanarr.live.backend import BackendChoice, choose_backend, open_backend
 from scanarr.live.events import EventTranslator, LiveEvent
+from scanarr.live.fanotify import Fanotify
 from scanarr.live.filters import MediaFilter
 from scanarr.live.inotify import Inotify, read_sysctl
 from scanarr.live.mounts import MOUNTINFO_PATH, filesystem_of, is_network_filesystem
@@ -192,6 +194,7 @@ class LiveWatcher:
         max_watches: int | None = None,
         mount_table: str = MOUNTINFO_PATH,
         health_changed: Callable[[], None] | None = None,
+        backend: str = "inotify",
     ) -> None:
         self._emit = emit
         self._request_rescan = request_rescan
@@ -205,6 +208,9 @@ class LiveWatcher:
         self._max_watches = max_watches
         self._mount_table = mount_table
         self._health_changed = health_changed
+        self._backend_requested = backend  # auto, inotify or fanotify (`scanarr.live.backend`)
+        self._backend: BackendChoice | None = None
+        self._fallbacks_logged = 0
         self._volumes: dict[str, _Volume] = {}
         self._filter = MediaFilter(())
         self._extensions: frozenset[str] = frozenset()
@@ -306,6 +312,11 @@ class LiveWatcher:
             watches=self._inotify.watch_count if self._inotify is not None else 0,
         )
 
+    @property
+    def backend(self) -> BackendChoice | None:
+        """The backend in use and why (None until `run` has chosen it)."""
+        return self._backend
+
     def watched_paths(self, volume_id: str) -> list[str]:
         """Relative paths of the watched directories of a volume ("" is the root)."""
         volume = self._volumes.get(volume_id)
@@ -316,7 +327,9 @@ class LiveWatcher:
     # --- the task ------------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        inotify = self._inotify = Inotify(self._max_watches)
+        choice = self._backend = choose_backend(self._backend_requested)
+        log.info("live watching with %s: %s", choice.name, choice.reason)
+        inotify = self._inotify = open_backend(choice, self._max_watches)
         # A new run knows nothing of what an earlier one listed: the index is the instance's.
         self._index = InodeIndex(inotify.table)
         walker = self._walker = TreeWalker(inotify, self._index)
@@ -578,7 +591,8 @@ class LiveWatcher:
             volume.tree = tree
             if tree.root.wd is None and changes.watch_limit is None:
                 volume.tree = None
-                self._root_unavailable(volume, "volume root could not be watched")
+                why = f": {changes.errors[0]}" if changes.errors else ""
+                self._root_unavailable(volume, f"volume root could not be watched{why}")
                 continue
             recovered = volume.root_problem is not None
             volume.root_problem = None
@@ -596,6 +610,22 @@ class LiveWatcher:
                 volume.config.path,
                 changes.directories,
             )
+        self._log_fallbacks()
+
+    def _log_fallbacks(self) -> None:
+        """Filesystems fanotify cannot watch, watched with inotify instead: logged once each."""
+        backend = self._inotify
+        if not isinstance(backend, Fanotify):
+            return
+        fallbacks = backend.fallbacks()
+        for syscall, error_number in fallbacks[self._fallbacks_logged :]:
+            log.warning(
+                "a filesystem of the volumes cannot be watched by fanotify (%s: %s): its "
+                "directories are watched with inotify (one watch each)",
+                syscall,
+                os.strerror(error_number),
+            )
+        self._fallbacks_logged = len(fallbacks)
 
     def _free(self, tree: VolumeTree) -> None:
         """Forget a tree listed before (in the listing thread, the GIL released)."""
@@ -791,11 +821,18 @@ class LiveWatcher:
 
     def overflow(self) -> None:
         self._overflows += 1
-        log.warning(
-            "inotify event queue overflowed (fs.inotify.max_queued_events=%s): events were lost, "
-            "every volume is rescanned",
-            read_sysctl("max_queued_events"),
-        )
+        if self._backend is not None and self._backend.name == "fanotify":
+            log.warning(
+                "fanotify event queue overflowed (fs.fanotify.max_queued_events=%s): events were "
+                "lost, every volume is rescanned",
+                _read_int("/proc/sys/fs/fanotify/max_queued_events"),
+            )
+        else:
+            log.warning(
+                "inotify event queue overflowed (fs.inotify.max_queued_events=%s): events were "
+                "lost, every volume is rescanned",
+                read_sysctl("max_queued_events"),
+            )
         if self._translator is not None:
             self._translator.discard_pending()
         for volume_id in self._volumes:
@@ -922,6 +959,14 @@ class LiveWatcher:
                 tree.volume_id,
                 relative_path,
             )
+
+
+def _read_int(path: str) -> int | None:
+    try:
+        with open(path) as file:
+            return int(file.read().strip())
+    except (OSError, ValueError):
+        return None
 
 
 def _inside(path: str, root: str) -> bool:

@@ -5,6 +5,9 @@
 - ``SCANARR_WATCH_RETRY_DELAY`` (30s) and ``SCANARR_WATCH_RETRY_MAX_DELAY`` (10m): the first and
   the longest delay between tries to watch those directories again (or a missing volume root);
   the delay doubles after each failed try.
+- ``SCANARR_LIVE_BACKEND`` (auto): ``inotify`` (a watch per directory), ``fanotify`` (one mark
+  per filesystem; needs CAP_SYS_ADMIN and Linux 5.17+, an error if unavailable) or ``auto``
+  (fanotify when available, else inotify; see `scanarr.live.backend`).
 """
 
 from __future__ import annotations
@@ -19,6 +22,20 @@ LIVE_DURATION_VARIABLES: tuple[tuple[str, str, str], ...] = (
     ("watch_retry_delay", "SCANARR_WATCH_RETRY_DELAY", "30s"),
     ("watch_retry_max_delay", "SCANARR_WATCH_RETRY_MAX_DELAY", "10m"),
 )
+
+
+LIVE_BACKEND_VARIABLE = "SCANARR_LIVE_BACKEND"
+LIVE_BACKENDS: tuple[str, ...] = ("auto", "inotify", "fanotify")
+
+
+def live_backend_from_env(environ: Mapping[str, str]) -> str:
+    """``SCANARR_LIVE_BACKEND``: auto (default), inotify or fanotify. Raises SettingsError."""
+    text = environ.get(LIVE_BACKEND_VARIABLE, "").strip().lower() or "auto"
+    if text not in LIVE_BACKENDS:
+        raise SettingsError(
+            LIVE_BACKEND_VARIABLE, f"expected auto, inotify or fanotify, got {text!r}"
+        )
+    return text
 
 
 def live_options_from_env(environ: Mapping[str, str]) -> dict[str, float]:
