@@ -8,9 +8,10 @@ back as inotify events of those keys, so the tree and the translator are the sam
 backends. Events of directories not registered (outside every volume) are dropped natively.
 
 Removing a key queues its ``IN_IGNORED`` (as ``inotify_rm_watch`` does), delivered by the next
-`read_pending`; the live index removes the keys of the directories it removes the same way. With `inotify_fallback`, a filesystem fanotify cannot mark or identify (no
-file handles or fsid: CIFS, most FUSE filesystems, a btrfs subvolume) is watched with inotify
-watches instead, through the same object.
+`read_pending`; the live index removes the keys of the directories it removes the same way.
+With `inotify_fallback`, a filesystem fanotify cannot mark or identify (no file handles or
+fsid: CIFS, most FUSE filesystems, a btrfs subvolume) is watched with inotify watches instead,
+through the same object.
 
 Requires ``CAP_SYS_ADMIN`` and Linux 5.17+ (``FAN_REPORT_DFID_NAME_TARGET``, ``FAN_RENAME``).
 """
