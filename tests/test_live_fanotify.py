@@ -26,7 +26,7 @@ from scanarr.dev_api import DevApiServer
 from scanarr.doctor import check_live_backend
 from scanarr.live import LiveWatcher
 from scanarr.live.backend import choose_backend
-from scanarr.protocol import FileCreated, WatcherConfig, WatchPath
+from scanarr.protocol import FileCreated, FileDeleted, WatcherConfig, WatchPath
 from test_live import Harness, tree, write
 from test_live import harness as harness
 
@@ -99,6 +99,33 @@ async def test_a_move_from_outside_into_the_volume_reports_the_files_moved_in(
     await harness.wait_for(FileCreated, "loose.mkv")
     write(root / "Show" / "S01" / "e02.mkv")  # the moved-in tree is watched
     await harness.wait_for(FileCreated, "Show/S01/e02.mkv")
+    harness.assert_view_matches_disk()
+
+
+@needs_fanotify
+async def test_a_folder_moved_out_is_forgotten_by_the_handle_map(
+    harness: Harness, tmp_path: Path
+) -> None:
+    # A moved-out folder's directories leave the index; their keys must leave the handle map
+    # too, or every later event there would still be read, matched and counted as a watch.
+    root = tree(tmp_path / "v", {f"Show/S{number}/e.mkv": b"" for number in range(30)})
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    watcher = await harness.start({"v": root}, backend="fanotify")
+    before = watcher.health()["v"].watches
+    assert before == 32
+    (root / "Show").rename(outside / "Show")
+    for number in range(30):
+        await harness.wait_for(FileDeleted, f"Show/S{number}/e.mkv")
+    write(root / "after.mkv")
+    await harness.wait_for(FileCreated, "after.mkv")
+    assert watcher.health()["v"].watches == 1
+    assert watcher.stats().watches == 1  # the handle map
+    write(outside / "Show" / "S0" / "late.mkv")  # nothing of it is reported any more
+    write(root / "last.mkv")
+    await harness.wait_for(FileCreated, "last.mkv")
+    assert not [event for event in harness.events if "late" in event.relative_path]
+    assert (watcher.stats().unknown_watch_events, watcher.stats().overflows) == (0, 0)
     harness.assert_view_matches_disk()
 
 
