@@ -72,4 +72,6 @@ async def test_dev_api_console_approves_a_waiting_watcher(
             await stop_watch(watch)
         if api_process.returncode is None:
             api_process.kill()
-        await api_process.aclose()  # its pipes too, not only the process
+            await api_process.wait()
+        await api_process.stdin.aclose()  # the pipes too, not only the process
+        await api_process.stdout.aclose()
