@@ -55,13 +55,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from scanarr import _native
+
 BENCH = Path(__file__).resolve().parent
 OUT = BENCH / "out"
 TOKEN = "bench-token"
 VOLUME_ID = "bench"
-MEDIA_EXTENSIONS = frozenset(("mkv", "mp4", "avi", "m4v", "ts", "wmv"))
-SKIPPED_EXTENSIONS = frozenset(("part", "tmp", "download", "!qb", "nfo", "jpg", "png", "srt"))
-SKIPPED_EXTENSIONS |= frozenset(("sub", "idx"))
+MEDIA_EXTENSIONS = frozenset(_native.DEFAULT_EXTENSIONS)
 SYSTEM_DIRECTORIES = frozenset(("@eaDir", "$RECYCLE.BIN", "System Volume Information"))
 # Every frame starts with '{"type":"': bytes 12..15 of a scan.file are "n.fi", and a mask key
 # repeats every 4 bytes, so those 4 bytes unmask with the key itself.

@@ -32,6 +32,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from scanarr import _native
+
 MANIFEST_NAME = ".gen_tree.json"
 GiB = 1 << 30
 MiB = 1 << 20
@@ -97,7 +99,7 @@ EXTENSIONS = (  # (extension, share): mostly mkv, some other cases and container
     ("wmv", 0.01),
 )
 TRACKERS = ("tracker-a", "tracker-b", "tracker-c")
-MEDIA_EXTENSIONS = frozenset(("mkv", "mp4", "avi", "m4v", "ts", "wmv"))
+MEDIA_EXTENSIONS = frozenset(_native.DEFAULT_EXTENSIONS)
 
 
 @dataclass

@@ -24,13 +24,15 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from scanarr import _native
 from scanarr.cli.scan import summary_lines  # the same output, so scripts compare the two
 
-DEFAULT_EXTENSIONS = ("mkv", "mp4", "avi", "m4v", "ts", "wmv")
+# The engine's vocabulary; the filtering itself is plain Python, which is what this measures.
+DEFAULT_EXTENSIONS = _native.DEFAULT_EXTENSIONS
 # Every temporary and metadata suffix is a dot and an extension, so one look at the text after
 # the last dot decides all three filters.
-TEMP_EXTENSIONS = frozenset(("part", "tmp", "download", "!qb"))
-METADATA_EXTENSIONS = frozenset(("nfo", "jpg", "png", "srt", "sub", "idx"))
+TEMP_EXTENSIONS = frozenset(suffix.removeprefix(".") for suffix in _native.TEMP_SUFFIXES)
+METADATA_EXTENSIONS = frozenset(suffix.removeprefix(".") for suffix in _native.METADATA_SUFFIXES)
 SYSTEM_DIRS_ANY_CASE = frozenset(("$recycle.bin", "system volume information"))
 
 

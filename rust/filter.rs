@@ -6,8 +6,10 @@
 //! regard to case. A directory is entered when it is not hidden and not a NAS/OS system directory
 //! (`@eaDir`, `.Trash-*`, `$RECYCLE.BIN`, `System Volume Information`).
 
-const TEMP_SUFFIXES: [&[u8]; 4] = [b".part", b".tmp", b".download", b".!qb"];
-const METADATA_SUFFIXES: [&[u8]; 6] = [b".nfo", b".jpg", b".png", b".srt", b".sub", b".idx"];
+/// Names of files still being written (downloads, partial copies), lower case.
+pub const TEMP_SUFFIXES: [&str; 4] = [".part", ".tmp", ".download", ".!qb"];
+/// Metadata beside media files (artwork, subtitles, info files), lower case.
+pub const METADATA_SUFFIXES: [&str; 6] = [".nfo", ".jpg", ".png", ".srt", ".sub", ".idx"];
 
 #[derive(Clone, Debug)]
 pub struct Filter {
@@ -63,6 +65,11 @@ impl Filter {
         }
     }
 
+    /// The wanted extensions, lower case without the dot; `None` when every extension is.
+    pub fn extensions(&self) -> Option<&[Box<[u8]>]> {
+        self.extensions.as_deref()
+    }
+
     fn extension_wanted(&self, name: &[u8]) -> bool {
         let Some(wanted) = &self.extensions else {
             return true;
@@ -84,13 +91,17 @@ impl Filter {
         if self.skip_hidden && name.first() == Some(&b'.') {
             return false;
         }
-        if self.skip_temp && TEMP_SUFFIXES.iter().any(|s| ends_with_ignore_case(name, s)) {
+        if self.skip_temp
+            && TEMP_SUFFIXES
+                .iter()
+                .any(|s| ends_with_ignore_case(name, s.as_bytes()))
+        {
             return false;
         }
         if self.skip_metadata
             && METADATA_SUFFIXES
                 .iter()
-                .any(|s| ends_with_ignore_case(name, s))
+                .any(|s| ends_with_ignore_case(name, s.as_bytes()))
         {
             return false;
         }

@@ -1371,6 +1371,117 @@ fn text_frames<'py>(
 
 // --- end of WebSocket frames ---
 
+// --- name filter (rust/filter.rs) ---
+
+/// Runs `decide` on a name as the file system holds it: `bytes` as is, `str` as UTF-8, or, when
+/// it carries surrogate escapes (`os.fsdecode` of a name that is not UTF-8), as the bytes
+/// `os.fsencode` gives back. A `str` that no file system could have given (a lone surrogate
+/// outside the escape range) is read with U+FFFD in its place rather than raising.
+fn decide_name(name: &Bound<'_, PyAny>, decide: impl FnOnce(&[u8]) -> bool) -> PyResult<bool> {
+    if let Ok(text) = name.cast::<PyString>() {
+        if let Ok(utf8) = text.to_str() {
+            return Ok(decide(utf8.as_bytes()));
+        }
+        return Ok(match text.extract::<std::ffi::OsString>() {
+            Ok(os) => decide(os.as_encoded_bytes()),
+            Err(_) => decide(text.to_string_lossy().as_bytes()),
+        });
+    }
+    if let Ok(bytes) = name.cast::<PyBytes>() {
+        return Ok(decide(bytes.as_bytes()));
+    }
+    Err(PyTypeError::new_err(format!(
+        "a name must be str or bytes, not {}",
+        name.get_type().name()?
+    )))
+}
+
+/// The walker's name filter for single names (the live watcher's events), so that a scan and
+/// the watcher can never disagree on a name.
+#[pyclass(frozen, module = "scanarr._native", name = "NameFilter")]
+pub struct NameFilter {
+    filter: Filter,
+}
+
+#[pymethods]
+impl NameFilter {
+    #[new]
+    #[pyo3(signature = (
+        extensions = Extensions::Default,
+        *,
+        skip_hidden = true,
+        skip_temp = true,
+        skip_metadata = true,
+        skip_system_dirs = true,
+    ))]
+    #[pyo3(
+        text_signature = "(extensions=..., *, skip_hidden=True, skip_temp=True, \
+        skip_metadata=True, skip_system_dirs=True)"
+    )]
+    fn new(
+        extensions: Extensions,
+        skip_hidden: bool,
+        skip_temp: bool,
+        skip_metadata: bool,
+        skip_system_dirs: bool,
+    ) -> NameFilter {
+        let mut filter = extensions.into_filter();
+        filter.skip_hidden = skip_hidden;
+        filter.skip_temp = skip_temp;
+        filter.skip_metadata = skip_metadata;
+        filter.skip_system_dirs = skip_system_dirs;
+        NameFilter { filter }
+    }
+
+    /// The wanted extensions, lower case, without the dot, in the order given; None: every one.
+    #[getter]
+    fn extensions<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyTuple>>> {
+        self.filter
+            .extensions()
+            .map(|exts| PyTuple::new(py, exts.iter().map(|ext| String::from_utf8_lossy(ext))))
+            .transpose()
+    }
+
+    fn accepts_file(&self, name: &Bound<'_, PyAny>) -> PyResult<bool> {
+        decide_name(name, |name| self.filter.accepts_file(name))
+    }
+
+    fn accepts_dir(&self, name: &Bound<'_, PyAny>) -> PyResult<bool> {
+        decide_name(name, |name| self.filter.accepts_dir(name))
+    }
+
+    fn __repr__(&self) -> String {
+        let f = &self.filter;
+        let extensions = match f.extensions() {
+            Some(exts) => format!(
+                "{:?}",
+                exts.iter()
+                    .map(|ext| String::from_utf8_lossy(ext))
+                    .collect::<Vec<_>>()
+            ),
+            None => "None".to_owned(),
+        };
+        format!(
+            "NameFilter({extensions}, skip_hidden={}, skip_temp={}, skip_metadata={}, \
+             skip_system_dirs={})",
+            py_bool(f.skip_hidden),
+            py_bool(f.skip_temp),
+            py_bool(f.skip_metadata),
+            py_bool(f.skip_system_dirs)
+        )
+    }
+}
+
+fn py_bool(value: bool) -> &'static str {
+    if value {
+        "True"
+    } else {
+        "False"
+    }
+}
+
+// --- end of name filter ---
+
 #[pymodule]
 #[pyo3(name = "_native")]
 fn native_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -1409,5 +1520,15 @@ fn native_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<LiveMerge>()?;
     m.add_function(wrap_pyfunction!(fingerprint_files, m)?)?;
     m.add_function(wrap_pyfunction!(text_frames, m)?)?; // WebSocket frames
+                                                        // name filter
+    m.add_class::<NameFilter>()?;
+    m.add(
+        "TEMP_SUFFIXES",
+        PyTuple::new(py, crate::filter::TEMP_SUFFIXES)?,
+    )?;
+    m.add(
+        "METADATA_SUFFIXES",
+        PyTuple::new(py, crate::filter::METADATA_SUFFIXES)?,
+    )?;
     Ok(())
 }

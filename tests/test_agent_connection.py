@@ -88,25 +88,33 @@ async def _dead_api(
     listener: trio.SocketListener, config: WatcherConfig, connections: list[int]
 ) -> None:
     """An API that authenticates, sends the config, then never reads again (no pongs)."""
-    while True:
-        stream = await listener.accept()
-        connections.append(1)
-        connection = WSConnection(ConnectionType.SERVER)
-        handshake_done = False
-        while not handshake_done:
-            connection.receive_data(await stream.receive_some(65536))
-            for event in connection.events():
-                if isinstance(event, Request):
-                    await stream.send_all(connection.send(AcceptConnection()))
-                elif isinstance(event, TextMessage) and json.loads(event.data)["type"] == (
-                    "watcher.hello"
-                ):
-                    auth = WatcherAuth(status="authenticated", watcher_id="w", watcher_name="w")
-                    await stream.send_all(connection.send(TextMessage(data=encode(auth))))
-                    await stream.send_all(connection.send(TextMessage(data=encode(config))))
-                    handshake_done = True
-                elif isinstance(event, Ping):
-                    pass
+    streams: list[trio.SocketStream] = []
+    try:
+        while True:
+            stream = await listener.accept()
+            streams.append(stream)
+            connections.append(1)
+            connection = WSConnection(ConnectionType.SERVER)
+            handshake_done = False
+            while not handshake_done:
+                connection.receive_data(await stream.receive_some(65536))
+                for event in connection.events():
+                    if isinstance(event, Request):
+                        await stream.send_all(connection.send(AcceptConnection()))
+                    elif isinstance(event, TextMessage) and json.loads(event.data)["type"] == (
+                        "watcher.hello"
+                    ):
+                        auth = WatcherAuth(status="authenticated", watcher_id="w", watcher_name="w")
+                        await stream.send_all(connection.send(TextMessage(data=encode(auth))))
+                        await stream.send_all(connection.send(TextMessage(data=encode(config))))
+                        handshake_done = True
+                    elif isinstance(event, Ping):
+                        pass
+    finally:
+        with trio.CancelScope(shield=True):
+            for stream in streams:
+                await stream.aclose()
+            await listener.aclose()
 
 
 async def test_no_pong_within_two_intervals_reconnects(

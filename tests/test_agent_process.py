@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -147,7 +148,11 @@ class _StallingApi:
         self.ended = trio.Event()
 
     async def serve(self) -> None:
-        stream = await self.listener.accept()
+        try:
+            stream = await self.listener.accept()
+        finally:
+            with trio.CancelScope(shield=True):
+                await self.listener.aclose()  # one connection is all it serves
         connection = WSConnection(ConnectionType.SERVER)
         try:
             while True:
@@ -432,8 +437,9 @@ class _Lines:
         threading.Thread(target=self._pump, args=(pipe,), daemon=True).start()
 
     def _pump(self, pipe: IO[bytes]) -> None:
-        for line in pipe:
-            self._queue.put(line.decode("utf-8", "replace").rstrip("\n"))
+        with pipe:  # closed at the end of the output (the process is gone)
+            for line in pipe:
+                self._queue.put(line.decode("utf-8", "replace").rstrip("\n"))
 
     def wait_for(self, pattern: str, timeout: float = 20) -> re.Match[str]:
         import time
@@ -466,9 +472,14 @@ def _start_dev_api(arguments: list[str]) -> tuple[subprocess.Popen[bytes], _Line
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
+    """Kill `process` if it still runs, reap it and close our end of its stdin (its stdout is
+    closed by the `_Lines` reading it)."""
     if process.poll() is None:
         process.kill()
         process.wait()
+    if process.stdin is not None:
+        with contextlib.suppress(BrokenPipeError):
+            process.stdin.close()
 
 
 def test_dev_api_and_watch_commands_end_to_end(make_volume: Any, tmp_path: Path) -> None:
@@ -500,9 +511,8 @@ def test_dev_api_and_watch_commands_end_to_end(make_volume: Any, tmp_path: Path)
         assert api.wait(timeout=10) == 0
     finally:
         for process in (watch, api):
-            if process is not None and process.poll() is None:
-                process.kill()
-                process.wait()
+            if process is not None:
+                _stop(process)
     recorded = record.read_text().splitlines()
     assert any('"scan_id":"s-42"' in line and '"Heat (1995)/Heat.mkv"' in line for line in recorded)
     assert sum('"type":"watcher.hello"' in line for line in recorded) == 1

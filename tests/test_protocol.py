@@ -17,6 +17,7 @@ from scanarr.protocol import (
     MalformedMessage,
     ScanFile,
     UnknownMessageType,
+    WatcherAuth,
     WatcherConfig,
     WatchPath,
     decode,
@@ -233,3 +234,13 @@ def test_storage_json_keeps_every_string_exactly() -> None:
 def test_deeply_nested_json_is_malformed_not_a_crash(text: str) -> None:
     with pytest.raises(MalformedMessage):
         decode(text)
+
+
+def test_a_watcher_auth_status_outside_the_protocol_is_malformed() -> None:
+    """Only "authenticated" and "rejected" exist (§2): anything else is refused at decoding,
+    never taken for either."""
+    rejected = decode('{"type": "watcher.auth", "data": {"status": "rejected"}}')
+    assert isinstance(rejected, WatcherAuth) and rejected.status == "rejected"
+    with pytest.raises(MalformedMessage, match="status") as raised:
+        decode('{"type": "watcher.auth", "data": {"status": "Authenticated", "watcher_id": "w"}}')
+    assert raised.value.message_type == "watcher.auth"

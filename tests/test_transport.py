@@ -129,7 +129,10 @@ async def test_the_server_closing_ends_the_connection(nursery: trio.Nursery) -> 
 
 async def accept_upgrade(listener: trio.SocketListener) -> trio.SocketStream:
     """A bare server: accepts one WebSocket upgrade, then does only what the test says."""
-    stream = await listener.accept()
+    try:
+        stream = await listener.accept()
+    finally:
+        await listener.aclose()  # one connection is all it serves
     request = b""
     while b"\r\n\r\n" not in request:
         request += await stream.receive_some(65536)

@@ -73,3 +73,5 @@ async def test_dev_api_console_approves_a_waiting_watcher(
         if api_process.returncode is None:
             api_process.kill()
             await api_process.wait()
+        await api_process.stdin.aclose()  # the pipes too, not only the process
+        await api_process.stdout.aclose()

@@ -21,11 +21,14 @@ from scanarr.protocol import (
     CommandScan,
     DeleteResult,
     FilesDeleteCompleted,
+    ScanFailed,
+    ScanFailedReason,
     WatcherConfig,
     WatchPath,
     decode,
+    encode,
 )
-from scanarr.protocol_v15 import CommandDelete15, DeleteItem15, encode15
+from scanarr.protocol_v15 import CommandDelete15, DeleteItem15, Log15, encode15
 from v15_support import go_environment, serve_volumes, start_watch, stop_watch
 
 
@@ -248,3 +251,20 @@ async def test_a_remembered_v15_api_upgraded_to_v2_is_spoken_to_in_v2_again(
     assert first.hello is not None and "os" not in first.hello  # the V1.5 hello, refused
     assert second.authenticated
     assert json.loads(state_file.read_text())["protocol"] == "v2"
+
+
+def test_a_refused_scan_request_is_a_warning_and_a_failed_scan_an_error() -> None:
+    """The V1.5 log level of a `scan.failed` follows the reason the agent sent it with."""
+    translator = Translator(_volumes("/data"))
+
+    def level(reason: str) -> str:
+        text = encode(ScanFailed(scan_id="s", volume_id="/data", reason=reason))
+        message = translator.outgoing(text)
+        assert isinstance(message, Log15) and message.context is not None
+        assert message.context["reason"] == reason
+        return message.level
+
+    assert level(ScanFailedReason.COALESCED.value) == "warning"
+    # A failure whose text merely starts like the refusal is still a failure.
+    assert level("coalesced files unreadable: Input/output error") == "error"
+    assert level(ScanFailedReason.UNKNOWN_VOLUME.value) == "error"

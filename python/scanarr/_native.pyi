@@ -18,7 +18,9 @@ __all__ = [
     "DEFAULT_EXTENSIONS",
     "DEFAULT_SAMPLE_SIZE",
     "DEFAULT_THREADS",
+    "METADATA_SUFFIXES",
     "SCAN_FILE_FIELDS",
+    "TEMP_SUFFIXES",
     "Batch",
     "Fanotify",
     "FileRecord",
@@ -27,6 +29,7 @@ __all__ = [
     "LiveLister",
     "LiveListing",
     "LiveMerge",
+    "NameFilter",
     "WalkError",
     "WalkStats",
     "Walker",
@@ -43,6 +46,9 @@ DEFAULT_THREADS: Final[int]  # walker threads when `threads=0`, chosen by measur
 # The per-file members of a `scan.file`'s data, in the order `Batch.json_records` writes
 # them (after the head's per-scan members; `protocol.ScanFile` lists both).
 SCAN_FILE_FIELDS: Final[tuple[str, ...]]
+# Lower case; compared with the end of a name regardless of (ASCII) case.
+TEMP_SUFFIXES: Final[tuple[str, ...]]  # .part .tmp .download .!qb: files still being written
+METADATA_SUFFIXES: Final[tuple[str, ...]]  # .nfo .jpg .png .srt .sub .idx: beside media files
 
 FingerprintMode = Literal["full", "sampled"]
 
@@ -422,3 +428,31 @@ def text_frames(texts: Sequence[str], *, masked: bool) -> bytes:
     """One unfragmented RFC 6455 text frame per item of `texts`, in order, in one buffer;
     `masked` as in `Batch.json_frames`. UnicodeEncodeError for a str that is not valid
     Unicode (a lone surrogate)."""
+
+# --- name filter (rust/filter.rs) ---
+
+@final
+class NameFilter:
+    """`Walker`'s name filter for single names, with the same options and defaults.
+
+    Names are ``str`` or ``bytes``; a ``str`` is judged on the bytes ``os.fsencode`` gives (so a
+    name ``os.fsdecode`` decoded with surrogate escapes is judged on its original bytes).
+    TypeError for any other type.
+    """
+
+    def __new__(
+        cls,
+        extensions: Sequence[str] | None = ...,  # as `Walker`; default DEFAULT_EXTENSIONS
+        *,
+        skip_hidden: bool = True,
+        skip_temp: bool = True,
+        skip_metadata: bool = True,
+        skip_system_dirs: bool = True,
+    ) -> NameFilter: ...
+    @property
+    def extensions(self) -> tuple[str, ...] | None:
+        """Lower case, without the dot, duplicates dropped; None: every extension."""
+    def accepts_file(self, name: str | bytes) -> bool:
+        """Whether `Walker` reports a regular file with this name."""
+    def accepts_dir(self, name: str | bytes) -> bool:
+        """Whether `Walker` enters a directory with this name."""

@@ -75,7 +75,7 @@ from typing import Any, Final
 
 import attrs
 
-from scanarr import safefs
+from scanarr import _native, safefs
 from scanarr.atomic import atomic_write
 from scanarr.protocol import (
     DEFAULT_SCAN_EXTENSIONS,
@@ -96,8 +96,12 @@ from scanarr.results_store import ResultStore as _ResultStore
 
 log = logging.getLogger(__name__)
 
-COMPANION_EXTENSIONS = frozenset({"nfo", "jpg", "png", "srt", "sub", "idx"})
-TEMPORARY_SUFFIXES = (".part", ".tmp", ".download", ".!qb")
+# The scan's own vocabulary (rust/filter.rs): a companion is exactly a metadata file the scan
+# leaves out, and a download in progress is a name the scan skips as temporary. What is decided
+# with them differs: a scan skips both, a deletion removes companions and lets a partial
+# download of a media file keep them alive.
+COMPANION_EXTENSIONS = frozenset(suffix.removeprefix(".") for suffix in _native.METADATA_SUFFIXES)
+TEMPORARY_SUFFIXES: tuple[str, ...] = _native.TEMP_SUFFIXES
 DELETION_DISABLED: Final = "deletion disabled by watcher config"
 
 RemovalObserver = Callable[[str, str], None]

@@ -27,6 +27,7 @@ them where they matter.
 
 from __future__ import annotations
 
+import enum
 import json
 import re
 import typing
@@ -108,10 +109,13 @@ class WatcherHello(Message):
     token: str = attrs.field(repr=False)  # a secret: kept out of every repr, hence of logs
 
 
+AuthStatus = Literal["authenticated", "rejected"]
+
+
 @attrs.frozen
 class WatcherAuth(Message):
     TYPE: ClassVar[str] = "watcher.auth"
-    status: str  # "authenticated" or "rejected"
+    status: AuthStatus
     watcher_id: str | None = None
     watcher_name: str | None = None
     reason: str | None = None
@@ -195,6 +199,14 @@ class ScanCompleted(Message):
     disk_free_bytes: int
     # Extension (§4): files left out of the scan (and of its totals), their name not UTF-8.
     skipped_files: int = 0
+
+
+class ScanFailedReason(str, enum.Enum):
+    """The fixed `scan.failed` reasons (the others are a failure's own text, ``summary: detail``);
+    the V1.5 dialect tells a refused request (a warning) from a failed scan by them."""
+
+    UNKNOWN_VOLUME = "unknown_volume"
+    COALESCED = "coalesced: another scan of this volume is already waiting to run"
 
 
 @attrs.frozen

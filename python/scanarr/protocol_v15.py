@@ -12,12 +12,18 @@ from __future__ import annotations
 
 import json
 import typing
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import attrs
 import cattrs
 
-from scanarr.protocol import MalformedMessage, as_text, envelope_parts, strict_scalar
+from scanarr.protocol import (
+    MalformedMessage,
+    WatcherStatusName,
+    as_text,
+    envelope_parts,
+    strict_scalar,
+)
 
 # The media extensions of the Go watcher this dialect's server was built with.
 GO_WATCHER_EXTENSIONS: tuple[str, ...] = ("mkv", "mp4", "avi", "m4v", "wmv", "ts", "iso")
@@ -171,7 +177,7 @@ class FileRenamed15(Message15):
 @attrs.frozen
 class Status15(Message15):
     TYPE: ClassVar[str] = "watcher.status"
-    status: str
+    status: WatcherStatusName
     watcher_id: str
     config_hash: str | None
     watched_paths: list[str]
@@ -193,7 +199,7 @@ class DeleteProgress15(Message15):
     request_id: Id
     deletion_id: Id
     media_file_id: Id
-    status: str
+    status: Literal["deleted", "failed"]
     dirs_removed: int
     error: str | None = None
 
@@ -201,7 +207,7 @@ class DeleteProgress15(Message15):
 @attrs.frozen
 class DeleteResult15:
     media_file_id: Id
-    status: str  # "deleted" or "failed"
+    status: Literal["deleted", "failed"]
     dirs_removed: int
     size_bytes: int
     error: str | None = None
@@ -224,7 +230,7 @@ class HardlinkCompleted15(Message15):
     TYPE: ClassVar[str] = "files.hardlink.completed"
     request_id: Id
     deletion_id: Id
-    status: str  # "created" or "failed"
+    status: Literal["created", "failed"]
     source_path: str
     target_path: str
     error: str | None = None

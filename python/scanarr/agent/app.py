@@ -42,6 +42,7 @@ from scanarr.protocol import (
     CommandScanAll,
     Message,
     ScanFailed,
+    ScanFailedReason,
     WatcherConfig,
     WatchPath,
 )
@@ -341,7 +342,9 @@ class WatcherAgent:
             log.warning("command.scan for unknown volume %s", command.volume_id)
             await context.send(
                 ScanFailed(
-                    scan_id=command.scan_id, volume_id=command.volume_id, reason="unknown_volume"
+                    scan_id=command.scan_id,
+                    volume_id=command.volume_id,
+                    reason=ScanFailedReason.UNKNOWN_VOLUME.value,
                 )
             )
             return
@@ -469,7 +472,7 @@ def _coalesced(scan_id: str, volume_id: str) -> ScanFailed:
     return ScanFailed(
         scan_id=scan_id,
         volume_id=volume_id,
-        reason="coalesced: another scan of this volume is already waiting to run",
+        reason=ScanFailedReason.COALESCED.value,
     )
 
 

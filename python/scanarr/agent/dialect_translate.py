@@ -22,6 +22,7 @@ from scanarr.protocol import (
     FilesDeleteCompleted,
     FilesDeleteProgress,
     FilesHardlinkCompleted,
+    ScanFailedReason,
     WatcherConfig,
     WatchPath,
     utc_timestamp,
@@ -384,9 +385,9 @@ class Translator:
             )
         if message_type == "scan.failed":
             reason = data["reason"]
-            coalesced = reason.startswith("coalesced")
+            refused = reason == ScanFailedReason.COALESCED.value
             return Log15(
-                level="warning" if coalesced else "error",
+                level="warning" if refused else "error",
                 message=f"scan {data['scan_id']} of {data['volume_id']} failed: {reason}",
                 timestamp=utc_timestamp(),
                 context={

@@ -146,8 +146,6 @@ async def handshake(
                 with trio.move_on_after(reject_grace):
                     await _drain_until_closed(websocket)
                 raise HandshakeRejected(reason)
-            if auth.status != "authenticated":
-                raise HandshakeFailed(f"unexpected watcher.auth status {auth.status!r}")
             config, early = await _receive_first_config(websocket)
     except trio.TooSlowError:
         raise HandshakeFailed(

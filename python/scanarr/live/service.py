@@ -77,7 +77,7 @@ from scanarr.live.tree import (
 )
 from scanarr.logs import RepeatingCondition
 from scanarr.protocol import WatchPath
-from scanarr.volume_paths import resolve_root
+from scanarr.volume_paths import is_inside, resolve_root
 
 log = logging.getLogger(__name__)
 
@@ -489,7 +489,7 @@ class LiveWatcher:
         roots = {volume.path for volume in self._volumes.values()}
         for volume in self._volumes.values():
             excluded = frozenset(
-                root for root in roots if root != volume.path and _inside(root, volume.path)
+                root for root in roots if root != volume.path and is_inside(root, volume.path)
             )
             if excluded != volume.excluded:
                 if volume not in to_walk:
@@ -967,10 +967,6 @@ def _read_int(path: str) -> int | None:
             return int(file.read().strip())
     except (OSError, ValueError):
         return None
-
-
-def _inside(path: str, root: str) -> bool:
-    return path.startswith(root.rstrip("/") + "/")
 
 
 __all__ = [
