@@ -31,6 +31,7 @@ from collections.abc import Callable, Sequence
 import attrs
 import trio
 
+from scanarr import heap
 from scanarr._native import Batch, Walker, WalkError
 from scanarr.protocol import (
     SCAN_FILE_SCAN_FIELDS,
@@ -325,6 +326,8 @@ async def scan_volume(
         disk_free_bytes=disk.f_bavail * disk.f_frsize,
     )
     await end.send_final(session, completed)
+    # What the walker's threads allocated is free now: give it back (see scanarr.heap).
+    await trio.to_thread.run_sync(heap.trim)
     log.info(
         "scan %s of volume %s completed: %d files, %d directories in %d ms",
         request.scan_id,

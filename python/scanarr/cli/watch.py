@@ -18,6 +18,7 @@ from typing import Any
 
 import trio
 
+from scanarr import heap
 from scanarr.config import DEFAULT_STATE_FILE, SettingsError, load_settings
 
 # (flag, variable, default, meaning): each flag overrides its environment variable.
@@ -97,5 +98,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"scanarr watch: {error}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, log_format, secrets=[settings.auth_token])
+    heap.bound_arenas(environ)  # before any thread starts (see scanarr.heap)
     trio.run(run_watcher, settings, environ)
     return 0
