@@ -325,9 +325,10 @@ async def scan_volume(
         disk_total_bytes=disk.f_blocks * disk.f_frsize,
         disk_free_bytes=disk.f_bavail * disk.f_frsize,
     )
-    await end.send_final(session, completed)
-    # What the walker's threads allocated is free now: give it back (see scanarr.heap).
+    # What the walker's threads allocated is free now: give it back (see scanarr.heap), before
+    # scan.completed, after which the outcome is recorded with no wait in between.
     await trio.to_thread.run_sync(heap.trim)
+    await end.send_final(session, completed)
     log.info(
         "scan %s of volume %s completed: %d files, %d directories in %d ms",
         request.scan_id,
