@@ -89,7 +89,7 @@ class RescanReason(str, enum.Enum):
     """Why the watcher asks for a rescan. The agent is handed `value` (its text), followed by
     ``": "`` and a detail for `ROOT_LOST`."""
 
-    OVERFLOW = "inotify queue overflow"
+    OVERFLOW = "event queue overflow"  # inotify or fanotify: the log says which
     UNKNOWN_WATCH = "event for an unknown watch"
     ROOT_LOST = "volume root lost"
     ROOT_BACK = "volume root available again"
