@@ -11,6 +11,7 @@ agent calls once a scan is over. Other C libraries (musl) are left as they are.
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import os
 
@@ -20,6 +21,7 @@ _M_ARENA_MAX = -8  # glibc's mallopt parameter
 ARENAS = 2  # the walker's threads share them; a scan measured no slower (bench/README.md)
 
 
+@functools.cache
 def _libc() -> ctypes.CDLL | None:
     try:
         libc = ctypes.CDLL(None)

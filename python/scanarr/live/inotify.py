@@ -146,10 +146,10 @@ class Inotify:
         self._inotify.close()
 
 
-def read_sysctl(name: str) -> int | None:
-    """A numeric ``fs.inotify.*`` limit, or None when it cannot be read."""
+def read_sysctl(name: str, area: str = "inotify") -> int | None:
+    """A numeric ``fs.<area>.*`` limit (inotify or fanotify), or None when it cannot be read."""
     try:
-        with open(f"/proc/sys/fs/inotify/{name}") as file:
+        with open(f"/proc/sys/fs/{area}/{name}") as file:
             return int(file.read().strip())
     except (OSError, ValueError):
         return None

@@ -825,7 +825,7 @@ class LiveWatcher:
             log.warning(
                 "fanotify event queue overflowed (fs.fanotify.max_queued_events=%s): events were "
                 "lost, every volume is rescanned",
-                _read_int("/proc/sys/fs/fanotify/max_queued_events"),
+                read_sysctl("max_queued_events", "fanotify"),
             )
         else:
             log.warning(
@@ -959,14 +959,6 @@ class LiveWatcher:
                 tree.volume_id,
                 relative_path,
             )
-
-
-def _read_int(path: str) -> int | None:
-    try:
-        with open(path) as file:
-            return int(file.read().strip())
-    except (OSError, ValueError):
-        return None
 
 
 __all__ = [
