@@ -16,7 +16,8 @@
 
 use std::collections::HashSet;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError, TryLockError};
 
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
@@ -121,6 +122,19 @@ impl Table {
         self.len += 1;
     }
 
+    /// Room for `additional` more values, in one growth.
+    fn reserve(&mut self, additional: usize, rehash: impl Fn(u32) -> u64) {
+        let wanted = self.len + additional;
+        if wanted * 4 <= self.buckets.len() * 3 {
+            return;
+        }
+        let size = (wanted * 4).div_ceil(3).next_power_of_two().max(16);
+        let old = std::mem::replace(&mut self.buckets, vec![NONE; size]);
+        for value in old.into_iter().filter(|&value| value != NONE) {
+            self.place(rehash(value), value);
+        }
+    }
+
     fn place(&mut self, hash: u64, value: u32) {
         let mask = self.mask();
         let mut at = hash as usize & mask;
@@ -203,6 +217,45 @@ pub struct Merged {
     pub added: Vec<(Id, u32)>,
     /// The top directory is gone (nothing was merged; it was removed).
     pub gone: bool,
+}
+
+/// Entries (listed directories and media files, directories removed) one step of a merge or
+/// of a volume's removal handles: what a thread holding the index for that step makes another
+/// one wait at most (about 4 ms on a small NAS CPU).
+pub const SLICE: usize = 4096;
+
+/// In `MergeJob::ids`: a listed directory not merged (nor anything below it).
+const LEFT_OUT: Id = u64::MAX;
+
+/// A merge in progress (`LiveIndex::merge_start`, `merge_step`).
+pub struct MergeJob {
+    top: Id,
+    report: bool,
+    /// The index's id of each listed directory merged so far (`LEFT_OUT`: left out); ids,
+    /// not slots, so that one removed between two steps is seen stale.
+    ids: Vec<Id>,
+    next_file: usize,
+    done: bool,
+    pub merged: Merged,
+}
+
+impl MergeJob {
+    pub fn done(&self) -> bool {
+        self.done
+    }
+}
+
+/// A volume's removal in progress (`LiveIndex::drop_start`, `drop_step`).
+pub struct DropJob {
+    number: u32,
+    /// Directories detached from their parent, to free (with what is below them).
+    stack: Vec<Id>,
+}
+
+impl DropJob {
+    pub fn done(&self) -> bool {
+        self.stack.is_empty()
+    }
 }
 
 /// The merge was cancelled (the watcher is shutting down).
@@ -365,26 +418,91 @@ impl LiveIndex {
 
     /// Forgets a volume and everything in it. Its watches are kept in a list: another volume
     /// listed meanwhile may take them over (same directory, same wd); `release_dropped` removes
-    /// the others.
+    /// the others. In one call: see `drop_start` and `drop_step` for a slice at a time.
     pub fn drop_volume(&mut self, number: u32, cancel: &AtomicBool) -> Result<(), Cancelled> {
-        let Some(volume) = self.volume(number) else {
-            return Ok(());
-        };
-        let root = self.id_of(volume.root);
-        self.remove_tree(root, false, true, Some(cancel))?;
-        self.volumes[number as usize] = None;
-        self.trim();
+        let mut job = self.drop_start(number);
+        while !job.done() {
+            if cancel.load(Ordering::Relaxed) {
+                return Err(Cancelled);
+            }
+            self.drop_step(&mut job, SLICE);
+        }
         Ok(())
+    }
+
+    /// The removal of a volume, to be carried out by `drop_step`. Until it is done the volume
+    /// and the directories not freed yet stay (detached from their parents: no path reaches
+    /// them, their watches still name them).
+    pub fn drop_start(&mut self, number: u32) -> DropJob {
+        let stack = self
+            .volume(number)
+            .map(|volume| vec![self.id_of(volume.root)])
+            .unwrap_or_default();
+        DropJob { number, stack }
+    }
+
+    /// Frees up to `budget` more directories and media files of the job's volume; returns the
+    /// entries handled. The last step forgets the volume.
+    pub fn drop_step(&mut self, job: &mut DropJob, budget: usize) -> usize {
+        let mut handled = 0;
+        while handled < budget {
+            let Some(id) = job.stack.pop() else { break };
+            let Some(slot) = self.slot(id) else { continue };
+            handled += 1;
+            let mut child = self.dirs[slot as usize].first_dir;
+            while child != NONE {
+                let dir = &self.dirs[child as usize];
+                let next = dir.next;
+                let hash = child_hash(slot, false, self.name_of(dir.name));
+                let mut children = std::mem::take(&mut self.children);
+                children.remove(hash, child, self.child_rehash());
+                self.children = children;
+                self.dirs[child as usize].parent = NONE;
+                job.stack.push(self.id_of(child));
+                child = next;
+            }
+            self.dirs[slot as usize].first_dir = NONE;
+            let wd = self.clear_wd(slot);
+            if wd != 0 {
+                self.dropped_wds.push(wd);
+            }
+            while self.dirs[slot as usize].first_file != NONE {
+                handled += 1;
+                let file = self.dirs[slot as usize].first_file;
+                self.remove_file(file);
+            }
+            self.free_dir(slot);
+        }
+        if job.stack.is_empty() {
+            if let Some(volume) = self.volumes.get_mut(job.number as usize) {
+                *volume = None;
+            }
+            self.maybe_compact();
+            self.trim();
+        }
+        handled
     }
 
     /// Removes the watches of dropped volumes that no directory took over.
     pub fn release_dropped(&mut self) {
-        for wd in std::mem::take(&mut self.dropped_wds) {
+        while self.release_dropped_step(usize::MAX) > 0 {}
+    }
+
+    /// `release_dropped` for up to `budget` watches (one syscall each); returns how many.
+    pub fn release_dropped_step(&mut self, budget: usize) -> usize {
+        let mut handled = 0;
+        while handled < budget {
+            let Some(wd) = self.dropped_wds.pop() else { break };
+            handled += 1;
             if self.dir_of_wd_slot(wd).is_none() {
                 self.retired.insert(wd);
                 self.rm_watch(wd);
             }
         }
+        if self.dropped_wds.is_empty() {
+            self.dropped_wds = Vec::new();
+        }
+        handled
     }
 
     // --- arenas -----------------------------------------------------------------------
@@ -617,31 +735,14 @@ impl LiveIndex {
     /// Removes `id` and everything below it: unwatched (the watches removed), files unlinked.
     /// Returns the media files that were under it as (path below `id`, inode) when `collect`.
     pub fn remove_subtree(&mut self, id: Id, collect: bool) -> Vec<(Vec<u8>, u64)> {
-        self.remove_tree(id, collect, false, None)
-            .unwrap_or_default()
-    }
-
-    /// `remove_subtree`; `drop`: the watches are kept for `release_dropped` instead of removed.
-    fn remove_tree(
-        &mut self,
-        id: Id,
-        collect: bool,
-        drop: bool,
-        cancel: Option<&AtomicBool>,
-    ) -> Result<Vec<(Vec<u8>, u64)>, Cancelled> {
         let mut removed = Vec::new();
         let Some(top) = self.slot(id) else {
-            return Ok(removed);
+            return removed;
         };
         self.unlink_dir(top);
         let mut stack: Vec<(u32, Vec<u8>)> = vec![(top, Vec::new())];
-        let mut steps = 0usize;
         while let Some((slot, below)) = stack.pop() {
-            steps += 1;
-            if steps & 1023 == 0 && cancel.is_some_and(|cancel| cancel.load(Ordering::Relaxed)) {
-                return Err(Cancelled);
-            }
-            let mut child = self.dirs[slot as usize].first_dir;
+        let mut child = self.dirs[slot as usize].first_dir;
             while child != NONE {
                 let dir = &self.dirs[child as usize];
                 let next = dir.next;
@@ -660,14 +761,7 @@ impl LiveIndex {
                 child = next;
             }
             self.dirs[slot as usize].first_dir = NONE;
-            if drop {
-                let wd = self.clear_wd(slot);
-                if wd != 0 {
-                    self.dropped_wds.push(wd);
-                }
-            } else {
-                self.unwatch_slot(slot);
-            }
+            self.unwatch_slot(slot);
             while self.dirs[slot as usize].first_file != NONE {
                 let file = self.dirs[slot as usize].first_file;
                 if collect {
@@ -679,7 +773,7 @@ impl LiveIndex {
             self.free_dir(slot);
         }
         self.maybe_compact();
-        Ok(removed)
+        removed
     }
 
     // --- watches ----------------------------------------------------------------------
@@ -1069,7 +1163,8 @@ impl LiveIndex {
     /// index: its directories become subdirectories with their watches, its media files links.
     /// A directory whose watch is already another directory's (moved there, its move not read
     /// yet) is left out and named in `collisions`; a directory gone since its parent was listed
-    /// is left out. `report`: the media files added are named in `added`.
+    /// is left out. `report`: the media files added are named in `added`. In one call: see
+    /// `merge_start` and `merge_step` for the same merge a slice at a time.
     pub fn merge(
         &mut self,
         top: Id,
@@ -1077,42 +1172,85 @@ impl LiveIndex {
         report: bool,
         cancel: &AtomicBool,
     ) -> Result<Merged, Cancelled> {
-        let mut merged = Merged::default();
-        let Some(top_slot) = self.slot(top) else {
-            merged.gone = true;
-            return Ok(merged);
+        let mut job = self.merge_start(top, listing, report);
+        while !job.done {
+            if cancel.load(Ordering::Relaxed) {
+                return Err(Cancelled);
+            }
+            self.merge_step(&mut job, listing, SLICE);
+        }
+        Ok(job.merged)
+    }
+
+    /// A merge of `listing` into `top` to be carried out by `merge_step`: O(1) but for room
+    /// made in the arenas and tables for the whole listing (grown by doubling, the arenas of a
+    /// volume's listing would keep up to half of their capacity unused, and each table growth
+    /// would rehash it all again).
+    pub fn merge_start(&mut self, top: Id, listing: &Listing, report: bool) -> MergeJob {
+        let mut job = MergeJob {
+            top,
+            report,
+            ids: Vec::new(),
+            next_file: 0,
+            done: true,
+            merged: Merged::default(),
         };
+        if self.slot(top).is_none() {
+            job.merged.gone = true;
+            return job;
+        }
         if listing.gone {
             self.remove_subtree(top, false);
-            merged.gone = true;
-            return Ok(merged);
+            job.merged.gone = true;
+            return job;
         }
-        let gone =
-            |errno: Errno| errno == libc::ENOENT || errno == libc::ENOTDIR || errno == libc::ELOOP;
-        // Room for the whole listing at once: grown by doubling, the arenas of a volume's
-        // listing would keep up to half of their capacity unused.
         self.dirs.reserve(listing.dirs.len());
         self.files.reserve(listing.files.len());
         self.names.reserve(listing.names.len());
-        let mut slots: Vec<u32> = Vec::with_capacity(listing.dirs.len());
-        for (index, listed) in listing.dirs.iter().enumerate() {
-            if index & 4095 == 4095 && cancel.load(Ordering::Relaxed) {
-                return Err(Cancelled);
-            }
+        let mut children = std::mem::take(&mut self.children);
+        children.reserve(listing.dirs.len() + listing.files.len(), self.child_rehash());
+        self.children = children;
+        job.ids = Vec::with_capacity(listing.dirs.len());
+        job.done = false;
+        job
+    }
+
+    /// Merges up to `budget` more entries (directories, then media files) of the job's
+    /// listing; returns the entries handled. Between two steps the index may change: a
+    /// directory of the listing merged already and removed since (its id stale) takes what is
+    /// below it out of the merge; one moved since receives the rest of its content where it
+    /// is now; one created since under a listed name is merged into. Events of the tree being
+    /// merged are still best applied after the merge: one about a directory not merged yet
+    /// finds nothing to change, and the merge then adds the directory as it was listed.
+    pub fn merge_step(&mut self, job: &mut MergeJob, listing: &Listing, budget: usize) -> usize {
+        let gone =
+            |errno: Errno| errno == libc::ENOENT || errno == libc::ENOTDIR || errno == libc::ELOOP;
+        let report = job.report;
+        let mut handled = 0;
+        while handled < budget && job.ids.len() < listing.dirs.len() && !job.done {
+            handled += 1;
+            let listed = &listing.dirs[job.ids.len()];
             let parent = if listed.parent == NO_PARENT {
                 None
             } else {
-                match slots[listed.parent as usize] {
-                    NONE => {
-                        slots.push(NONE); // below a directory left out
+                match self.slot(job.ids[listed.parent as usize]) {
+                    None => {
+                        job.ids.push(LEFT_OUT); // below a directory left out, or removed since
                         continue;
                     }
-                    slot => Some(slot),
+                    slot => slot,
                 }
             };
             let name = listing.name(listed.name);
             let slot = match parent {
-                None => top_slot,
+                None => match self.slot(job.top) {
+                    Some(top) => top,
+                    None => {
+                        job.merged.gone = true;
+                        self.finish_merge(job);
+                        break;
+                    }
+                },
                 Some(parent) => match self.find_subdir(parent, name) {
                     Some(existing) => existing,
                     None => {
@@ -1124,6 +1262,7 @@ impl LiveIndex {
                     }
                 },
             };
+            let top = parent.is_none();
             let wd = match listed.watch {
                 Watch::Wd(wd) => wd,
                 _ => 0,
@@ -1142,13 +1281,13 @@ impl LiveIndex {
                 }
             }
             let collision = holder.is_some_and(|holder| holder != slot);
-            if collision || (is_gone && parent.is_some()) {
+            if collision || (is_gone && !top) {
                 // Gone since its parent was listed, or the same directory reached twice: left
                 // out (its own events, or the other directory, tell the rest).
                 let dir_parent = self.dirs[slot as usize].parent;
                 if report && collision && dir_parent != NONE {
                     let own_name = self.name_of(self.dirs[slot as usize].name).to_vec();
-                    merged.collisions.push((
+                    job.merged.collisions.push((
                         self.id_of(dir_parent),
                         own_name,
                         self.id_of(holder.unwrap_or(NONE)),
@@ -1156,39 +1295,42 @@ impl LiveIndex {
                 }
                 let id = self.id_of(slot);
                 self.remove_subtree(id, false);
-                slots.push(NONE);
-                if slot == top_slot {
+                if top {
+                    self.finish_merge(job); // nothing of it is merged
                     break;
                 }
+                job.ids.push(LEFT_OUT);
                 continue;
             }
             let id = self.id_of(slot);
             if wd > 0 && !is_gone {
                 self.set_wd_slot(slot, wd);
             } else {
-                merged.unwatched += 1;
+                job.merged.unwatched += 1;
                 self.mark_unwatched(id);
                 if let Watch::Failed(errno) = listed.watch {
-                    merged.errors.push((errno, true, id));
+                    job.merged.errors.push((errno, true, id));
                 }
             }
             if listed.read_error != 0 {
-                merged.errors.push((listed.read_error, false, id));
+                job.merged.errors.push((listed.read_error, false, id));
             } else {
-                merged.directories += 1;
+                job.merged.directories += 1;
             }
-            slots.push(slot);
+            job.ids.push(id);
         }
-        for (index, listed) in listing.files.iter().enumerate() {
-            if index & 4095 == 4095 && cancel.load(Ordering::Relaxed) {
-                return Err(Cancelled);
-            }
-            let Some(&dir) = slots.get(listed.dir as usize) else {
+        while handled < budget && job.next_file < listing.files.len() && !job.done {
+            handled += 1;
+            let at = job.next_file;
+            job.next_file += 1;
+            let listed = &listing.files[at];
+            let Some(dir) = job
+                .ids
+                .get(listed.dir as usize)
+                .and_then(|&id| self.slot(id))
+            else {
                 continue;
             };
-            if dir == NONE {
-                continue;
-            }
             let name = listing.name(listed.name);
             if report && self.find_file(dir, name).is_some() {
                 continue;
@@ -1196,13 +1338,21 @@ impl LiveIndex {
             let stamp = stamp(listed.size, listed.mtime_ns, listed.nlink);
             self.add_link_slot(dir, name, listed.ino, stamp);
             if report {
-                merged.added.push((self.id_of(dir), index as u32));
+                job.merged.added.push((self.id_of(dir), at as u32));
             }
         }
-        if !report {
+        if !job.done && job.ids.len() == listing.dirs.len() && job.next_file == listing.files.len()
+        {
+            self.finish_merge(job);
+        }
+        handled
+    }
+
+    fn finish_merge(&mut self, job: &mut MergeJob) {
+        job.done = true;
+        if !job.report {
             self.trim(); // a volume's listing, not one directory's
         }
-        Ok(merged)
     }
 
     /// Gives back what big changes (a listing merged, a volume dropped) left unused: the slack
@@ -1217,6 +1367,135 @@ impl LiveIndex {
         unsafe {
             libc::malloc_trim(0);
         }
+    }
+}
+
+/// The index behind one lock, shared by a thread that merges or drops whole trees (a listing
+/// thread) and one that handles events (which must never wait long). Whole-tree work takes the
+/// lock for one slice (`slice` entries) at a time, and lets any thread waiting for the lock in
+/// before it takes it again: a plain mutex would let it barge back in and starve the waiter.
+pub struct SharedIndex {
+    inner: Mutex<LiveIndex>,
+    /// Threads in `lock` waiting for the lock.
+    waiting: AtomicUsize,
+    slice: AtomicUsize,
+    /// Entries handled by sliced work so far, and the most one hold of the lock handled.
+    handled: AtomicUsize,
+    longest_hold: AtomicUsize,
+}
+
+impl SharedIndex {
+    pub fn new(index: LiveIndex) -> SharedIndex {
+        SharedIndex {
+            inner: Mutex::new(index),
+            waiting: AtomicUsize::new(0),
+            slice: AtomicUsize::new(SLICE),
+            handled: AtomicUsize::new(0),
+            longest_hold: AtomicUsize::new(0),
+        }
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, LiveIndex> {
+        self.lock_counted().0
+    }
+
+    /// `lock`, and how many entries sliced work handled while this thread waited for it.
+    pub fn lock_counted(&self) -> (MutexGuard<'_, LiveIndex>, usize) {
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let before = self.handled.load(Ordering::SeqCst);
+        let guard = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        let after = self.handled.load(Ordering::SeqCst);
+        (guard, after - before)
+    }
+
+    /// The lock if it is free now.
+    pub fn try_lock(&self) -> Option<MutexGuard<'_, LiveIndex>> {
+        match self.inner.try_lock() {
+            Ok(guard) => Some(guard),
+            Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
+        }
+    }
+
+    /// Entries sliced work handles per hold of the lock (at least 1).
+    pub fn set_slice(&self, entries: usize) {
+        self.slice.store(entries.max(1), Ordering::Relaxed);
+    }
+
+    pub fn slice(&self) -> usize {
+        self.slice.load(Ordering::Relaxed)
+    }
+
+    /// The most entries one hold of the lock by sliced work handled.
+    pub fn longest_hold(&self) -> usize {
+        self.longest_hold.load(Ordering::Relaxed)
+    }
+
+    /// Runs `step` (given the index and a budget, it returns the entries it handled) one slice
+    /// per hold of the lock until `done`, the lock given to waiting threads in between.
+    fn sliced<J>(
+        &self,
+        job: &mut J,
+        cancel: &AtomicBool,
+        done: impl Fn(&J) -> bool,
+        mut step: impl FnMut(&mut LiveIndex, &mut J, usize) -> usize,
+    ) -> Result<(), Cancelled> {
+        loop {
+            while self.waiting.load(Ordering::SeqCst) > 0 {
+                std::thread::yield_now();
+            }
+            let mut index = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+            if done(job) {
+                return Ok(());
+            }
+            if cancel.load(Ordering::Relaxed) {
+                return Err(Cancelled);
+            }
+            let handled = step(&mut index, job, self.slice());
+            self.longest_hold.fetch_max(handled, Ordering::Relaxed);
+            self.handled.fetch_add(handled, Ordering::SeqCst);
+            drop(index);
+        }
+    }
+
+    /// `LiveIndex::merge`, a slice per hold of the lock.
+    pub fn merge(
+        &self,
+        top: Id,
+        listing: &Listing,
+        report: bool,
+        cancel: &AtomicBool,
+    ) -> Result<Merged, Cancelled> {
+        let mut job = self.lock().merge_start(top, listing, report);
+        self.sliced(&mut job, cancel, MergeJob::done, |index, job, budget| {
+            index.merge_step(job, listing, budget)
+        })?;
+        Ok(job.merged)
+    }
+
+    /// `LiveIndex::drop_volume`, a slice per hold of the lock.
+    pub fn drop_volume(&self, number: u32, cancel: &AtomicBool) -> Result<(), Cancelled> {
+        let mut job = self.lock().drop_start(number);
+        self.sliced(&mut job, cancel, DropJob::done, |index, job, budget| {
+            index.drop_step(job, budget)
+        })
+    }
+
+    /// `LiveIndex::release_dropped`, a slice per hold of the lock.
+    pub fn release_dropped(&self) {
+        let mut finished = false;
+        let never = AtomicBool::new(false);
+        let _ = self.sliced(
+            &mut finished,
+            &never,
+            |finished| *finished,
+            |index, finished, budget| {
+                let handled = index.release_dropped_step(budget);
+                *finished = handled < budget;
+                handled
+            },
+        );
     }
 }
 

@@ -777,10 +777,11 @@ fn text(name: &[u8]) -> String {
 }
 
 /// The live watcher's index of its volumes (`crate::liveindex`), behind one lock: the listing
-/// thread merges into it with the interpreter detached while the trio thread only reads events.
+/// thread merges into it (and frees dropped volumes) with the interpreter detached, a slice at
+/// a time, while the trio thread handles events.
 #[pyclass(frozen, module = "scanarr._native", name = "LiveIndex")]
 pub struct PyLiveIndex {
-    inner: std::sync::Mutex<liveindex::LiveIndex>,
+    inner: liveindex::SharedIndex,
     cancel: std::sync::atomic::AtomicBool,
     /// `owned_count` when last read: what the trio thread gets (for metrics) while a merge holds
     /// the lock, instead of waiting for it.
@@ -789,9 +790,7 @@ pub struct PyLiveIndex {
 
 impl PyLiveIndex {
     fn lock(&self) -> std::sync::MutexGuard<'_, liveindex::LiveIndex> {
-        self.inner
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.inner.lock()
     }
 }
 
@@ -801,7 +800,7 @@ impl PyLiveIndex {
     #[pyo3(signature = (inotify_fd = -1))]
     fn new(inotify_fd: i32) -> PyLiveIndex {
         PyLiveIndex {
-            inner: std::sync::Mutex::new(liveindex::LiveIndex::new(inotify_fd)),
+            inner: liveindex::SharedIndex::new(liveindex::LiveIndex::new(inotify_fd)),
             cancel: std::sync::atomic::AtomicBool::new(false),
             owned_seen: std::sync::atomic::AtomicUsize::new(0),
         }
@@ -832,11 +831,33 @@ impl PyLiveIndex {
 
     /// Frees a volume with the interpreter detached; False when cancelled.
     fn drop_volume(&self, py: Python<'_>, volume: u32) -> bool {
-        py.detach(|| self.lock().drop_volume(volume, &self.cancel).is_ok())
+        py.detach(|| self.inner.drop_volume(volume, &self.cancel).is_ok())
     }
 
-    fn release_dropped(&self) {
-        self.lock().release_dropped();
+    /// Removes the watches of dropped volumes no directory took over (one syscall each), with
+    /// the interpreter detached.
+    fn release_dropped(&self, py: Python<'_>) {
+        py.detach(|| self.inner.release_dropped());
+    }
+
+    /// Entries (listed directories and files, freed ones, dropped watches) `merge`,
+    /// `drop_volume` and `release_dropped` handle per hold of the lock: what another thread
+    /// waits for them at most.
+    #[getter]
+    fn get_slice(&self) -> usize {
+        self.inner.slice()
+    }
+
+    #[setter]
+    fn set_slice(&self, entries: usize) {
+        self.inner.set_slice(entries);
+    }
+
+    /// The most entries one hold of the lock by `merge`, `drop_volume` or `release_dropped`
+    /// handled so far (for tests and benchmarks).
+    #[getter]
+    fn longest_hold(&self) -> usize {
+        self.inner.longest_hold()
     }
 
     fn watches(&self, volume: u32) -> u32 {
@@ -963,13 +984,12 @@ impl PyLiveIndex {
     fn owned_count(&self) -> usize {
         use std::sync::atomic::Ordering::Relaxed;
         match self.inner.try_lock() {
-            Ok(index) => {
+            Some(index) => {
                 let count = index.owned_count();
                 self.owned_seen.store(count, Relaxed);
                 count
             }
-            Err(std::sync::TryLockError::Poisoned(index)) => index.into_inner().owned_count(),
-            Err(std::sync::TryLockError::WouldBlock) => self.owned_seen.load(Relaxed),
+            None => self.owned_seen.load(Relaxed),
         }
     }
 
@@ -1060,7 +1080,7 @@ impl PyLiveIndex {
     ) -> Option<LiveMerge> {
         let merged = {
             let listed = &listing.get().listing;
-            py.detach(|| self.lock().merge(top, listed, report, &self.cancel))
+            py.detach(|| self.inner.merge(top, listed, report, &self.cancel))
         };
         merged.ok().map(|merged| LiveMerge { merged, listing })
     }

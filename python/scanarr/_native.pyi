@@ -262,8 +262,16 @@ class LiveIndex:
 
     A directory is named by an id packing its slot and the slot's generation: once the directory
     is removed its id is stale (`is_live` False, lookups give None). Names are UTF-8 `str`.
-    `merge` and `drop_volume` run with the GIL released; every other call is short."""
+    `merge`, `drop_volume` and `release_dropped` run with the GIL released and take the index's
+    lock for `slice` entries at a time, letting a thread waiting for it in between: another
+    thread's call waits for at most one slice. Every other call is short."""
 
+    slice: int
+    """Entries (listed directories and files, freed ones, dropped watches) handled per hold of
+    the lock by `merge`, `drop_volume` and `release_dropped` (4096)."""
+    @property
+    def longest_hold(self) -> int:
+        """The most entries one hold of the lock by those calls handled so far."""
     def __new__(cls, inotify_fd: int = ...) -> LiveIndex:
         """`inotify_fd`: the instance whose watches removed directories lose (-1: none)."""
     @staticmethod
