@@ -466,10 +466,14 @@ impl LiveIndex {
             if wd != 0 {
                 self.dropped_wds.push(wd);
             }
-            while self.dirs[slot as usize].first_file != NONE {
+            while self.dirs[slot as usize].first_file != NONE && handled < budget {
                 handled += 1;
                 let file = self.dirs[slot as usize].first_file;
                 self.remove_file(file);
+            }
+            if self.dirs[slot as usize].first_file != NONE {
+                job.stack.push(id); // a directory of many files: the rest in the next step
+                break;
             }
             self.free_dir(slot);
         }
@@ -492,7 +496,9 @@ impl LiveIndex {
     pub fn release_dropped_step(&mut self, budget: usize) -> usize {
         let mut handled = 0;
         while handled < budget {
-            let Some(wd) = self.dropped_wds.pop() else { break };
+            let Some(wd) = self.dropped_wds.pop() else {
+                break;
+            };
             handled += 1;
             if self.dir_of_wd_slot(wd).is_none() {
                 self.retired.insert(wd);
@@ -742,7 +748,7 @@ impl LiveIndex {
         self.unlink_dir(top);
         let mut stack: Vec<(u32, Vec<u8>)> = vec![(top, Vec::new())];
         while let Some((slot, below)) = stack.pop() {
-        let mut child = self.dirs[slot as usize].first_dir;
+            let mut child = self.dirs[slot as usize].first_dir;
             while child != NONE {
                 let dir = &self.dirs[child as usize];
                 let next = dir.next;
@@ -1208,7 +1214,10 @@ impl LiveIndex {
         self.files.reserve(listing.files.len());
         self.names.reserve(listing.names.len());
         let mut children = std::mem::take(&mut self.children);
-        children.reserve(listing.dirs.len() + listing.files.len(), self.child_rehash());
+        children.reserve(
+            listing.dirs.len() + listing.files.len(),
+            self.child_rehash(),
+        );
         self.children = children;
         job.ids = Vec::with_capacity(listing.dirs.len());
         job.done = false;

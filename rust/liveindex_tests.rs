@@ -312,3 +312,324 @@ fn a_listing_is_merged_with_its_watches_links_and_collisions() {
     // SAFETY: we own the descriptor.
     unsafe { libc::close(fd) };
 }
+
+// --- merges and drops a slice at a time ---------------------------------------------------
+
+use crate::livelist::{ListedDir, ListedFile, Name};
+
+/// A generated listing: `shows` shows of `seasons` seasons of `episodes` media files each (and
+/// a poster per show), every directory watched (wd from `first_wd` on).
+fn generated(shows: usize, seasons: usize, episodes: usize, first_wd: i32) -> Listing {
+    let mut listing = Listing::default();
+    let name = |listing: &mut Listing, text: String| {
+        let start = listing.names.len() as u32;
+        listing.names.extend_from_slice(text.as_bytes());
+        Name {
+            start,
+            len: text.len() as u32,
+        }
+    };
+    let mut wd = first_wd;
+    let mut dir = |listing: &mut Listing, parent: u32, name: Name| {
+        listing.dirs.push(ListedDir {
+            parent,
+            name,
+            watch: Watch::Wd(wd),
+            read_error: 0,
+        });
+        wd += 1;
+        (listing.dirs.len() - 1) as u32
+    };
+    let mut ino = 1000u64;
+    let mut file = |listing: &mut Listing, dir: u32, name: Name| {
+        ino += 1;
+        listing.files.push(ListedFile {
+            dir,
+            name,
+            ino,
+            size: ino * 3,
+            mtime_ns: 7,
+            nlink: 1,
+        });
+    };
+    let top = dir(&mut listing, NO_PARENT, Name::default());
+    for show in 0..shows {
+        let n = name(&mut listing, format!("Show {show}"));
+        let show_dir = dir(&mut listing, top, n);
+        let n = name(&mut listing, "poster.mkv".to_string());
+        file(&mut listing, show_dir, n);
+        for season in 0..seasons {
+            let n = name(&mut listing, format!("Season {season:02}"));
+            let season_dir = dir(&mut listing, show_dir, n);
+            for episode in 0..episodes {
+                let n = name(&mut listing, format!("s{season:02}e{episode:02}.mkv"));
+                file(&mut listing, season_dir, n);
+            }
+        }
+    }
+    listing
+}
+
+/// Everything the index knows below `top`, as sorted lines (paths, watches, files, links).
+fn dump(index: &LiveIndex, volume: u32, top: Id) -> Vec<String> {
+    let mut lines = vec![format!(
+        "dirs={} files={} inodes={} watches={} unwatched={}",
+        index.dir_count(),
+        index.file_count(),
+        index.inode_count(),
+        index.watches(volume),
+        index.unwatched_count(volume)
+    )];
+    let mut stack = vec![top];
+    while let Some(id) = stack.pop() {
+        let at = path(index, id);
+        lines.push(format!(
+            "{at}/ wd={} owned={}",
+            index.wd(id),
+            index.owns(index.wd(id))
+        ));
+        for (name, inode, stamp) in index.files(id) {
+            let links = index.links(7, inode).len();
+            let name = String::from_utf8_lossy(name);
+            lines.push(format!(
+                "{at}/{name} ino={inode} stamp={stamp} links={links}"
+            ));
+        }
+        stack.extend(index.subdirs(id).into_iter().map(|(_, child)| child));
+    }
+    lines.sort();
+    lines
+}
+
+/// Steps `job` until done with `budget` entries per step; returns the steps and the most
+/// entries one step handled.
+fn run_merge(
+    index: &mut LiveIndex,
+    job: &mut MergeJob,
+    listing: &Listing,
+    budget: usize,
+) -> (usize, usize) {
+    let (mut steps, mut most) = (0, 0);
+    while !job.done() {
+        most = most.max(index.merge_step(job, listing, budget));
+        steps += 1;
+    }
+    (steps, most)
+}
+
+#[test]
+fn a_merge_in_slices_equals_the_merge_in_one_call() {
+    let listing = generated(40, 3, 5, 10);
+    let entries = listing.dirs.len() + listing.files.len();
+    let (mut whole, volume, root) = index_with_volume();
+    let merged = whole
+        .merge(root, &listing, false, &AtomicBool::new(false))
+        .unwrap();
+    let expected = dump(&whole, volume, root);
+    assert_eq!(merged.directories, listing.dirs.len());
+    assert_eq!(whole.file_count(), listing.files.len());
+    for budget in [1, 7, 100, entries] {
+        let (mut index, volume, root) = index_with_volume();
+        let mut job = index.merge_start(root, &listing, false);
+        let (steps, most) = run_merge(&mut index, &mut job, &listing, budget);
+        assert!(most <= budget, "{most} entries in one step of {budget}");
+        assert_eq!(steps, entries.div_ceil(budget), "budget {budget}");
+        assert_eq!(dump(&index, volume, root), expected, "budget {budget}");
+        assert_eq!(job.merged.directories, merged.directories);
+    }
+    // Reported: the same files named as added, in the same order.
+    let (mut index, _volume, root) = index_with_volume();
+    let mut job = index.merge_start(root, &listing, true);
+    run_merge(&mut index, &mut job, &listing, 13);
+    let (mut whole, _volume, root) = index_with_volume();
+    let merged = whole
+        .merge(root, &listing, true, &AtomicBool::new(false))
+        .unwrap();
+    assert_eq!(job.merged.added, merged.added);
+    assert_eq!(merged.added.len(), listing.files.len());
+}
+
+/// Merges `listing` into a fresh volume until `show` ("Show 1") and its first season are
+/// merged, nothing below the season yet; returns the index, the volume, its root and the job.
+fn merged_up_to_a_season(listing: &Listing) -> (LiveIndex, u32, Id, MergeJob) {
+    let (mut index, volume, root) = index_with_volume();
+    let mut job = index.merge_start(root, listing, false);
+    // Dirs in listing order: top, Show 0, its 2 seasons, Show 1, its first season...
+    index.merge_step(&mut job, listing, 6);
+    let show = index.subdir(root, b"Show 1").unwrap();
+    assert!(index.subdir(show, b"Season 00").is_some());
+    assert!(index.subdir(show, b"Season 01").is_none(), "not merged yet");
+    assert_eq!(index.file_count(), 0, "no file merged yet");
+    (index, volume, root, job)
+}
+
+#[test]
+fn a_directory_removed_between_slices_takes_its_listing_out_of_the_merge() {
+    let listing = generated(3, 2, 4, 10);
+    let (mut index, volume, root, mut job) = merged_up_to_a_season(&listing);
+    let show = index.subdir(root, b"Show 1").unwrap();
+    let season = index.subdir(show, b"Season 00").unwrap();
+    let season_wd = index.wd(season);
+    // Its IN_DELETE handled between two slices.
+    index.remove_subtree(show, true);
+    assert!(index.is_retired(season_wd), "its watch removed");
+    run_merge(&mut index, &mut job, &listing, 5);
+    // As if merged whole, then removed: nothing of it comes back, the rest is all there.
+    let (mut whole, _volume, whole_root) = index_with_volume();
+    whole
+        .merge(whole_root, &listing, false, &AtomicBool::new(false))
+        .unwrap();
+    let whole_show = whole.subdir(whole_root, b"Show 1").unwrap();
+    whole.remove_subtree(whole_show, true);
+    assert_eq!(index.subdir(root, b"Show 1"), None);
+    assert_eq!(dump(&index, volume, root), dump(&whole, volume, whole_root));
+    assert_eq!(index.file_count(), 2 * (1 + 2 * 4));
+}
+
+#[test]
+fn a_directory_moved_between_slices_gets_the_rest_of_its_listing_where_it_is() {
+    let listing = generated(3, 2, 4, 10);
+    let (mut index, volume, root, mut job) = merged_up_to_a_season(&listing);
+    let show = index.subdir(root, b"Show 1").unwrap();
+    let other = index.subdir(root, b"Show 0").unwrap();
+    // Its IN_MOVED_FROM/IN_MOVED_TO handled between two slices: Show 1 → Show 0/Spin-off.
+    assert!(index.move_dir(show, other, b"Spin-off"));
+    run_merge(&mut index, &mut job, &listing, 5);
+    let (mut whole, _volume, whole_root) = index_with_volume();
+    whole
+        .merge(whole_root, &listing, false, &AtomicBool::new(false))
+        .unwrap();
+    let whole_show = whole.subdir(whole_root, b"Show 1").unwrap();
+    let whole_other = whole.subdir(whole_root, b"Show 0").unwrap();
+    assert!(whole.move_dir(whole_show, whole_other, b"Spin-off"));
+    assert_eq!(dump(&index, volume, root), dump(&whole, volume, whole_root));
+    assert_eq!(path(&index, show), "Show 0/Spin-off");
+    assert_eq!(
+        index.files(index.subdir(show, b"Season 01").unwrap()).len(),
+        4,
+        "merged below its new place"
+    );
+}
+
+#[test]
+fn a_directory_created_between_slices_under_a_listed_name_is_merged_into() {
+    let listing = generated(3, 2, 4, 10);
+    let (mut index, volume, root, mut job) = merged_up_to_a_season(&listing);
+    let show = index.subdir(root, b"Show 1").unwrap();
+    // Its IN_CREATE handled between two slices (it is in the listing too: created after its
+    // parent's watch, before its parent was read).
+    let created = index.new_subdir(show, b"Season 01").unwrap();
+    run_merge(&mut index, &mut job, &listing, 5);
+    assert_eq!(
+        index.subdir(show, b"Season 01"),
+        Some(created),
+        "one directory"
+    );
+    let (mut whole, _volume, whole_root) = index_with_volume();
+    whole
+        .merge(whole_root, &listing, false, &AtomicBool::new(false))
+        .unwrap();
+    assert_eq!(dump(&index, volume, root), dump(&whole, volume, whole_root));
+}
+
+#[test]
+fn a_top_removed_between_slices_ends_the_merge() {
+    let listing = generated(3, 2, 4, 10);
+    let (mut index, volume, root) = index_with_volume();
+    let top = index.new_subdir(root, b"Moved in").unwrap();
+    let mut job = index.merge_start(top, &listing, true);
+    index.merge_step(&mut job, &listing, 4);
+    index.remove_subtree(top, true);
+    run_merge(&mut index, &mut job, &listing, 4);
+    assert!(job.merged.added.is_empty());
+    assert_eq!(index.dir_count(), 1, "only the root left");
+    assert_eq!((index.file_count(), index.inode_count()), (0, 0));
+    assert_eq!(index.watches(volume), 0);
+    // A top removed before the merge starts: gone.
+    let job = index.merge_start(top, &listing, true);
+    assert!(job.done() && job.merged.gone);
+}
+
+#[test]
+fn a_volume_dropped_in_slices_leaves_nothing_and_its_watches_to_release() {
+    let listing = generated(30, 2, 50, 10);
+    let (mut index, volume, root) = index_with_volume();
+    index
+        .merge(root, &listing, false, &AtomicBool::new(false))
+        .unwrap();
+    let (other, other_root) = index.add_volume(7);
+    let film = index.new_subdir(other_root, b"Film").unwrap();
+    index.add_link(film, b"film.mkv", 1001, 5); // a link of the dropped volume's first file
+    let mut job = index.drop_start(volume);
+    let mut most = 0;
+    let mut steps = 0;
+    while !job.done() {
+        most = most.max(index.drop_step(&mut job, 64));
+        steps += 1;
+        if steps == 3 {
+            // Between two steps: another volume listed takes over the watch of a directory
+            // not freed yet (the same directory, reached from the other volume).
+            let wd = 10 + listing.dirs.len() as i32 - 1;
+            assert!(index.dir_of_wd(wd).is_some(), "not freed yet");
+            index.set_wd(film, wd);
+        }
+    }
+    assert!(most <= 64, "{most}");
+    assert!(steps > (listing.dirs.len() + listing.files.len()) / 64);
+    assert!(!index.is_live(root) && index.root(volume).is_none());
+    assert_eq!(index.dir_count(), 2);
+    assert_eq!(
+        index.links(7, 1001).len(),
+        1,
+        "the other volume's link kept"
+    );
+    let kept = index.wd(film);
+    index.release_dropped();
+    assert!(index.owns(kept) && !index.is_retired(kept));
+    assert_eq!(index.owned_count(), 1, "every other watch released");
+    assert_eq!(index.watches(other), 1);
+}
+
+#[test]
+fn another_thread_waits_for_at_most_one_slice_of_a_merge_or_a_drop() {
+    let listing = generated(2000, 4, 12, 10);
+    let entries = listing.dirs.len() + listing.files.len();
+    let (index, volume, root) = index_with_volume();
+    let shared = SharedIndex::new(index);
+    shared.set_slice(1000);
+    let done = AtomicBool::new(false);
+    let never = AtomicBool::new(false);
+    let (waits, intermediate) = std::thread::scope(|scope| {
+        let observer = scope.spawn(|| {
+            // The event thread: takes the lock again and again, as events come.
+            let (mut longest, mut intermediate) = (0, 0);
+            while !done.load(Ordering::SeqCst) {
+                let (index, waited) = shared.lock_counted();
+                longest = longest.max(waited);
+                if index.file_count() > 0 && index.file_count() < listing.files.len() {
+                    intermediate += 1;
+                }
+                drop(index);
+                std::thread::sleep(std::time::Duration::from_micros(50));
+            }
+            (longest, intermediate)
+        });
+        shared.merge(root, &listing, false, &never).unwrap();
+        shared.drop_volume(volume, &never).unwrap();
+        done.store(true, Ordering::SeqCst);
+        observer.join().unwrap()
+    });
+    assert!(waits <= 1000, "waited for {waits} entries of {entries}");
+    assert!(shared.longest_hold() <= 1000, "{}", shared.longest_hold());
+    assert!(intermediate > 0, "the lock was taken between slices");
+    let index = shared.lock();
+    assert_eq!((index.dir_count(), index.file_count()), (0, 0));
+    assert_eq!(
+        index.owned_count(),
+        listing.dirs.len(),
+        "watches wait for release"
+    );
+    drop(index);
+    shared.release_dropped();
+    assert_eq!(shared.lock().owned_count(), 0);
+}
