@@ -258,7 +258,7 @@ async def test_a_watcher_run_again_registers_again(nursery: trio.Nursery, tmp_pa
     async def emit(event: Any) -> None:
         created.append(event.relative_path)
 
-    watcher = LiveWatcher(emit, lambda volume_id, reason: None, backend="fanotify", debounce=0.05)
+    watcher = LiveWatcher(emit, lambda *_rescan: None, backend="fanotify", debounce=0.05)
     watcher.set_volumes([WatchPath(id="v", path=str(root))], ["mkv"])
     for number in range(2):
         async with trio.open_nursery() as inner:
@@ -292,7 +292,7 @@ async def main():
     events = []
     async def emit(event):
         events.append(event.relative_path)
-    watcher = LiveWatcher(emit, lambda volume_id, reason: None, debounce=0.05, backend=backend)
+    watcher = LiveWatcher(emit, lambda *_rescan: None, debounce=0.05, backend=backend)
     async with trio.open_nursery() as nursery:
         await nursery.start(watcher.run)
         watcher.set_volumes([WatchPath(id="v", path=root)], ["mkv"])
