@@ -40,6 +40,7 @@ import platform
 import re
 import threading
 from collections.abc import Callable, Iterable, Mapping
+from typing import Literal
 
 import trio
 from prometheus_client import (
@@ -86,6 +87,8 @@ SCAN_DURATION_BUCKETS: tuple[float, ...] = (
 LABEL_VALUES_LIMIT = 32
 OTHER_LABEL = "other"
 
+# How a message from the API was handled (`Metrics.command_done`).
+CommandResult = Literal["ok", "error", "malformed", "unsupported", "unknown"]
 # (host, port): host None listens on every interface.
 MetricsAddress = tuple[str | None, int]
 # () → (ready, why): the body of /readyz says why.
@@ -198,7 +201,6 @@ class Metrics:
             registry=registry,
         )
         self._types = _LabelFolder()
-        self._results = _LabelFolder()
 
     # --- what the agent calls --------------------------------------------------------------
 
@@ -224,8 +226,8 @@ class Metrics:
         if isinstance(message, ScanCompleted):
             self.scan_finished(message.duration_ms / 1000, message.total_files)
 
-    def command_done(self, command_type: str, result: str) -> None:
-        self.commands.labels(self._types(command_type), self._results(result)).inc()
+    def command_done(self, command_type: str, result: CommandResult) -> None:
+        self.commands.labels(self._types(command_type), result).inc()
 
     def scan_finished(self, duration_seconds: float, files: int) -> None:
         self.scan_duration.observe(max(duration_seconds, 0.0))
