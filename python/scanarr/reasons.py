@@ -14,8 +14,8 @@ import enum
 from collections.abc import Callable
 
 
-class RescanReason(enum.Enum):
-    """Why a volume is rescanned without the API asking (`text`, `label`)."""
+class _Reason(enum.Enum):
+    """A member is (`text`, `label`)."""
 
     text: str
     label: str
@@ -23,6 +23,10 @@ class RescanReason(enum.Enum):
     def __init__(self, text: str, label: str) -> None:
         self.text = text
         self.label = label
+
+
+class RescanReason(_Reason):
+    """Why a volume is rescanned without the API asking."""
 
     # The live watcher's.
     OVERFLOW = ("event queue overflow", "event_queue_overflow")  # the log names the backend
@@ -46,15 +50,8 @@ class RescanReason(enum.Enum):
         return self.text if detail is None else f"{self.text}: {detail}"
 
 
-class DroppedEvents(enum.Enum):
-    """Why a live event was not delivered as an event (a rescan covers it): (`text`, `label`)."""
-
-    text: str
-    label: str
-
-    def __init__(self, text: str, label: str) -> None:
-        self.text = text
-        self.label = label
+class DroppedEvents(_Reason):
+    """Why a live event was not delivered as an event (a rescan covers it)."""
 
     NO_STORE = ("disconnected without an offline queue", "disconnected_without_an_offline_queue")
     STORE_FULL = ("offline queue full", "offline_queue_full")

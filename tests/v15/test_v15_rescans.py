@@ -3,30 +3,16 @@
 from __future__ import annotations
 
 import shutil
-import socket
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 
+from helpers.http import free_port, get_text
 from scanarr.dev_api import ReceivedMessage
 from scanarr.dev_api_v15 import DevApiV15Server
 from v15_support import approved_watch, go_environment, serve_v15, stop_watch
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _get(url: str) -> str:
-    with urllib.request.urlopen(url, timeout=5) as response:
-        text: str = response.read().decode()
-        return text
 
 
 def _rescans(api: DevApiV15Server) -> list[ReceivedMessage]:
@@ -39,7 +25,7 @@ async def test_a_lost_root_is_told_to_the_ui_in_words_and_counted_under_its_labe
 ) -> None:
     movies = make_volume("movies", {"a.mkv": 1})
     api = await serve_v15(nursery, watch_paths=[str(movies)], log_level="warn")
-    port = _free_port()
+    port = free_port()
     environment = go_environment(
         api.url,
         state_file,
@@ -52,7 +38,7 @@ async def test_a_lost_root_is_told_to_the_ui_in_words_and_counted_under_its_labe
             await api.wait_for_type("scan.completed", path=str(movies))
             shutil.rmtree(movies)
             await api.wait_until(lambda: bool(_rescans(api)))
-        metrics = await trio.to_thread.run_sync(_get, f"http://127.0.0.1:{port}/metrics")
+        metrics = await trio.to_thread.run_sync(get_text, f"http://127.0.0.1:{port}/metrics")
     finally:
         await stop_watch(process)
     [rescan] = _rescans(api)
