@@ -78,6 +78,7 @@ from scanarr.live import LiveEvent, LiveWatcher
 from scanarr.live.filters import MediaFilter
 from scanarr.live.tree import InodeIndex, VolumeTree
 from scanarr.protocol import FileCreated, WatcherConfig, WatchPath
+from scanarr.reasons import RescanReason
 
 WRITER = r"""
 import os, sys, time
@@ -166,8 +167,8 @@ async def _start_pipeline(
     workdir: Path,
     args: argparse.Namespace,
 ) -> LiveWatcher:
-    def rescan(volume_id: str, reason: str) -> None:
-        arrivals.rescans.append((volume_id, reason))
+    def rescan(volume_id: str, reason: RescanReason, detail: str | None) -> None:
+        arrivals.rescans.append((volume_id, reason.describe(detail)))
 
     if args.direct:
 
@@ -204,9 +205,9 @@ async def _start_pipeline(
         )
     )
 
-    def request_rescan(volume_id: str, reason: str) -> None:
-        rescan(volume_id, reason)
-        agent.live.request_rescan(volume_id, reason)
+    def request_rescan(volume_id: str, reason: RescanReason, detail: str | None) -> None:
+        rescan(volume_id, reason, detail)
+        agent.live.request_rescan(volume_id, reason, detail)
 
     watcher = LiveWatcher(agent.live.submit, request_rescan, debounce=args.debounce)
     agent.volumes.add_listener(
@@ -342,7 +343,7 @@ def bench_watch_memory(args: argparse.Namespace) -> dict[str, Any]:
             async def emit(event: LiveEvent) -> None:
                 pass
 
-            def rescan(volume_id: str, reason: str) -> None:
+            def rescan(volume_id: str, reason: RescanReason, detail: str | None) -> None:
                 pass
 
             watcher = LiveWatcher(emit, rescan)
@@ -754,7 +755,7 @@ async def _moved_in_run(args: argparse.Namespace, source: Path, names: list[str]
     moved = volume / source.name
     try:
         async with trio.open_nursery() as nursery:
-            watcher = LiveWatcher(emit, lambda volume_id, reason: None, debounce=args.debounce)
+            watcher = LiveWatcher(emit, lambda *_rescan: None, debounce=args.debounce)
             await nursery.start(watcher.run)
             watcher.set_volumes([WatchPath(id="v", path=str(volume))], ["mkv"])
             await watcher.wait_applied()

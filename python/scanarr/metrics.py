@@ -20,8 +20,9 @@ a few methods, each safe to call from any thread:
   one in use (the reason is in the log, ``/readyz`` and ``scanarr doctor``).
 
 ``scanarr_inotify_watch_limit`` is read from ``/proc/sys/fs/inotify/max_user_watches`` at each
-scrape. Free-text label values (reasons, types sent by the API) are folded to short snake_case
-words and capped in number (`LABEL_VALUES_LIMIT`), so a misbehaving peer cannot grow the registry.
+scrape. Reasons are labelled with their fixed `label` (`scanarr.reasons`), whatever their text
+says. Free-text label values (types sent by the API) are folded to short snake_case words and
+capped in number (`LABEL_VALUES_LIMIT`), so a misbehaving peer cannot grow the registry.
 
 `MetricsServer` answers ``GET /metrics``, ``/livez`` and ``/readyz`` inside trio (`scanarr.httpd`,
 one request per connection): start it with ``nursery.start(server.serve)``. ``/readyz`` asks a
@@ -39,6 +40,7 @@ import platform
 import re
 import threading
 from collections.abc import Callable, Iterable, Mapping
+from typing import Literal
 
 import trio
 from prometheus_client import (
@@ -55,6 +57,7 @@ from prometheus_client.exposition import choose_encoder
 from scanarr import __version__, httpd, native_version
 from scanarr.config import SettingsError
 from scanarr.protocol import Message, ScanCompleted, frame_type
+from scanarr.reasons import DroppedEvents, RescanReason
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +87,8 @@ SCAN_DURATION_BUCKETS: tuple[float, ...] = (
 LABEL_VALUES_LIMIT = 32
 OTHER_LABEL = "other"
 
+# How a message from the API was handled (`Metrics.command_done`).
+CommandResult = Literal["ok", "error", "malformed", "unsupported", "unknown"]
 # (host, port): host None listens on every interface.
 MetricsAddress = tuple[str | None, int]
 # () → (ready, why): the body of /readyz says why.
@@ -91,7 +96,7 @@ Readiness = Callable[[], tuple[bool, str]]
 
 
 class _LabelFolder:
-    """Turns free text into a bounded set of label values ("watch limit: ..." → "watch_limit")."""
+    """Turns free text into a bounded set of label values ("command.Scan!" → "command.scan")."""
 
     def __init__(self, limit: int = LABEL_VALUES_LIMIT) -> None:
         self._limit = limit
@@ -99,9 +104,7 @@ class _LabelFolder:
         self._lock = threading.Lock()
 
     def __call__(self, text: str) -> str:
-        # Reasons are written "summary: detail"; the summary is the stable part.
-        summary = text.split(":", 1)[0].strip().lower()
-        value = re.sub(r"[^a-z0-9.]+", "_", summary).strip("_")[:48] or "unknown"
+        value = re.sub(r"[^a-z0-9.]+", "_", text.strip().lower()).strip("_")[:48] or "unknown"
         with self._lock:
             if value in self._seen:
                 return value
@@ -198,9 +201,6 @@ class Metrics:
             registry=registry,
         )
         self._types = _LabelFolder()
-        self._results = _LabelFolder()
-        self._reasons = _LabelFolder()
-        self._drop_reasons = _LabelFolder()
 
     # --- what the agent calls --------------------------------------------------------------
 
@@ -226,20 +226,20 @@ class Metrics:
         if isinstance(message, ScanCompleted):
             self.scan_finished(message.duration_ms / 1000, message.total_files)
 
-    def command_done(self, command_type: str, result: str) -> None:
-        self.commands.labels(self._types(command_type), self._results(result)).inc()
+    def command_done(self, command_type: str, result: CommandResult) -> None:
+        self.commands.labels(self._types(command_type), result).inc()
 
     def scan_finished(self, duration_seconds: float, files: int) -> None:
         self.scan_duration.observe(max(duration_seconds, 0.0))
         if files > 0:
             self.scanned_files.inc(files)
 
-    def rescan_requested(self, reason: str) -> None:
-        self.rescans.labels(self._reasons(reason)).inc()
+    def rescan_requested(self, reason: RescanReason) -> None:
+        self.rescans.labels(reason.label).inc()
 
-    def event_dropped(self, reason: str, count: int = 1) -> None:
+    def event_dropped(self, reason: DroppedEvents, count: int = 1) -> None:
         if count > 0:
-            self.events_dropped.labels(self._drop_reasons(reason)).inc(count)
+            self.events_dropped.labels(reason.label).inc(count)
 
     def set_inotify_watches(self, watches: int) -> None:
         self.inotify_watches.set(watches)

@@ -26,6 +26,7 @@ from scanarr.metrics import (
     parse_metrics_address,
 )
 from scanarr.protocol import CommandScan, ScanCompleted, WatcherConfig, WatchPath
+from scanarr.reasons import DroppedEvents, RescanReason
 
 ISSUE_METRICS = (
     "scanarr_build_info",
@@ -171,9 +172,9 @@ async def test_values_move_with_what_the_agent_reports(
     )
     metrics.command_done("command.scan", "ok")
     metrics.command_done("command.files.delete", "error")
-    metrics.rescan_requested("watch limit: part of the volume is not watched")
-    metrics.rescan_requested("inotify queue overflow")
-    metrics.event_dropped("the offline event queue overflowed", 7)
+    metrics.rescan_requested(RescanReason.WATCH_LIMIT)
+    metrics.rescan_requested(RescanReason.OVERFLOW)
+    metrics.event_dropped(DroppedEvents.STORE_FULL, 7)
     metrics.set_inotify_watches(42)
     queue = [1, 2, 3]
     metrics.count_queue_events(lambda: len(queue))
@@ -191,12 +192,56 @@ async def test_values_move_with_what_the_agent_reports(
     assert after['scanarr_commands_total{result="ok",type="command.scan"}'] == 1
     assert after['scanarr_commands_total{result="error",type="command.files.delete"}'] == 1
     assert after['scanarr_rescans_total{reason="watch_limit"}'] == 1
-    assert after['scanarr_rescans_total{reason="inotify_queue_overflow"}'] == 1
-    assert after['scanarr_events_dropped_total{reason="the_offline_event_queue_overflowed"}'] == 7
+    assert after['scanarr_rescans_total{reason="event_queue_overflow"}'] == 1
+    assert after['scanarr_events_dropped_total{reason="offline_queue_full"}'] == 7
     assert after["scanarr_inotify_watches"] == 42
     assert after["scanarr_queue_events"] == 3
     queue.append(4)
     assert (await scrape(server))["scanarr_queue_events"] == 4
+
+
+# The label of each reason, as alerts and dashboards name it (README.md, "Metrics").
+RESCAN_LABELS = {
+    RescanReason.OVERFLOW: "event_queue_overflow",
+    RescanReason.UNKNOWN_WATCH: "event_for_an_unknown_watch",
+    RescanReason.ROOT_LOST: "volume_root_lost",
+    RescanReason.ROOT_BACK: "volume_root_available_again",
+    RescanReason.WATCH_LIMIT: "watch_limit",
+    RescanReason.WATCHES_RESTORED: "every_directory_watched_again",
+    RescanReason.NETWORK: "network_filesystem",
+    RescanReason.NESTED: "nested_volumes_changed",
+    RescanReason.DISCONNECTED: "live_events_while_disconnected",
+    RescanReason.STORE_FULL: "the_offline_event_queue_overflowed",
+    RescanReason.STORE_OVERFLOWED: "the_offline_event_queue_overflowed_while_disconnected",
+}
+
+
+async def test_a_rescan_is_counted_under_its_reasons_label_whatever_its_text_and_detail(
+    nursery: trio.Nursery,
+    dev_api: DevApiServer,
+    start_watcher: Any,
+    make_volume: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The label is the reason's own: neither the wording of its message nor a detail (which
+    may hold a colon, a path...) moves the series an alert is written against."""
+    dev_api.config = one_volume("movies", make_volume("movies", {"a.mkv": b"a"}))
+    agent = await start_watcher()
+    server = MetricsServer(("127.0.0.1", 0), agent.metrics, agent.readiness)
+    await nursery.start(server.serve)
+    detail = "moved to: /volume1/Films: old"
+    for reason in RescanReason:
+        agent.live.request_rescan("movies", reason, detail)
+    samples = await scrape(server)
+    rescans = {
+        key: value for key, value in samples.items() if key.startswith("scanarr_rescans_total{")
+    }
+    assert rescans == {
+        f'scanarr_rescans_total{{reason="{label}"}}': 1 for label in RESCAN_LABELS.values()
+    }
+    logged = [record.getMessage() for record in caplog.records]
+    for reason in RescanReason:
+        assert f"rescanning volume movies: {reason.text}: {detail}" in logged
 
 
 async def test_free_text_labels_stay_bounded(

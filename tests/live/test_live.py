@@ -19,18 +19,7 @@ import pytest
 import trio
 
 from helpers.backends import inotify_only, live_backend_option
-from scanarr.live import (
-    RESCAN_NESTED,
-    RESCAN_NETWORK,
-    RESCAN_OVERFLOW,
-    RESCAN_ROOT_BACK,
-    RESCAN_ROOT_LOST,
-    RESCAN_UNKNOWN_WATCH,
-    RESCAN_WATCH_LIMIT,
-    RESCAN_WATCHES_RESTORED,
-    LiveEvent,
-    LiveWatcher,
-)
+from scanarr.live import LiveEvent, LiveWatcher, RescanReason
 from scanarr.protocol import FileCreated, FileDeleted, FileModified, FileRenamed, WatchPath
 
 pytestmark = pytest.mark.usefixtures("live_backend")  # each test under both backends
@@ -80,7 +69,8 @@ class Harness:
     def __init__(self, nursery: trio.Nursery) -> None:
         self.nursery = nursery
         self.events: list[LiveEvent] = []
-        self.rescans: list[tuple[str, str]] = []
+        # (volume_id, reason, detail) of each rescan asked for
+        self.rescans: list[tuple[str, RescanReason, str | None]] = []
         self.roots: dict[str, Path] = {}
         self.extensions = list(EXTENSIONS)
         # What the API would hold: (volume_id, relative_path) → (inode, size).
@@ -103,9 +93,9 @@ class Harness:
             )
         self._lot.unpark_all()
 
-    def request_rescan(self, volume_id: str, reason: str) -> None:
+    def request_rescan(self, volume_id: str, reason: RescanReason, detail: str | None) -> None:
         """A rescan replaces the volume's view by the disk, as the API does on scan.completed."""
-        self.rescans.append((volume_id, reason))
+        self.rescans.append((volume_id, reason, detail))
         self.rescan_view(volume_id)
         self._lot.unpark_all()
 
@@ -683,7 +673,7 @@ async def test_nested_volume_owns_its_files(harness: Harness, tmp_path: Path) ->
     inner = outer / "Sub"
     watcher = await harness.start({"outer": outer})
     await harness.configure({"outer": outer, "inner": inner})
-    assert ("outer", RESCAN_NESTED) in harness.rescans
+    assert ("outer", RescanReason.NESTED, None) in harness.rescans
     write(inner / "new.mkv")
     await harness.wait_for(FileCreated, "new.mkv", "inner")
     os.rename(outer / "top.mkv", inner / "top.mkv")
@@ -712,7 +702,7 @@ async def test_queue_overflow_rescans_and_the_view_converges(
     count = max(20_000, queued // 2 + 1000)
     for number in range(count):
         os.close(os.open(root / "Burst" / f"{number}.mkv", os.O_CREAT | os.O_WRONLY, 0o644))
-    await harness.wait_until(lambda: ("v", RESCAN_OVERFLOW) in harness.rescans)
+    await harness.wait_until(lambda: ("v", RescanReason.OVERFLOW, None) in harness.rescans)
     assert watcher.stats().overflows >= 1
     await harness.settle()
     harness.assert_view_matches_disk()
@@ -729,12 +719,12 @@ async def test_lost_volume_root_is_rescanned_and_watched_again_when_back(
     watcher = await harness.start({"v": root}, watch_retry_delay=0.05, watch_retry_max_delay=0.2)
     shutil.rmtree(root)
     await harness.wait_until(
-        lambda: any(reason.startswith(RESCAN_ROOT_LOST) for _, reason in harness.rescans)
+        lambda: ("v", RescanReason.ROOT_LOST, "volume root deleted") in harness.rescans
     )
     health = watcher.health()["v"]
     assert health.degraded and health.reason is not None and health.watches == 0
     tree(root, {"b.mkv": b"b"})
-    await harness.wait_until(lambda: ("v", RESCAN_ROOT_BACK) in harness.rescans)
+    await harness.wait_until(lambda: ("v", RescanReason.ROOT_BACK, None) in harness.rescans)
     assert not watcher.health()["v"].degraded
     write(root / "c.mkv")
     await harness.wait_for(FileCreated, "c.mkv")
@@ -756,14 +746,14 @@ async def test_watch_limit_degrades_rescans_and_recovers(harness: Harness, tmp_p
     health = watcher.health()["v"]
     assert health.degraded and health.watches == 4 and health.unwatched_directories == 7
     assert health.reason is not None and "watch limit" in health.reason
-    await harness.wait_until(lambda: ("v", RESCAN_WATCH_LIMIT) in harness.rescans)
+    await harness.wait_until(lambda: ("v", RescanReason.WATCH_LIMIT, None) in harness.rescans)
     # The watched part still reports live.
     write(root / "top.mkv")
     await harness.wait_for(FileCreated, "top.mkv")
     # Directories removed: every remaining one fits, the retry watches them all.
     for number in range(1, 8):
         shutil.rmtree(root / f"D{number}")
-    await harness.wait_until(lambda: ("v", RESCAN_WATCHES_RESTORED) in harness.rescans)
+    await harness.wait_until(lambda: ("v", RescanReason.WATCHES_RESTORED, None) in harness.rescans)
     health = watcher.health()["v"]
     assert not health.degraded and health.unwatched_directories == 0 and health.watches == 4
     assert changed  # the agent was told, to send watcher.status
@@ -787,7 +777,7 @@ async def test_network_filesystem_is_detected_and_rescanned_periodically(
         {"v": root}, mount_table=str(mount_table), network_rescan_interval=0.05
     )
     assert watcher.health()["v"].network_filesystem == "fuse.sshfs"
-    await harness.wait_until(lambda: harness.rescans.count(("v", RESCAN_NETWORK)) >= 2)
+    await harness.wait_until(lambda: harness.rescans.count(("v", RescanReason.NETWORK, None)) >= 2)
     # Local changes are still reported live.
     write(root / "a.mkv")
     await harness.wait_for(FileCreated, "a.mkv")
@@ -835,7 +825,7 @@ async def test_a_restarted_run_watches_the_volumes_again(tmp_path: Path) -> None
         if isinstance(event, FileCreated):
             created.append(event.relative_path)
 
-    watcher = LiveWatcher(emit, lambda volume_id, reason: None, backend=live_backend_option())
+    watcher = LiveWatcher(emit, lambda *_rescan: None, backend=live_backend_option())
     watcher.set_volumes([WatchPath(id="v", path=str(root))], EXTENSIONS)
     for number in range(2):  # the agent may stop its services and start them again
         async with trio.open_nursery() as nursery:
@@ -863,7 +853,7 @@ async def test_event_for_an_unknown_watch_rescans_every_volume(
     write(stray / "x.mkv")
     await harness.wait_until(
         lambda: (
-            {volume_id for volume_id, reason in harness.rescans if reason == RESCAN_UNKNOWN_WATCH}
+            {volume for volume, why, _ in harness.rescans if why is RescanReason.UNKNOWN_WATCH}
             == {"first", "second"}
         )
     )

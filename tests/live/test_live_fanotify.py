@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +19,7 @@ import trio
 
 from helpers.agent import watcher_settings
 from helpers.backends import fanotify_unavailable
+from helpers.http import free_port, get_text
 from scanarr.agent.runtime import run_watcher
 from scanarr.dev_api import DevApiServer
 from scanarr.doctor import check_live_backend
@@ -210,19 +209,6 @@ def test_doctor_names_the_backend_and_why(tmp_path: Path) -> None:
         assert verdict.action is not None and "CAP_SYS_ADMIN" in verdict.action
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _get(url: str) -> str:
-    with urllib.request.urlopen(url, timeout=5) as response:
-        text: str = response.read().decode()
-        return text
-
-
 @needs_fanotify
 @pytest.mark.parametrize("requested", ["fanotify", "inotify"])
 async def test_readyz_and_metrics_say_which_backend_watches(
@@ -230,7 +216,7 @@ async def test_readyz_and_metrics_say_which_backend_watches(
 ) -> None:
     root = tree(tmp_path / "v", {"a.mkv": b"a"})
     dev_api.config = WatcherConfig(watch_paths=[WatchPath(id="v", path=str(root))])
-    port = _free_port()
+    port = free_port()
     environ = {"SCANARR_METRICS_ADDR": f"127.0.0.1:{port}", "SCANARR_LIVE_BACKEND": requested}
     settings = watcher_settings(dev_api.url, tmp_path / "state.json")
     agent: Any = await nursery.start(
@@ -240,9 +226,9 @@ async def test_readyz_and_metrics_say_which_backend_watches(
     )
     with trio.fail_after(20):
         await dev_api.wait_for_type("watcher.status")
-    readyz = await trio.to_thread.run_sync(_get, f"http://127.0.0.1:{port}/readyz")
+    readyz = await trio.to_thread.run_sync(get_text, f"http://127.0.0.1:{port}/readyz")
     assert f"live watching with {requested}" in readyz
-    metrics = await trio.to_thread.run_sync(_get, f"http://127.0.0.1:{port}/metrics")
+    metrics = await trio.to_thread.run_sync(get_text, f"http://127.0.0.1:{port}/metrics")
     other = "inotify" if requested == "fanotify" else "fanotify"
     assert f'scanarr_live_backend{{backend="{requested}"}} 1.0' in metrics
     assert f'scanarr_live_backend{{backend="{other}"}} 0.0' in metrics
@@ -258,7 +244,7 @@ async def test_a_watcher_run_again_registers_again(nursery: trio.Nursery, tmp_pa
     async def emit(event: Any) -> None:
         created.append(event.relative_path)
 
-    watcher = LiveWatcher(emit, lambda volume_id, reason: None, backend="fanotify", debounce=0.05)
+    watcher = LiveWatcher(emit, lambda *_rescan: None, backend="fanotify", debounce=0.05)
     watcher.set_volumes([WatchPath(id="v", path=str(root))], ["mkv"])
     for number in range(2):
         async with trio.open_nursery() as inner:
@@ -292,7 +278,7 @@ async def main():
     events = []
     async def emit(event):
         events.append(event.relative_path)
-    watcher = LiveWatcher(emit, lambda volume_id, reason: None, debounce=0.05, backend=backend)
+    watcher = LiveWatcher(emit, lambda *_rescan: None, debounce=0.05, backend=backend)
     async with trio.open_nursery() as nursery:
         await nursery.start(watcher.run)
         watcher.set_volumes([WatchPath(id="v", path=root)], ["mkv"])

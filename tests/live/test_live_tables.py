@@ -105,7 +105,7 @@ async def test_listing_thread_is_stopped_and_waited_for_when_the_watcher_is_canc
     async def emit(event: object) -> None:
         pass
 
-    watcher = LiveWatcher(emit, lambda volume_id, reason: None, backend=live_backend_option())
+    watcher = LiveWatcher(emit, lambda *_rescan: None, backend=live_backend_option())
     async with trio.open_nursery() as nursery:
         await nursery.start(watcher.run)
         watcher.set_volumes([WatchPath(id="v", path=str(root))], ["mkv"])

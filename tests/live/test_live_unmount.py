@@ -14,14 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from scanarr.live import RESCAN_ROOT_BACK, RESCAN_ROOT_LOST
+from scanarr.live import RescanReason
 
 pytestmark = pytest.mark.usefixtures("live_backend")  # each test under both backends
 
 CHILD = r"""
 import json, os, subprocess, sys
 import attrs, trio
-from scanarr.live import LiveWatcher, RESCAN_ROOT_BACK, RESCAN_ROOT_LOST
+from scanarr.live import LiveWatcher, RescanReason
 from scanarr.protocol import WatchPath
 
 
@@ -36,8 +36,8 @@ async def main():
     async def emit(event):
         events.append(event.relative_path)
         lot.unpark_all()
-    def rescan(volume_id, reason):
-        rescans.append(reason)
+    def rescan(volume_id, reason, detail):
+        rescans.append((reason, detail))
         lot.unpark_all()
     async def until(condition):
         with trio.fail_after(20):
@@ -54,16 +54,17 @@ async def main():
         open(f"{root}/before.mkv", "wb").close()
         await until(lambda: "before.mkv" in events)
         subprocess.run(["umount", root], check=True)
-        await until(lambda: any(reason.startswith(RESCAN_ROOT_LOST) for reason in rescans))
+        await until(lambda: any(reason is RescanReason.ROOT_LOST for reason, _ in rescans))
         unmounted = attrs.asdict(watcher.health()["v"])
         # The empty directory under the mount point is not the volume: written there, unseen.
         open(f"{root}/underneath.mkv", "wb").close()
         await trio.sleep(0.3)  # several retries happen meanwhile
         still_unmounted = attrs.asdict(watcher.health()["v"])
         mount()
-        await until(lambda: RESCAN_ROOT_BACK in rescans)
+        await until(lambda: (RescanReason.ROOT_BACK, None) in rescans)
         open(f"{root}/after.mkv", "wb").close()
         await until(lambda: "after.mkv" in events)
+        rescans = [[reason.name, detail] for reason, detail in rescans]
         print(json.dumps({"events": events, "rescans": rescans, "unmounted": unmounted,
                           "still_unmounted": still_unmounted,
                           "remounted": attrs.asdict(watcher.health()["v"])}))
@@ -96,9 +97,9 @@ def test_unmounted_volume_is_rescanned_and_watched_again_once_mounted(tmp_path: 
     assert child.returncode == 0, child.stderr
     report = json.loads(child.stdout)
     assert report["events"] == ["before.mkv", "after.mkv"]
-    lost = [reason for reason in report["rescans"] if reason.startswith(RESCAN_ROOT_LOST)]
-    assert lost == [f"{RESCAN_ROOT_LOST}: filesystem unmounted"]
-    assert report["rescans"][-1] == RESCAN_ROOT_BACK
+    lost = [rescan for rescan in report["rescans"] if rescan[0] == RescanReason.ROOT_LOST.name]
+    assert lost == [[RescanReason.ROOT_LOST.name, "filesystem unmounted"]]
+    assert report["rescans"][-1] == [RescanReason.ROOT_BACK.name, None]
     for state in ("unmounted", "still_unmounted"):
         assert report[state]["degraded"] is True and report[state]["watches"] == 0
     assert report["still_unmounted"]["reason"] == "no filesystem mounted on the volume root"

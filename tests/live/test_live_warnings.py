@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from helpers.backends import inotify_only
-from scanarr.live import RESCAN_WATCHES_RESTORED
+from scanarr.live import RescanReason
 from scanarr.logs import RepeatingCondition
 from scanarr.protocol import FileCreated
 from test_live import Harness, tree, write
@@ -39,7 +39,7 @@ async def test_watch_limit_is_logged_once_over_many_retries_and_once_when_lifted
     assert started[0].levelno == logging.WARNING
     for number in range(3, 20):
         shutil.rmtree(root / f"D{number}")
-    await harness.wait_until(lambda: ("v", RESCAN_WATCHES_RESTORED) in harness.rescans)
+    await harness.wait_until(lambda: ("v", RescanReason.WATCHES_RESTORED, None) in harness.rescans)
     write(root / "D2" / "new.mkv")
     await harness.wait_for(FileCreated, "D2/new.mkv")
     ended = [

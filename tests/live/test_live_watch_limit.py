@@ -21,7 +21,7 @@ import trio
 
 from helpers.agent import one_volume
 from scanarr.dev_api import DevApiServer
-from scanarr.live import RESCAN_WATCH_LIMIT
+from scanarr.live import RescanReason
 from test_live import disk_view
 from test_live_agent import watcher_command
 
@@ -39,7 +39,7 @@ async def main():
     events, rescans = [], []
     async def emit(event):
         events.append(event)
-    watcher = LiveWatcher(emit, lambda volume_id, reason: rescans.append(reason),
+    watcher = LiveWatcher(emit, lambda volume_id, reason, detail: rescans.append(reason.name),
                           debounce=0.05, fallback_rescan_interval=0.05)
     async with trio.open_nursery() as nursery:
         await nursery.start(watcher.run)
@@ -101,7 +101,7 @@ def test_watch_limit_of_the_kernel_degrades_the_volume_and_says_which_sysctl(
     assert (health["watches"], health["unwatched_directories"]) == (5, 16)
     assert "watch limit" in health["reason"]
     assert report["events"] == ["new.mkv"]  # the watched part still reports live
-    assert RESCAN_WATCH_LIMIT in report["rescans"]
+    assert RescanReason.WATCH_LIMIT.name in report["rescans"]
     assert "fs.inotify.max_user_watches" in child.stderr
     assert "No space left on device" in child.stderr
 

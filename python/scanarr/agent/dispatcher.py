@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import attrs
 import trio
@@ -50,6 +50,9 @@ from scanarr.protocol import (
     shown,
     unstructure,
 )
+
+if TYPE_CHECKING:
+    from scanarr.metrics import CommandResult
 
 log = logging.getLogger(__name__)
 
@@ -86,10 +89,10 @@ class Handler(Protocol[M_contra]):
 
 # Called with (message type, result) for every message from the API: ok, error, malformed,
 # unsupported, unknown (scanarr.metrics.Metrics.command_done).
-HandledCallback = Callable[[str, str], None]
+HandledCallback = Callable[[str, "CommandResult"], None]
 
 
-def _not_counted(message_type: str, result: str) -> None:
+def _not_counted(message_type: str, result: CommandResult) -> None:
     pass
 
 

@@ -2,7 +2,8 @@
 
 The live watcher (inotify) produces `FileCreated`, `FileModified`, `FileDeleted` and
 `FileRenamed` models and calls ``await agent.live.submit(event)``; it asks for a rescan with
-``agent.live.request_rescan(volume_id, reason)`` (inotify overflow, watch limit reached...).
+``agent.live.request_rescan(volume_id, reason, detail)`` (a `scanarr.reasons.RescanReason`:
+event queue overflow, watch limit reached...).
 
 `submit` sends the event on the current session and waits for the write, so a slow API slows
 the producer instead of growing a queue. While the event's volume is being scanned it ALSO
@@ -22,7 +23,6 @@ waits, so live events reach the API in the order they happened.
 from __future__ import annotations
 
 import contextlib
-import enum
 import logging
 import os
 from collections.abc import Awaitable, Callable, Sequence
@@ -40,6 +40,7 @@ from scanarr.protocol import (
     ScanFile,
     WatchPath,
 )
+from scanarr.reasons import DroppedEvents, RequestRescan, RescanReason
 
 from .scans import ScanService
 from .session import Link, Session, SessionLost
@@ -51,22 +52,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LiveEvent = FileCreated | FileModified | FileDeleted | FileRenamed
-
-
-class AgentRescan(enum.Enum):
-    """Why the agent itself rescans a volume (the live watcher's own reasons come as text).
-    The value is what the log and the ``scanarr_rescans`` label are made from."""
-
-    DISCONNECTED = "live events while disconnected"  # and no offline store to keep them
-    STORE_FULL = "the offline event queue overflowed"  # an event did not fit
-    STORE_OVERFLOWED = "the offline event queue overflowed while disconnected"  # at replay
-
-
-class DroppedEvents(enum.Enum):
-    """Why a live event was not delivered as an event (the rescan covers it)."""
-
-    NO_STORE = "disconnected without an offline queue"
-    STORE_FULL = "offline queue full"
 
 
 class OfflineStore(Protocol):
@@ -103,7 +88,7 @@ class LiveInputs:
     """What the agent gives the live watcher it builds (`LiveWatcherFactory`)."""
 
     submit: Callable[[LiveEvent], Awaitable[None]]
-    request_rescan: Callable[[str, str], None]
+    request_rescan: RequestRescan
     # (volume_id, why it is degraded — or None once it is fully watched again)
     set_degraded: Callable[[str, str | None], None]
 
@@ -149,7 +134,7 @@ class LiveEvents:
             try:
                 if session is not None and store is not None and session.alive:
                     for volume_id in await store.replay(session):
-                        self.request_rescan(volume_id, AgentRescan.STORE_OVERFLOWED)
+                        self.request_rescan(volume_id, RescanReason.STORE_OVERFLOWED)
             except SessionLost:
                 pass  # the store keeps what was not acknowledged; replayed next time
             except Exception:
@@ -157,15 +142,16 @@ class LiveEvents:
             finally:
                 self._replayed.set()
 
-    def request_rescan(self, volume_id: str, reason: AgentRescan | str) -> None:
-        """Queue a rescan of `volume_id` (coalesced with one waiting); `reason` is the agent's
-        own (`AgentRescan`) or the live watcher's text."""
-        if isinstance(reason, AgentRescan):
-            reason = reason.value
-        log.warning("rescanning volume %s: %s", volume_id, reason)
+    def request_rescan(
+        self, volume_id: str, reason: RescanReason, detail: str | None = None
+    ) -> None:
+        """Queue a rescan of `volume_id` (coalesced with one waiting), the agent's own or the
+        live watcher's (`detail`: more about `reason`, e.g. how a root was lost)."""
+        text = reason.describe(detail)
+        log.warning("rescanning volume %s: %s", volume_id, text)
         if self._metrics is not None:
             self._metrics.rescan_requested(reason)
-        self._scans.request(volume_id, reason=reason)
+        self._scans.request(volume_id, reason=text)
 
     async def submit(self, event: LiveEvent) -> None:
         """Send a live event now (see the module docstring). Never raises for a lost session."""
@@ -189,12 +175,12 @@ class LiveEvents:
         if store is not None and store.put(event):
             return
         dropped, rescan = (
-            (DroppedEvents.NO_STORE, AgentRescan.DISCONNECTED)
+            (DroppedEvents.NO_STORE, RescanReason.DISCONNECTED)
             if store is None
-            else (DroppedEvents.STORE_FULL, AgentRescan.STORE_FULL)
+            else (DroppedEvents.STORE_FULL, RescanReason.STORE_FULL)
         )
         if self._metrics is not None:
-            self._metrics.event_dropped(dropped.value)
+            self._metrics.event_dropped(dropped)
         self.request_rescan(event.volume_id, rescan)
 
     async def _mirror_into_scan(self, event: LiveEvent) -> None:

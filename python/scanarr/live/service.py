@@ -10,14 +10,13 @@ One trio task owns one inotify instance and every watch; it is started with ``nu
 - ``emit(event)`` — async, called in order from the watcher's task with a `FileCreated`,
   `FileModified`, `FileDeleted` or `FileRenamed`. While it blocks nothing is read: a slow
   consumer back-pressures inotify, and if the kernel queue overflows the volumes are rescanned.
-- ``request_rescan(volume_id, reason)`` — sync, must not block (queue it, coalesce it); its
-  result is ignored. Called on queue overflow and unknown watches (every volume), on a volume
-  root deleted, moved or unmounted and when it comes back, periodically while the watch limit
-  leaves directories unwatched and once they are all watched again, periodically for
+- ``request_rescan(volume_id, reason, detail)`` — sync, must not block (queue it, coalesce
+  it); its result is ignored. Called on queue overflow and unknown watches (every volume), on a
+  volume root deleted, moved or unmounted and when it comes back, periodically while the watch
+  limit leaves directories unwatched and once they are all watched again, periodically for
   network/FUSE filesystems, and when nested volumes change what a volume covers; always once the
   volume has been listed again, so the scan cannot miss a file the listing absorbed. `reason`
-  is the text of a `RescanReason` (its value, the `RESCAN_*` strings), followed by ``": "`` and
-  a detail for a lost root.
+  is a `scanarr.reasons.RescanReason`; `detail` says more (how a root was lost) or is None.
 - `set_volumes(volumes, extensions)` — hot reload, diffed by volume id; applied by the task.
   Scans the config itself implies (new volume, path or extensions changed: §3) are the agent's:
   `set_volumes` never requests them. Start them after `wait_applied()`, so that a file created
@@ -48,7 +47,6 @@ between (`scanarr.logs.RepeatingCondition`).
 
 from __future__ import annotations
 
-import enum
 import functools
 import logging
 import math
@@ -77,37 +75,12 @@ from scanarr.live.tree import (
 )
 from scanarr.logs import RepeatingCondition
 from scanarr.protocol import WatchPath
+from scanarr.reasons import RequestRescan, RescanReason
 from scanarr.volume_paths import is_inside, resolve_root
 
 log = logging.getLogger(__name__)
 
 EmitEvent = Callable[[LiveEvent], Awaitable[None]]
-RequestRescan = Callable[[str, str], object]
-
-
-class RescanReason(str, enum.Enum):
-    """Why the watcher asks for a rescan. The agent is handed `value` (its text), followed by
-    ``": "`` and a detail for `ROOT_LOST`."""
-
-    OVERFLOW = "event queue overflow"  # inotify or fanotify: the log says which
-    UNKNOWN_WATCH = "event for an unknown watch"
-    ROOT_LOST = "volume root lost"
-    ROOT_BACK = "volume root available again"
-    WATCH_LIMIT = "watch limit: part of the volume is not watched"
-    WATCHES_RESTORED = "every directory watched again"
-    NETWORK = "network filesystem: remote changes make no event"
-    NESTED = "nested volumes changed"
-
-
-# The texts the agent receives (a reason's `value`).
-RESCAN_OVERFLOW = RescanReason.OVERFLOW.value
-RESCAN_UNKNOWN_WATCH = RescanReason.UNKNOWN_WATCH.value
-RESCAN_ROOT_LOST = RescanReason.ROOT_LOST.value
-RESCAN_ROOT_BACK = RescanReason.ROOT_BACK.value
-RESCAN_WATCH_LIMIT = RescanReason.WATCH_LIMIT.value
-RESCAN_WATCHES_RESTORED = RescanReason.WATCHES_RESTORED.value
-RESCAN_NETWORK = RescanReason.NETWORK.value
-RESCAN_NESTED = RescanReason.NESTED.value
 
 # Events buffered while a volume is being listed; past this, they count as an overflow.
 MAX_BACKLOG = 1_000_000
@@ -420,13 +393,16 @@ class LiveWatcher:
     def schedule_rescan(
         self, volume: _Volume, reason: RescanReason, detail: str | None = None
     ) -> None:
-        """The one way a rescan is asked for. The agent gets the reason as text (its value,
-        then ``": "`` and `detail` when there is one)."""
+        """The one way a rescan is asked for."""
         volume.rescans_requested += 1
         self._rescans_requested += 1
-        text = reason.value if detail is None else f"{reason.value}: {detail}"
-        log.info("rescan of volume %s (%s): %s", volume.config.id, volume.config.path, text)
-        self._request_rescan(volume.config.id, text)
+        log.info(
+            "rescan of volume %s (%s): %s",
+            volume.config.id,
+            volume.config.path,
+            reason.describe(detail),
+        )
+        self._request_rescan(volume.config.id, reason, detail)
 
     # --- configuration -------------------------------------------------------------------
 
@@ -962,17 +938,10 @@ class LiveWatcher:
 
 
 __all__ = [
-    "RESCAN_NESTED",
-    "RESCAN_NETWORK",
-    "RESCAN_OVERFLOW",
-    "RESCAN_ROOT_BACK",
-    "RESCAN_ROOT_LOST",
-    "RESCAN_UNKNOWN_WATCH",
-    "RESCAN_WATCHES_RESTORED",
-    "RESCAN_WATCH_LIMIT",
     "Directory",
     "LiveStats",
     "LiveWatcher",
+    "RequestRescan",
     "RescanReason",
     "VolumeHealth",
 ]
