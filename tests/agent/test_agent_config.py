@@ -8,10 +8,10 @@ from typing import Any
 import attrs
 import trio
 
-from helpers.agent import one_volume, scan_completed, start_stalled_big_scan
+from helpers.agent import one_volume, scan_completed, serve_known, start_stalled_big_scan
 from scanarr.dev_api import DevApiServer
 from scanarr.protocol import CommandScan, WatcherConfig, WatchPath
-from scanarr.state import WatcherState, load_state, save_state
+from scanarr.state import load_state
 
 
 def _files_of(server: DevApiServer, scan_id: str) -> set[str]:
@@ -79,8 +79,7 @@ async def test_known_volumes_are_not_rescanned_at_start(
     dev_api: DevApiServer, start_watcher: Any, make_volume: Any, state_file: Path
 ) -> None:
     movies = make_volume("movies", {"a.mkv": 1})
-    dev_api.config = one_volume("movies", movies)
-    save_state(str(state_file), WatcherState(last_config=dev_api.config))
+    serve_known(dev_api, state_file, one_volume("movies", movies))
     await start_watcher()
     with trio.fail_after(10):
         await dev_api.wait_for_type("watcher.status")
@@ -93,8 +92,7 @@ async def test_scan_on_start(
 ) -> None:
     movies = make_volume("movies", {"a.mkv": 1})
     series = make_volume("series", {"b.mkv": 1})
-    dev_api.config = _movies_and_series(movies, series, scan_on_start=True)
-    save_state(str(state_file), WatcherState(last_config=dev_api.config))
+    serve_known(dev_api, state_file, _movies_and_series(movies, series, scan_on_start=True))
     await start_watcher()
     with trio.fail_after(10):
         await dev_api.wait_for_type("scan.completed", volume_id="movies")

@@ -21,7 +21,7 @@ import trio
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, CloseConnection, Request, TextMessage
 
-from helpers.agent import TOKEN, one_volume, settings_environment, watcher_settings
+from helpers.agent import TOKEN, one_volume, serve_known, settings_environment, watcher_settings
 from helpers.commands import delete_one
 from helpers.processes import WATCH, start_watch
 from privileges import NOBODY, is_root, world_traversable_tmp
@@ -29,7 +29,7 @@ from scanarr.dev_api import DevApiServer
 from scanarr.protocol import (
     CommandScan,
 )
-from scanarr.state import WatcherState, load_state, save_state
+from scanarr.state import load_state
 
 
 def _environment(extra: dict[str, str]) -> dict[str, str]:
@@ -395,8 +395,7 @@ async def test_slow_server_keeps_memory_flat_and_loses_nothing(
     tmp_path: Path,
 ) -> None:
     server = tight_dev_api
-    server.config = one_volume("v", hundred_thousand_files)
-    save_state(str(state_file), WatcherState(last_config=server.config))
+    serve_known(server, state_file, one_volume("v", hundred_thousand_files))
     environment = settings_environment(
         watcher_settings(server.url, state_file, log_level="info", ping_interval=600.0)
     )
