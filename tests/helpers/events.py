@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from scanarr.protocol import FileCreated
+from scanarr.protocol import FileCreated, FileDeleted, FileRenamed
 
 
 def created(volume_id: str, relative_path: str, inode: int = 1) -> FileCreated:
@@ -17,6 +17,33 @@ def created(volume_id: str, relative_path: str, inode: int = 1) -> FileCreated:
         device_id=2049,
         size_bytes=10,
         hardlink_count=1,
+    )
+
+
+def deleted(volume_id: str, relative_path: str) -> FileDeleted:
+    return FileDeleted(
+        volume_id=volume_id,
+        relative_path=relative_path,
+        filename=relative_path.rpartition("/")[2],
+    )
+
+
+def renamed(
+    volume_id: str,
+    old_relative_path: str,
+    new_relative_path: str,
+    inode: int = 1,
+    hardlink_count: int = 1,
+) -> FileRenamed:
+    return FileRenamed(
+        volume_id=volume_id,
+        old_relative_path=old_relative_path,
+        new_relative_path=new_relative_path,
+        filename=new_relative_path.rpartition("/")[2],
+        inode=inode,
+        device_id=2049,
+        size_bytes=10,
+        hardlink_count=hardlink_count,
     )
 
 
