@@ -43,7 +43,7 @@ def test_events_come_back_in_order_with_their_timestamps_after_a_restart(tmp_pat
     events = [
         created("v1", "A/a.mkv", 1),
         deleted("v2", "b.mkv"),
-        renamed("v1", "A/a.mkv", "B/a.mkv", inode=1, hardlink_count=2),
+        renamed("A/a.mkv", created("v1", "B/a.mkv", inode=1, hardlink_count=2)),
     ]
     for number, event in enumerate(events):
         assert queue.append(event, f"2026-01-01T00:00:0{number}.000Z")
