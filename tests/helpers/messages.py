@@ -5,6 +5,18 @@ from __future__ import annotations
 
 from scanarr.protocol import ScanCompleted
 
+# A file's own members of a scan.file's data, in PROTOCOL.md's order; they follow the scan's
+# (scan_id, volume_id, volume_path), and `scanarr scan --jsonl` writes them after volume_path.
+FILE_MEMBERS = [
+    "relative_path",
+    "filename",
+    "inode",
+    "device_id",
+    "size_bytes",
+    "hardlink_count",
+    "mod_time",
+]
+
 
 def completed_scan(
     volume_id: str = "v", *, total_files: int = 1, duration_ms: int = 1
