@@ -8,7 +8,6 @@ choice (``SCANARR_LIVE_BACKEND``), and where the choice is shown.
 from __future__ import annotations
 
 import json
-import shutil
 import socket
 import subprocess
 import sys
@@ -21,6 +20,7 @@ import trio
 
 from helpers.agent import watcher_settings
 from helpers.backends import fanotify_unavailable
+from helpers.mounts import PRIVATE_MOUNTS, private_mounts_allowed
 from scanarr.agent.runtime import run_watcher
 from scanarr.dev_api import DevApiServer
 from scanarr.doctor import check_live_backend
@@ -309,18 +309,8 @@ trio.run(main)
 """
 
 
-PRIVATE_MOUNTS = ["unshare", "--mount", "--propagation", "private"]
-
-
 def _private_mounts_allowed() -> bool:
-    if shutil.which("unshare") is None or shutil.which("mount") is None:
-        return False
-    probe = subprocess.run(
-        ["unshare", "--mount", "--propagation", "private", "mount", "-t", "ramfs", "ramfs", "/mnt"],
-        capture_output=True,
-        check=False,
-    )
-    return probe.returncode == 0
+    return private_mounts_allowed("ramfs")
 
 
 def _no_handles_run(tmp_path: Path, backend: str) -> dict[str, Any]:
