@@ -168,29 +168,26 @@ def test_without_cap_sys_admin_auto_falls_back_and_fanotify_refuses_to_start(
         "SCANARR_STATE_FILE": str(tmp_path / "state.json"),
         "SCANARR_LIVE_BACKEND": "fanotify",
     }
-    watch = subprocess.run(
-        UNSHARED_WATCH,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert watch.returncode == 2
-    lines = watch.stderr.strip().splitlines()
-    assert len(lines) == 1, watch.stderr
+
+    def watch(*arguments: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*UNSHARED_WATCH, *arguments],
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    watched = watch()
+    assert watched.returncode == 2
+    lines = watched.stderr.strip().splitlines()
+    assert len(lines) == 1, watched.stderr
     assert "SCANARR_LIVE_BACKEND" in lines[0]
     assert "CAP_SYS_ADMIN" in lines[0]
     # The flag says the same as the variable.
     del environment["SCANARR_LIVE_BACKEND"]
-    flagged = subprocess.run(
-        [*UNSHARED_WATCH, "--live-backend", "fanotify"],
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    flagged = watch("--live-backend", "fanotify")
     assert flagged.returncode == 2
     assert "SCANARR_LIVE_BACKEND" in flagged.stderr
 
