@@ -8,10 +8,10 @@ from typing import Any
 import attrs
 import trio
 
-from helpers.agent import one_volume, scan_completed, start_stalled_big_scan
-from scanarr.dev_api import DevApiServer
+from helpers.agent import one_volume, scan_completed, serve_known, start_stalled_big_scan
+from scanarr.dev_api import DevApiServer, ReceivedMessage
 from scanarr.protocol import CommandScan, WatcherConfig, WatchPath
-from scanarr.state import WatcherState, load_state, save_state
+from scanarr.state import load_state
 
 
 def _files_of(server: DevApiServer, scan_id: str) -> set[str]:
@@ -25,6 +25,19 @@ def _movies_and_series(movies: Path, series: Path, **options: Any) -> WatcherCon
     """A config of the volumes "movies" and "series" (`options`: its other fields)."""
     paths = [WatchPath(id="movies", path=str(movies)), WatchPath(id="series", path=str(series))]
     return WatcherConfig(watch_paths=paths, **options)
+
+
+async def _added_volume_scanned(
+    server: DevApiServer, volume_id: str, root: Path
+) -> ReceivedMessage:
+    """Send the config in force plus the volume `volume_id` at `root`, and wait (10 s at most)
+    for the scan.completed of the scan that adding it starts."""
+    added = WatchPath(id=volume_id, path=str(root))
+    await server.send_config(
+        attrs.evolve(server.config, watch_paths=[*server.config.watch_paths, added])
+    )
+    with trio.fail_after(10):
+        return await server.wait_for_type("scan.completed", volume_id=volume_id)
 
 
 async def test_first_config_with_scan_on_start_scans_and_is_persisted(
@@ -63,14 +76,7 @@ async def test_first_config_without_scan_on_start_scans_nothing_even_with_a_fres
     assert load_state(str(state_file)).last_config == dev_api.config
     # A later config that adds a volume scans it, whatever scan_on_start says.
     added = make_volume("added", {"c.mkv": 1})
-    await dev_api.send_config(
-        attrs.evolve(
-            dev_api.config,
-            watch_paths=[*dev_api.config.watch_paths, WatchPath(id="added", path=str(added))],
-        )
-    )
-    with trio.fail_after(10):
-        completed = await dev_api.wait_for_type("scan.completed", volume_id="added")
+    completed = await _added_volume_scanned(dev_api, "added", added)
     assert _files_of(dev_api, completed.data["scan_id"]) == {"c.mkv"}
     assert {m.data["volume_id"] for m in dev_api.of_type("scan.started")} == {"movies", "added"}
 
@@ -79,8 +85,7 @@ async def test_known_volumes_are_not_rescanned_at_start(
     dev_api: DevApiServer, start_watcher: Any, make_volume: Any, state_file: Path
 ) -> None:
     movies = make_volume("movies", {"a.mkv": 1})
-    dev_api.config = one_volume("movies", movies)
-    save_state(str(state_file), WatcherState(last_config=dev_api.config))
+    serve_known(dev_api, state_file, one_volume("movies", movies))
     await start_watcher()
     with trio.fail_after(10):
         await dev_api.wait_for_type("watcher.status")
@@ -93,8 +98,7 @@ async def test_scan_on_start(
 ) -> None:
     movies = make_volume("movies", {"a.mkv": 1})
     series = make_volume("series", {"b.mkv": 1})
-    dev_api.config = _movies_and_series(movies, series, scan_on_start=True)
-    save_state(str(state_file), WatcherState(last_config=dev_api.config))
+    serve_known(dev_api, state_file, _movies_and_series(movies, series, scan_on_start=True))
     await start_watcher()
     with trio.fail_after(10):
         await dev_api.wait_for_type("scan.completed", volume_id="movies")
@@ -115,14 +119,7 @@ async def test_hot_reload_add_and_remove(
     with trio.fail_after(10):
         await dev_api.wait_for_type("scan.completed", volume_id="movies")
     # Add a volume: it is scanned.
-    await dev_api.send_config(
-        attrs.evolve(
-            dev_api.config,
-            watch_paths=[*dev_api.config.watch_paths, WatchPath(id="series", path=str(series))],
-        )
-    )
-    with trio.fail_after(10):
-        completed = await dev_api.wait_for_type("scan.completed", volume_id="series")
+    completed = await _added_volume_scanned(dev_api, "series", series)
     assert _files_of(dev_api, completed.data["scan_id"]) == {"s/e1.mkv", "s/e2.mkv"}
     # Remove the first: it disappears from the status, a scan of it is an unknown volume.
     await dev_api.send_config(

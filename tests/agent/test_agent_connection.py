@@ -14,7 +14,7 @@ import trio
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, Ping, Request, TextMessage
 
-from helpers.agent import TOKEN, one_volume, start_stalled_big_scan, watcher_settings
+from helpers.agent import TOKEN, one_volume, serve_known, start_stalled_big_scan, watcher_settings
 from helpers.trees import BIG_TREE_DIRECTORIES, BIG_TREE_FILES_PER_DIRECTORY
 from scanarr.agent import WatcherAgent
 from scanarr.dev_api import DevApiServer
@@ -52,8 +52,7 @@ async def test_status_after_config_on_change_and_periodically(
     dev_api: DevApiServer, start_watcher: Any, make_volume: Any, state_file: Path
 ) -> None:
     movies = make_volume("movies", {"a.mkv": 1})
-    dev_api.config = one_volume("movies", movies)
-    save_state(str(state_file), WatcherState(last_config=dev_api.config))
+    serve_known(dev_api, state_file, one_volume("movies", movies))
     agent = await start_watcher(status_interval=0.2)
     with trio.fail_after(10):
         first = await dev_api.wait_for_type("watcher.status")

@@ -12,11 +12,10 @@ from typing import Any
 
 import trio
 
-from helpers.agent import one_volume, start_stalled_big_scan
+from helpers.agent import one_volume, serve_known, start_stalled_big_scan
 from helpers.events import created_on_disk
 from scanarr.dev_api import DevApiServer, ReceivedMessage
 from scanarr.protocol import CommandScan, FileCreated, FileDeleted
-from scanarr.state import WatcherState, save_state
 
 
 def _created(root: Path, relative_path: str, volume_id: str = "big") -> FileCreated:
@@ -55,8 +54,7 @@ async def test_no_scan_file_of_a_scan_after_its_scan_completed(
     state file is busy with another save) is sent as itself only: the API has closed the scan
     and a scan.file of it would be a file outside any scan."""
     root = make_volume("movies", {"a.mkv": 1, "B/b.mkv": 2})
-    dev_api.config = one_volume("movies", root)
-    save_state(str(state_file), WatcherState(last_config=dev_api.config))
+    serve_known(dev_api, state_file, one_volume("movies", root))
     agent = await start_watcher()
     with trio.fail_after(10):
         await dev_api.wait_for_type("watcher.status")

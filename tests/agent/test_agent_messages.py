@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import trio
 
-from helpers.agent import one_volume, scan_completed, start_stalled_big_scan
+from helpers.agent import one_volume, scan_completed, serve_known, start_stalled_big_scan
 from helpers.commands import delete_one
 from helpers.events import created_on_disk
 from scanarr.dev_api import DevApiServer
@@ -17,7 +17,6 @@ from scanarr.protocol import (
     CommandFilesHardlink,
     FileDeleted,
 )
-from scanarr.state import WatcherState, save_state
 
 
 async def test_unknown_and_malformed_messages_are_survived(
@@ -174,8 +173,7 @@ async def test_live_event_outside_a_scan_is_sent_alone(
     dev_api: DevApiServer, start_watcher: Any, make_volume: Any, state_file: Path
 ) -> None:
     movies = make_volume("movies", {"a.mkv": 1})
-    dev_api.config = one_volume("movies", movies)
-    save_state(str(state_file), WatcherState(last_config=dev_api.config))
+    serve_known(dev_api, state_file, one_volume("movies", movies))
     agent = await start_watcher()
     await agent.live.submit(
         FileDeleted(volume_id="movies", relative_path="a.mkv", filename="a.mkv")
@@ -189,8 +187,7 @@ async def test_live_event_while_disconnected_rescans_the_volume(
     dev_api: DevApiServer, start_watcher: Any, make_volume: Any, state_file: Path
 ) -> None:
     movies = make_volume("movies", {"a.mkv": 1})
-    dev_api.config = one_volume("movies", movies)
-    save_state(str(state_file), WatcherState(last_config=dev_api.config))
+    serve_known(dev_api, state_file, one_volume("movies", movies))
     dev_api.reject_reason = "invalid_token"
     agent = await start_watcher(wait_connected=False)
     await agent.live.submit(

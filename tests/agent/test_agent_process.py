@@ -21,7 +21,7 @@ import trio
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, CloseConnection, Request, TextMessage
 
-from helpers.agent import TOKEN, one_volume, settings_environment, watcher_settings
+from helpers.agent import TOKEN, one_volume, serve_known, settings_environment, watcher_settings
 from helpers.commands import delete_one
 from helpers.processes import WATCH, start_watch
 from privileges import NOBODY, is_root, world_traversable_tmp
@@ -29,7 +29,7 @@ from scanarr.dev_api import DevApiServer
 from scanarr.protocol import (
     CommandScan,
 )
-from scanarr.state import WatcherState, load_state, save_state
+from scanarr.state import load_state
 
 
 def _environment(extra: dict[str, str]) -> dict[str, str]:
@@ -41,6 +41,19 @@ async def _start_watch(
     nursery: trio.Nursery, environment: dict[str, str], log: Path, **options: Any
 ) -> trio.Process:
     return await start_watch(nursery, _environment(environment), log, **options)
+
+
+async def _watch_scanned(
+    nursery: trio.Nursery, server: DevApiServer, state_file: Path, movies: Path, log: Path
+) -> trio.Process:
+    """`scanarr watch` of the one volume "movies" at `movies`, scanned at start: returned once
+    that scan is complete (20 s at most)."""
+    server.config = one_volume("movies", movies, scan_on_start=True)
+    environment = settings_environment(watcher_settings(server.url, state_file))
+    process = await _start_watch(nursery, environment, log)
+    with trio.fail_after(20):
+        await server.wait_for_type("scan.completed", volume_id="movies")
+    return process
 
 
 async def _wait_exit(process: trio.Process, seconds: float) -> int:
@@ -114,12 +127,8 @@ async def test_signal_closes_with_1000_saves_state_and_exits_0(
     signal_number: int,
 ) -> None:
     movies = make_volume("movies", {"a.mkv": 1})
-    dev_api.config = one_volume("movies", movies, scan_on_start=True)
-    environment = settings_environment(watcher_settings(dev_api.url, state_file))
     log = tmp_path / "watch.log"
-    process = await _start_watch(nursery, environment, log)
-    with trio.fail_after(20):
-        await dev_api.wait_for_type("scan.completed", volume_id="movies")
+    process = await _watch_scanned(nursery, dev_api, state_file, movies, log)
     state_file.unlink()
     process.send_signal(signal_number)
     assert await _wait_exit(process, 5) == 0, log.read_text()
@@ -217,13 +226,8 @@ async def test_live_events_from_the_shipped_watcher(
 ) -> None:
     """`scanarr watch` as installed: after its scan, a new file is reported live."""
     movies = make_volume("movies", {"old.mkv": 1})
-    dev_api.config = one_volume("movies", movies, scan_on_start=True)
-    environment = settings_environment(watcher_settings(dev_api.url, state_file))
-    log = tmp_path / "watch.log"
-    process = await _start_watch(nursery, environment, log)
+    process = await _watch_scanned(nursery, dev_api, state_file, movies, tmp_path / "watch.log")
     try:
-        with trio.fail_after(20):
-            await dev_api.wait_for_type("scan.completed", volume_id="movies")
         (movies / "new.mkv").write_bytes(b"new")
         with trio.fail_after(20):
             created = await dev_api.wait_for_type("file.created", relative_path="new.mkv")
@@ -239,12 +243,8 @@ async def test_a_deletion_is_not_echoed_as_file_deleted(
 ) -> None:
     """The command reports its deletion; the live watcher must not report it again."""
     movies = make_volume("movies", {"Gone/gone.mkv": 1, "kept.mkv": 1})
-    dev_api.config = one_volume("movies", movies, scan_on_start=True)
-    environment = settings_environment(watcher_settings(dev_api.url, state_file))
-    process = await _start_watch(nursery, environment, tmp_path / "watch.log")
+    process = await _watch_scanned(nursery, dev_api, state_file, movies, tmp_path / "watch.log")
     try:
-        with trio.fail_after(20):
-            await dev_api.wait_for_type("scan.completed", volume_id="movies")
         await dev_api.send(delete_one("r", str(movies), "Gone/gone.mkv"))
         with trio.fail_after(20):
             completed = await dev_api.wait_for_type("files.delete.completed", request_id="r")
@@ -395,8 +395,7 @@ async def test_slow_server_keeps_memory_flat_and_loses_nothing(
     tmp_path: Path,
 ) -> None:
     server = tight_dev_api
-    server.config = one_volume("v", hundred_thousand_files)
-    save_state(str(state_file), WatcherState(last_config=server.config))
+    serve_known(server, state_file, one_volume("v", hundred_thousand_files))
     environment = settings_environment(
         watcher_settings(server.url, state_file, log_level="info", ping_interval=600.0)
     )

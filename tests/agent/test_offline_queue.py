@@ -13,17 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from helpers.events import created
+from helpers.events import created, deleted, renamed
 from scanarr.offline_queue import OfflineQueue, queue_path_for
-from scanarr.protocol import FileDeleted, FileRenamed, decode
-
-
-def deleted(volume_id: str, relative_path: str) -> FileDeleted:
-    return FileDeleted(
-        volume_id=volume_id,
-        relative_path=relative_path,
-        filename=relative_path.rpartition("/")[2],
-    )
+from scanarr.protocol import decode
 
 
 class RecordingSession:
@@ -51,16 +43,7 @@ def test_events_come_back_in_order_with_their_timestamps_after_a_restart(tmp_pat
     events = [
         created("v1", "A/a.mkv", 1),
         deleted("v2", "b.mkv"),
-        FileRenamed(
-            volume_id="v1",
-            old_relative_path="A/a.mkv",
-            new_relative_path="B/a.mkv",
-            filename="a.mkv",
-            inode=1,
-            device_id=2049,
-            size_bytes=10,
-            hardlink_count=2,
-        ),
+        renamed("A/a.mkv", created("v1", "B/a.mkv", inode=1, hardlink_count=2)),
     ]
     for number, event in enumerate(events):
         assert queue.append(event, f"2026-01-01T00:00:0{number}.000Z")

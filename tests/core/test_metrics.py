@@ -15,6 +15,7 @@ import trio
 from prometheus_client.parser import text_string_to_metric_families
 
 from helpers.agent import one_volume
+from helpers.messages import completed_scan
 from scanarr import __version__
 from scanarr.config import SettingsError, parse_api_url
 from scanarr.dev_api import DevApiServer
@@ -25,7 +26,7 @@ from scanarr.metrics import (
     metrics_address_from_env,
     parse_metrics_address,
 )
-from scanarr.protocol import CommandScan, ScanCompleted, WatcherConfig, WatchPath
+from scanarr.protocol import CommandScan, WatcherConfig, WatchPath
 from scanarr.reasons import DroppedEvents, RescanReason
 
 ISSUE_METRICS = (
@@ -158,18 +159,7 @@ async def test_values_move_with_what_the_agent_reports(
     before = await scrape(server)
     metrics.set_connected(True)
     metrics.message_sent("scan.file", 250)
-    metrics.record_sent(
-        ScanCompleted(
-            scan_id="s",
-            volume_id="movies",
-            total_files=250,
-            total_dirs=3,
-            total_size_bytes=1,
-            duration_ms=1500,
-            disk_total_bytes=1,
-            disk_free_bytes=1,
-        )
-    )
+    metrics.record_sent(completed_scan("movies", total_files=250, duration_ms=1500))
     metrics.command_done("command.scan", "ok")
     metrics.command_done("command.files.delete", "error")
     metrics.rescan_requested(RescanReason.WATCH_LIMIT)

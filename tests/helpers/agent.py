@@ -59,11 +59,11 @@ async def start_stalled_big_scan(
 ) -> Any:
     """A watcher (returned) whose scan of `big_tree`, volume "big", is under way while the API
     reads nothing: the walk is held up by back-pressure in the middle of the tree."""
-    from scanarr.protocol import CommandScan, WatcherConfig, WatchPath
-    from scanarr.state import WatcherState, save_state
+    from scanarr.protocol import CommandScan, WatchPath
 
-    server.config = WatcherConfig(watch_paths=[WatchPath(id="big", path=str(big_tree))])
-    save_state(str(state_file), WatcherState(last_config=server.config))
+    serve_known(
+        server, state_file, WatcherConfig(watch_paths=[WatchPath(id="big", path=str(big_tree))])
+    )
     agent = await start_watcher(server=server)
     server.pause_reading()
     await server.send(CommandScan(volume_id="big", scan_id=scan_id))
@@ -88,3 +88,12 @@ def one_volume(volume_id: str, path: Path, **options: Any) -> WatcherConfig:
     from scanarr.protocol import WatchPath
 
     return WatcherConfig(watch_paths=[WatchPath(id=volume_id, path=str(path))], **options)
+
+
+def serve_known(server: DevApiServer, state_file: Path, config: WatcherConfig) -> None:
+    """`server` sends `config`, which an earlier run already received and saved: the watcher
+    starts knowing those volumes, so it scans none of them at start unless `scan_on_start`."""
+    from scanarr.state import WatcherState, save_state
+
+    server.config = config
+    save_state(str(state_file), WatcherState(last_config=config))

@@ -194,6 +194,29 @@ class Harness:
             or (isinstance(event, FileRenamed) and event.old_relative_path == path)
         ]
 
+    async def wait_modified(self, size_bytes: int, paths: list[str]) -> None:
+        """Until file.modified to `size_bytes` was reported of exactly `paths` (say, every link
+        of a file written through one of them)."""
+        await self.wait_until(
+            lambda: (
+                sorted(
+                    _path_of(event)
+                    for event in self.changes()
+                    if isinstance(event, FileModified) and event.size_bytes == size_bytes
+                )
+                == sorted(paths)
+            )
+        )
+
+    async def wait_hardlink_count(self, path: str, hardlink_count: int) -> None:
+        """Until a file.modified told `path` it has `hardlink_count` links."""
+        await self.wait_until(
+            lambda: any(
+                isinstance(event, FileModified) and event.hardlink_count == hardlink_count
+                for event in self.about(path)
+            )
+        )
+
     def assert_view_matches_disk(self) -> None:
         expected = {
             (volume_id, relative_path): identity
@@ -608,12 +631,7 @@ async def test_new_and_removed_links_update_the_other_paths_hardlink_count(
     )
     os.unlink(torrents / "film-copy.mkv")
     os.unlink(torrents / "film.mkv")
-    await harness.wait_until(
-        lambda: any(
-            isinstance(e, FileModified) and e.volume_id == "m" and e.hardlink_count == 1
-            for e in harness.changes()
-        )
-    )
+    await harness.wait_hardlink_count("Film (2020)/Film.mkv", 1)
     await harness.settle("m")
     last = harness.changes()[-3:]
     assert [(type(e).__name__, e.volume_id, _path_of(e)) for e in last] == [

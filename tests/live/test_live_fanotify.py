@@ -8,7 +8,6 @@ choice (``SCANARR_LIVE_BACKEND``), and where the choice is shown.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +19,7 @@ import trio
 from helpers.agent import watcher_settings
 from helpers.backends import fanotify_unavailable
 from helpers.http import free_port, get_text
+from helpers.mounts import PRIVATE_MOUNTS, private_mounts_allowed
 from scanarr.agent.runtime import run_watcher
 from scanarr.dev_api import DevApiServer
 from scanarr.doctor import check_live_backend
@@ -167,29 +167,26 @@ def test_without_cap_sys_admin_auto_falls_back_and_fanotify_refuses_to_start(
         "SCANARR_STATE_FILE": str(tmp_path / "state.json"),
         "SCANARR_LIVE_BACKEND": "fanotify",
     }
-    watch = subprocess.run(
-        UNSHARED_WATCH,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert watch.returncode == 2
-    lines = watch.stderr.strip().splitlines()
-    assert len(lines) == 1, watch.stderr
+
+    def watch(*arguments: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*UNSHARED_WATCH, *arguments],
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    watched = watch()
+    assert watched.returncode == 2
+    lines = watched.stderr.strip().splitlines()
+    assert len(lines) == 1, watched.stderr
     assert "SCANARR_LIVE_BACKEND" in lines[0]
     assert "CAP_SYS_ADMIN" in lines[0]
     # The flag says the same as the variable.
     del environment["SCANARR_LIVE_BACKEND"]
-    flagged = subprocess.run(
-        [*UNSHARED_WATCH, "--live-backend", "fanotify"],
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    flagged = watch("--live-backend", "fanotify")
     assert flagged.returncode == 2
     assert "SCANARR_LIVE_BACKEND" in flagged.stderr
 
@@ -295,18 +292,8 @@ trio.run(main)
 """
 
 
-PRIVATE_MOUNTS = ["unshare", "--mount", "--propagation", "private"]
-
-
 def _private_mounts_allowed() -> bool:
-    if shutil.which("unshare") is None or shutil.which("mount") is None:
-        return False
-    probe = subprocess.run(
-        ["unshare", "--mount", "--propagation", "private", "mount", "-t", "ramfs", "ramfs", "/mnt"],
-        capture_output=True,
-        check=False,
-    )
-    return probe.returncode == 0
+    return private_mounts_allowed("ramfs")
 
 
 def _no_handles_run(tmp_path: Path, backend: str) -> dict[str, Any]:

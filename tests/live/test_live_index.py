@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from scanarr.protocol import FileCreated, FileDeleted, FileModified, FileRenamed
+from scanarr.protocol import FileCreated, FileDeleted, FileRenamed
 from test_live import Harness, _path_of, tree
 
 
@@ -32,24 +32,13 @@ async def test_links_follow_a_moved_directory(harness: Harness, tmp_path: Path) 
     # Written through the other link: both paths are modified, the moved one at its new path.
     with open(root / "torrents/release/film.mkv", "ab") as media:
         media.write(b" and more")
-    await harness.wait_until(
-        lambda: (
-            sorted(
-                _path_of(event)
-                for event in harness.changes()
-                if isinstance(event, FileModified) and event.size_bytes == len(b"film and more")
-            )
-            == ["movies/Archive/Film (2001)/film.mkv", "torrents/release/film.mkv"]
-        )
+    await harness.wait_modified(
+        len(b"film and more"),
+        ["movies/Archive/Film (2001)/film.mkv", "torrents/release/film.mkv"],
     )
     # The last other link gone: the moved path is told its new link count.
     os.unlink(root / "torrents/release/film.mkv")
-    await harness.wait_until(
-        lambda: any(
-            isinstance(event, FileModified) and event.hardlink_count == 1
-            for event in harness.about("movies/Archive/Film (2001)/film.mkv")
-        )
-    )
+    await harness.wait_hardlink_count("movies/Archive/Film (2001)/film.mkv", 1)
     await harness.settle()
     harness.assert_view_matches_disk()
 

@@ -14,7 +14,7 @@ import trio
 from helpers.backends import live_backend_option
 from scanarr.live import LiveWatcher
 from scanarr.protocol import FileCreated, FileDeleted, FileModified, FileRenamed, WatchPath
-from test_live import Harness, _path_of, tree, write
+from test_live import Harness, tree, write
 
 SMALL_TABLE = 16  # a directory of a few media files, and one of many
 
@@ -43,16 +43,7 @@ async def test_links_in_one_directory_small_or_large_update_each_other(
     # Written through one link: both paths are modified, with the new size.
     with open(show / "link of first.mkv", "ab") as media:
         media.write(b"more")
-    await harness.wait_until(
-        lambda: (
-            sorted(
-                _path_of(event)
-                for event in harness.changes()
-                if isinstance(event, FileModified) and event.size_bytes == 4
-            )
-            == ["Show/link of first.mkv", f"Show/{first}"]
-        )
-    )
+    await harness.wait_modified(4, ["Show/link of first.mkv", f"Show/{first}"])
     os.rename(show / first, show / "renamed.mkv")
     renamed = await harness.wait_for(FileRenamed, "Show/renamed.mkv")
     assert isinstance(renamed, FileRenamed) and renamed.old_relative_path == f"Show/{first}"
@@ -62,12 +53,7 @@ async def test_links_in_one_directory_small_or_large_update_each_other(
     await harness.wait_for(FileDeleted, f"Show/{list(names)[-3]}")
     os.unlink(show / "renamed.mkv")
     # The last other link gone: the remaining path is told its new hardlink_count.
-    await harness.wait_until(
-        lambda: any(
-            isinstance(event, FileModified) and event.hardlink_count == 1
-            for event in harness.about("Show/link of first.mkv")
-        )
-    )
+    await harness.wait_hardlink_count("Show/link of first.mkv", 1)
     await harness.settle()
     harness.assert_view_matches_disk()
     write(show / "after.mkv")

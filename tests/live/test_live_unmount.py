@@ -7,13 +7,13 @@ mounts on the volume root is invisible to every other process. Skipped where tha
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from helpers.mounts import PRIVATE_MOUNTS, private_mounts_allowed
 from scanarr.live import RescanReason
 
 pytestmark = pytest.mark.usefixtures("live_backend")  # each test under both backends
@@ -74,22 +74,12 @@ trio.run(main)
 """
 
 
-def _private_mounts_allowed() -> bool:
-    if shutil.which("unshare") is None or shutil.which("mount") is None:
-        return False
-    probe = subprocess.run(
-        ["unshare", "--mount", "--propagation", "private", "mount", "-t", "tmpfs", "tmpfs", "/mnt"],
-        capture_output=True,
-    )
-    return probe.returncode == 0
-
-
-@pytest.mark.skipif(not _private_mounts_allowed(), reason="cannot mount in a private namespace")
+@pytest.mark.skipif(not private_mounts_allowed("tmpfs"), reason="cannot mount privately")
 def test_unmounted_volume_is_rescanned_and_watched_again_once_mounted(tmp_path: Path) -> None:
     root = tmp_path / "share"
     root.mkdir()
     child = subprocess.run(
-        ["unshare", "--mount", "--propagation", "private", sys.executable, "-c", CHILD, str(root)],
+        [*PRIVATE_MOUNTS, sys.executable, "-c", CHILD, str(root)],
         capture_output=True,
         text=True,
         timeout=60,

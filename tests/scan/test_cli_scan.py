@@ -13,20 +13,12 @@ from pathlib import Path
 import xxhash
 
 from helpers.cli import run_cli
+from helpers.messages import FILE_MEMBERS
 from privileges import run_unprivileged, world_traversable_tmp
 from scanarr.cli import build_parser, main
 from scanarr.scan import rfc3339_from_ns
 
-JSONL_KEYS = [
-    "volume_path",
-    "relative_path",
-    "filename",
-    "inode",
-    "device_id",
-    "size_bytes",
-    "hardlink_count",
-    "mod_time",
-]
+JSONL_KEYS = ["volume_path", *FILE_MEMBERS]  # as README.md lists them
 
 
 def summary(stdout: str) -> dict[str, str]:

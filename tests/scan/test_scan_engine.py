@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import xxhash
 
+from helpers.messages import FILE_MEMBERS
 from privileges import run_unprivileged, world_traversable_tmp
 from scanarr import _native
 from scanarr.scan import Scan, ScanRecord, rfc3339_from_ns, scan
@@ -208,17 +209,7 @@ def test_json_records_equal_lstat(media_tree: Path) -> None:
     assert len(decoded) == len(EXPECTED_MEDIA)
     for message in decoded:
         data = message["data"]
-        assert list(data) == [
-            "scan_id",
-            "volume_id",
-            "relative_path",
-            "filename",
-            "inode",
-            "device_id",
-            "size_bytes",
-            "hardlink_count",
-            "mod_time",
-        ]
+        assert list(data) == ["scan_id", "volume_id", *FILE_MEMBERS]
         info = os.lstat(media_tree / data["relative_path"])
         assert data["inode"] == info.st_ino
         assert data["device_id"] == info.st_dev

@@ -18,11 +18,11 @@ import attrs
 import pytest
 from wsproto.frame_protocol import FrameProtocol, Opcode
 
+from helpers.messages import completed_scan
 from scanarr import _native
 from scanarr.agent.scan_walk import ProgressText, scan_file_head, scan_file_prefix
 from scanarr.protocol import (
     SCAN_FILE_SCAN_FIELDS,
-    ScanCompleted,
     ScanFile,
     ScanProgress,
     WatcherHello,
@@ -224,16 +224,7 @@ def test_progress_frames_are_the_protocol_encoding() -> None:
 def test_frame_type_reads_every_kind_of_frame() -> None:
     """Metrics count frames by `frame_type`: it reads the type of `encode`'s frames and of the
     scan's native ones."""
-    completed = ScanCompleted(
-        scan_id="s",
-        volume_id="v",
-        total_files=1,
-        total_dirs=1,
-        total_size_bytes=1,
-        duration_ms=1,
-        disk_total_bytes=1,
-        disk_free_bytes=1,
-    )
+    completed = completed_scan()
     hello = WatcherHello(hostname="h", version="1", os="linux", arch="amd64", token="t")
     for message in (completed, hello):
         assert frame_type(encode(message)) == message.TYPE

@@ -3,9 +3,11 @@ commands meant for other watchers, re-sent deletions and replies kept while disc
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,21 @@ async def _scanned(api: DevApiV15Server, *paths: Path) -> None:
             await api.wait_for_type("scan.completed", path=str(path))
 
 
+@contextlib.asynccontextmanager
+async def _watching_scanned(
+    nursery: trio.Nursery, state_file: Path, log: Path, *volumes: Path
+) -> AsyncIterator[DevApiV15Server]:
+    """A V1.5 API of `volumes` and an approved `scanarr watch` of them, entered once every
+    volume is scanned; the watcher is stopped on leaving."""
+    api, environment = await serve_volumes(nursery, state_file, *volumes)
+    process = await approved_watch(nursery, api, environment, log)
+    try:
+        await _scanned(api, *volumes)
+        yield api
+    finally:
+        await stop_watch(process)
+
+
 async def test_flat_delete_with_siblings_across_volumes_answers_our_items_only(
     nursery: trio.Nursery, make_volume: Any, state_file: Path, tmp_path: Path
 ) -> None:
@@ -37,10 +54,9 @@ async def test_flat_delete_with_siblings_across_volumes_answers_our_items_only(
     (movies / "Film (2020)").mkdir()
     os.link(torrents / "Film" / "film.mkv", movies / "Film (2020)" / "film.mkv")
     elsewhere = make_volume("elsewhere", {"film.mkv": 9})  # another watcher's volume
-    api, environment = await serve_volumes(nursery, state_file, torrents, movies)
-    process = await approved_watch(nursery, api, environment, tmp_path / "watch.log")
-    try:
-        await _scanned(api, torrents, movies)
+    async with _watching_scanned(
+        nursery, state_file, tmp_path / "watch.log", torrents, movies
+    ) as api:
         await api.delete(
             "d1",
             [
@@ -55,8 +71,6 @@ async def test_flat_delete_with_siblings_across_volumes_answers_our_items_only(
         )
         with trio.fail_after(20):
             reply = await api.wait_for_type("files.delete.completed", deletion_id="d1")
-    finally:
-        await stop_watch(process)
     assert reply.data["total"] == 2
     assert reply.data["deleted"] == 2
     assert reply.data["failed"] == 0
@@ -79,10 +93,7 @@ async def test_commands_for_another_watchers_paths_get_no_reply_and_touch_nothin
     other = make_volume("other", {"x.mkv": 1, "y.mkv": 1})
     # A path that starts like ours but is not inside it.
     lookalike = make_volume("movies-old", {"z.mkv": 1})
-    api, environment = await serve_volumes(nursery, state_file, movies)
-    process = await approved_watch(nursery, api, environment, tmp_path / "watch.log")
-    try:
-        await _scanned(api, movies)
+    async with _watching_scanned(nursery, state_file, tmp_path / "watch.log", movies) as api:
         await api.scan(str(other), "s-other")
         await api.delete(
             "d-other",
@@ -102,8 +113,6 @@ async def test_commands_for_another_watchers_paths_get_no_reply_and_touch_nothin
         scan_id = await api.scan(str(movies))
         with trio.fail_after(20):
             await api.wait_for_type("scan.completed", scan_id=scan_id)
-    finally:
-        await stop_watch(process)
     assert api.of_type("scan.started", scan_id="s-other") == []
     assert api.of_type("files.delete.completed", deletion_id="d-other") == []
     assert api.of_type("files.delete.progress", deletion_id="d-other") == []
@@ -198,10 +207,9 @@ async def test_hardlink_from_torrents_into_media(
 ) -> None:
     torrents = make_volume("torrents", {"Film/film.mkv": 6})
     movies = make_volume("movies", {"Film (2020)/film.mkv": 6})  # a copy, to be replaced
-    api, environment = await serve_volumes(nursery, state_file, torrents, movies)
-    process = await approved_watch(nursery, api, environment, tmp_path / "watch.log")
-    try:
-        await _scanned(api, torrents, movies)
+    async with _watching_scanned(
+        nursery, state_file, tmp_path / "watch.log", torrents, movies
+    ) as api:
         source, target = f"{torrents}/Film/film.mkv", f"{movies}/Film (2020)/film.mkv"
         request_id = await api.hardlink("d-link", source, target, str(movies))
         new_target = f"{movies}/New/film.mkv"
@@ -209,8 +217,6 @@ async def test_hardlink_from_torrents_into_media(
         with trio.fail_after(20):
             reply = await api.wait_for_type("files.hardlink.completed", request_id=request_id)
             created = await api.wait_for_type("files.hardlink.completed", request_id=second)
-    finally:
-        await stop_watch(process)
     assert reply.data == {
         "request_id": request_id,
         "deletion_id": "d-link",
@@ -281,10 +287,9 @@ async def test_hostile_paths_in_our_volumes_fail_and_touch_nothing(
     torrents = make_volume("torrents", {"t.mkv": 1})
     outside = make_volume("outside", {"film.mkv": 1, "secret.mkv": 1})
     (movies / "link").symlink_to(outside)  # a symlinked folder inside the volume
-    api, environment = await serve_volumes(nursery, state_file, movies, torrents)
-    process = await approved_watch(nursery, api, environment, tmp_path / "watch.log")
-    try:
-        await _scanned(api, movies, torrents)
+    async with _watching_scanned(
+        nursery, state_file, tmp_path / "watch.log", movies, torrents
+    ) as api:
         await api.delete(
             "d",
             [
@@ -300,8 +305,6 @@ async def test_hostile_paths_in_our_volumes_fail_and_touch_nothing(
             reply = await api.wait_for_type("files.delete.completed", deletion_id="d")
             refused = await api.wait_for_type("files.hardlink.completed", request_id=half)
             symlinked = await api.wait_for_type("files.hardlink.completed", request_id=through)
-    finally:
-        await stop_watch(process)
     assert (reply.data["total"], reply.data["deleted"], reply.data["failed"]) == (3, 0, 3)
     assert all(result["error"] for result in reply.data["results"])
     assert api.deletions["d"].status == "failed"
