@@ -1166,6 +1166,7 @@ mod tests {
             filter: &filter,
             excluded: &[],
             watch_budget: None,
+            threads: 0,
         };
         let top = root.as_os_str().as_encoded_bytes();
         let cancel = std::sync::atomic::AtomicBool::new(false);

@@ -252,6 +252,7 @@ fn a_listing_is_merged_with_its_watches_links_and_collisions() {
         filter: &filter,
         excluded: &[],
         watch_budget: None,
+        threads: 0,
     };
     let top = root.as_os_str().as_encoded_bytes();
     let listing = list_tree(top, &options, &AtomicBool::new(false)).unwrap();

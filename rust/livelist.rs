@@ -13,7 +13,8 @@
 
 use std::ffi::{CStr, CString};
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard};
 
 use crate::filter::Filter;
 use crate::sys::{self, Errno};
@@ -70,6 +71,8 @@ pub struct Listing {
     pub watch_limit: Option<Errno>,
     /// The top directory is gone (or is not a directory): `dirs` and `files` are empty.
     pub gone: bool,
+    /// Parts listed by threads of their own and put together (1: listed by one thread).
+    pub parts: usize,
 }
 
 pub struct ListOptions<'a> {
@@ -83,6 +86,8 @@ pub struct ListOptions<'a> {
     pub excluded: &'a [Vec<u8>],
     /// Watches that may still be added (the caller's own cap); None: no cap.
     pub watch_budget: Option<usize>,
+    /// Threads listing a large tree (0: `DEFAULT_LIST_THREADS`).
+    pub threads: usize,
 }
 
 impl Listing {
@@ -181,73 +186,237 @@ fn join(base: &[u8], name: &[u8]) -> Vec<u8> {
     path
 }
 
-/// Lists `top` (an absolute path) and everything below it; see the module documentation.
-pub fn list_tree(
-    top: &[u8],
-    options: &ListOptions<'_>,
-    cancel: &AtomicBool,
-) -> Result<Listing, Cancelled> {
-    let mut listing = Listing::default();
-    let mut budget = options.watch_budget;
-    let target = WatchTarget::for_fd(options.inotify_fd, options.mask);
-    let mut buf = vec![0u8; 64 * 1024];
-    // (index in listing.dirs, absolute path)
-    let mut stack: Vec<(u32, Vec<u8>)> = Vec::new();
-    listing.dirs.push(ListedDir {
-        parent: NO_PARENT,
-        name: Name::default(),
-        watch: Watch::Limit,
-        read_error: 0,
-    });
-    stack.push((0, top.to_vec()));
-    while let Some((index, path)) = stack.pop() {
-        if cancel.load(Ordering::Relaxed) {
-            return Err(Cancelled);
-        }
-        let Ok(c_path) = CString::new(path.clone()) else {
-            continue;
-        };
-        // Watch first, then list: nothing created in between is missed.
-        let watch = if listing.watch_limit.is_some() {
-            Watch::Limit
-        } else if budget == Some(0) {
-            listing.watch_limit = Some(0);
-            Watch::Limit
-        } else {
-            match target.watch(&c_path) {
-                Ok(wd) => {
-                    budget = budget.map(|left| left - 1);
-                    Watch::Wd(wd)
-                }
-                Err(errno) if errno == libc::ENOSPC || errno == libc::EMFILE => {
-                    listing.watch_limit = Some(errno);
-                    Watch::Limit
-                }
-                Err(errno) if is_gone(errno) => {
-                    if index == 0 {
-                        listing.gone = true;
-                        listing.dirs.clear();
-                        return Ok(listing);
-                    }
-                    // Gone since its parent was listed: its own event follows; forget it.
-                    listing.dirs[index as usize].read_error = errno;
-                    listing.dirs[index as usize].watch = Watch::Failed(errno);
-                    continue;
-                }
-                Err(errno) => Watch::Failed(errno),
+/// A directory still to be listed: its parent (an index in the listing part being built), the
+/// length of its own name at the end of `path`, and its absolute path.
+struct Pending {
+    parent: u32,
+    name_len: u32,
+    path: Vec<u8>,
+}
+
+/// A directory handed to another thread: `parent` indexes the part numbered `part`.
+struct Handed {
+    part: u32,
+    pending: Pending,
+}
+
+/// One thread's listing of one or more subtrees: a `Listing` whose directories without a parent
+/// in it (`NO_PARENT`) are `roots`, each naming its parent in a part numbered lower (or
+/// NO_PARENT: the top).
+struct Part {
+    id: u32,
+    /// (index in `listing.dirs`, part of the parent, index of the parent there)
+    roots: Vec<(u32, u32, u32)>,
+    listing: Listing,
+}
+
+/// The directories waiting for a thread, and who is idle.
+struct Queue {
+    handed: Vec<Handed>,
+    workers: usize,
+    idle: usize,
+    done: bool,
+}
+
+/// What the listing threads share.
+struct Shared<'a> {
+    options: &'a ListOptions<'a>,
+    target: WatchTarget,
+    cancel: &'a AtomicBool,
+    queue: Mutex<Queue>,
+    wake: Condvar,
+    /// Threads waiting for work (read without the lock, to decide whether to hand some).
+    idle: AtomicUsize,
+    next_part: AtomicU32,
+    /// Watches that may still be added (`usize::MAX`: no cap).
+    budget: AtomicUsize,
+    limit_hit: AtomicBool,
+    limit: Mutex<Option<Errno>>,
+    /// The top directory is gone.
+    gone: AtomicBool,
+}
+
+/// Directories listed by the calling thread before others join in: a new folder's listing
+/// (the common case on the event path) spawns no thread.
+const ALONE: usize = 64;
+
+/// Threads listing a large tree when the caller does not say (`ListOptions::threads` 0).
+pub const DEFAULT_LIST_THREADS: usize = 4;
+
+impl Shared<'_> {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The next directory for a thread out of work; None once every thread is (the listing is
+    /// over) or it is stopped.
+    fn take(&self) -> Option<Handed> {
+        let mut queue = self.lock();
+        loop {
+            if queue.done {
+                return None;
             }
+            if let Some(handed) = queue.handed.pop() {
+                return Some(handed);
+            }
+            queue.idle += 1;
+            self.idle.store(queue.idle, Ordering::Relaxed);
+            if queue.idle == queue.workers {
+                queue.done = true;
+                self.wake.notify_all();
+                return None;
+            }
+            queue = self
+                .wake
+                .wait(queue)
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            queue.idle -= 1;
+            self.idle.store(queue.idle, Ordering::Relaxed);
+        }
+    }
+
+    fn hand(&self, part: u32, stack: &mut Vec<Pending>) {
+        // The shallowest half: the largest subtrees.
+        let half = stack.len() / 2;
+        let mut queue = self.lock();
+        queue
+            .handed
+            .extend(stack.drain(..half).map(|pending| Handed { part, pending }));
+        self.wake.notify_all();
+    }
+
+    fn stop(&self) {
+        let mut queue = self.lock();
+        queue.done = true;
+        self.wake.notify_all();
+    }
+
+    fn add_worker(&self) {
+        self.lock().workers += 1;
+    }
+
+    fn hit_limit(&self, errno: Errno) {
+        let mut limit = self.limit.lock().unwrap_or_else(|p| p.into_inner());
+        limit.get_or_insert(errno);
+        self.limit_hit.store(true, Ordering::Relaxed);
+    }
+
+    /// Watch first, then list: nothing created in between is missed.
+    fn watch(&self, path: &CStr) -> Watch {
+        if self.limit_hit.load(Ordering::Relaxed) {
+            return Watch::Limit;
+        }
+        let spent = self
+            .budget
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| match left {
+                usize::MAX => Some(usize::MAX),
+                0 => None,
+                left => Some(left - 1),
+            })
+            .is_err();
+        if spent {
+            self.hit_limit(0);
+            return Watch::Limit;
+        }
+        match self.target.watch(path) {
+            Ok(wd) => Watch::Wd(wd),
+            Err(errno) if errno == libc::ENOSPC || errno == libc::EMFILE => {
+                self.hit_limit(errno);
+                Watch::Limit
+            }
+            Err(errno) => Watch::Failed(errno),
+        }
+    }
+
+    /// Lists one subtree (a handed directory) depth first into `part`, handing half of what
+    /// is pending to idle threads. `spawn` is called once `ALONE` directories were listed with
+    /// more pending.
+    fn list_subtree(
+        &self,
+        part: &mut Part,
+        handed: Handed,
+        buf: &mut [u8],
+        spawn: &mut dyn FnMut(),
+    ) -> Result<(), Cancelled> {
+        let top = handed.part == NO_PARENT;
+        let listing = &mut part.listing;
+        part.roots.push((
+            listing.dirs.len() as u32,
+            handed.part,
+            handed.pending.parent,
+        ));
+        let mut stack = vec![Pending {
+            parent: NO_PARENT,
+            ..handed.pending
+        }];
+        let mut listed = 0usize;
+        while let Some(pending) = stack.pop() {
+            if self.cancel.load(Ordering::Relaxed) {
+                return Err(Cancelled);
+            }
+            self.list_dir(listing, pending, top, buf, &mut stack);
+            if self.gone.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            listed += 1;
+            if listed >= ALONE && stack.len() > 1 {
+                spawn();
+            }
+            if stack.len() > 1 && self.idle.load(Ordering::Relaxed) > 0 {
+                self.hand(part.id, &mut stack);
+            }
+        }
+        Ok(())
+    }
+
+    /// Watches and lists one directory into `listing`, pushing its subdirectories.
+    fn list_dir(
+        &self,
+        listing: &mut Listing,
+        pending: Pending,
+        top: bool,
+        buf: &mut [u8],
+        stack: &mut Vec<Pending>,
+    ) {
+        let options = self.options;
+        let index = listing.dirs.len() as u32;
+        let is_top = top && pending.parent == NO_PARENT;
+        let path = pending.path;
+        let name = listing.add_name(&path[path.len() - pending.name_len as usize..]);
+        listing.dirs.push(ListedDir {
+            parent: pending.parent,
+            name,
+            watch: Watch::Limit,
+            read_error: 0,
+        });
+        let Ok(c_path) = CString::new(path.clone()) else {
+            return;
         };
+        let watch = self.watch(&c_path);
+        if let Watch::Failed(errno) = watch {
+            if is_gone(errno) {
+                if is_top {
+                    self.gone.store(true, Ordering::Relaxed);
+                    return;
+                }
+                // Gone since its parent was listed: its own event follows; forget it.
+                listing.dirs[index as usize].read_error = errno;
+                listing.dirs[index as usize].watch = watch;
+                return;
+            }
+        }
         listing.dirs[index as usize].watch = watch;
-        let dir = match open_dir(&c_path, index == 0) {
+        let dir = match open_dir(&c_path, is_top) {
             Ok(dir) => dir,
             Err(errno) => {
                 listing.dirs[index as usize].read_error = errno;
-                continue;
+                return;
             }
         };
-        let mut subdirs: Vec<Vec<u8>> = Vec::new();
         loop {
-            let n = match sys::getdents(&dir, &mut buf) {
+            let n = match sys::getdents(&dir, buf) {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(errno) => {
@@ -283,7 +452,11 @@ pub fn list_tree(
                     if options.excluded.contains(&child) {
                         continue;
                     }
-                    subdirs.push(name.to_vec());
+                    stack.push(Pending {
+                        parent: index,
+                        name_len: name.len() as u32,
+                        path: child,
+                    });
                 } else if st.is_regular() && wanted_file {
                     let name = listing.add_name(name);
                     listing.files.push(ListedFile {
@@ -300,19 +473,200 @@ pub fn list_tree(
                 }
             }
         }
-        for name in subdirs {
-            let child_path = join(&path, &name);
-            let child = listing.dirs.len() as u32;
-            let name = listing.add_name(&name);
-            listing.dirs.push(ListedDir {
-                parent: index,
-                name,
-                watch: Watch::Limit,
-                read_error: 0,
-            });
-            stack.push((child, child_path));
-        }
     }
+
+    /// A thread's work: subtrees until none is left. A subtree goes into the thread's current
+    /// part when its parent's part is numbered lower, into a new part otherwise.
+    fn work(&self, first: Option<Handed>, spawn: &mut dyn FnMut()) -> Result<Vec<Part>, Cancelled> {
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut parts: Vec<Part> = Vec::new();
+        let mut next = first;
+        loop {
+            let handed = match next.take() {
+                Some(handed) => handed,
+                None => match self.take() {
+                    Some(handed) => handed,
+                    None => break,
+                },
+            };
+            let fits = parts
+                .last()
+                .is_some_and(|part| handed.part != NO_PARENT && handed.part < part.id);
+            if !fits {
+                parts.push(Part {
+                    id: self.next_part.fetch_add(1, Ordering::Relaxed),
+                    roots: Vec::new(),
+                    listing: Listing::default(),
+                });
+            }
+            let part = parts.last_mut().expect("a part was just made");
+            if self.list_subtree(part, handed, &mut buf, spawn).is_err() {
+                self.stop();
+                return Err(Cancelled);
+            }
+            if self.gone.load(Ordering::Relaxed) {
+                self.stop();
+                break;
+            }
+        }
+        Ok(parts)
+    }
+}
+
+/// The parts in one listing, parents first: a part's roots have their parents in parts numbered
+/// lower (a directory is handed on only once its parent was listed, in a part numbered then).
+fn stitch(mut parts: Vec<Part>) -> Listing {
+    parts.sort_unstable_by_key(|part| part.id);
+    let count = parts.len();
+    if count == 1 {
+        let mut listing = parts.pop().map(|part| part.listing).unwrap_or_default();
+        listing.parts = 1;
+        return listing;
+    }
+    let dirs: usize = parts.iter().map(|part| part.listing.dirs.len()).sum();
+    let files: usize = parts.iter().map(|part| part.listing.files.len()).sum();
+    let names: usize = parts.iter().map(|part| part.listing.names.len()).sum();
+    let mut listing = Listing {
+        dirs: Vec::with_capacity(dirs),
+        files: Vec::with_capacity(files),
+        names: Vec::with_capacity(names),
+        watch_limit: None,
+        gone: false,
+        parts: count,
+    };
+    // Parts are numbered 0.. in order; an id with no part (none is lost, but be safe) maps to
+    // the offset of the part after it.
+    let mut offsets: Vec<u32> = Vec::new();
+    for part in parts {
+        let dir_offset = listing.dirs.len() as u32;
+        let name_offset = u32::try_from(listing.names.len()).unwrap_or(u32::MAX);
+        while offsets.len() <= part.id as usize {
+            offsets.push(dir_offset);
+        }
+        let Part {
+            roots,
+            listing: own,
+            ..
+        } = part;
+        let moved = |name: Name| Name {
+            start: name.start.saturating_add(name_offset),
+            len: name.len,
+        };
+        listing.names.extend_from_slice(&own.names);
+        let mut roots = roots.into_iter().peekable();
+        for (at, dir) in own.dirs.into_iter().enumerate() {
+            let parent = if dir.parent == NO_PARENT {
+                match roots.next_if(|root| root.0 as usize == at) {
+                    Some((_, NO_PARENT, _)) | None => NO_PARENT,
+                    Some((_, part, index)) => offsets[part as usize] + index,
+                }
+            } else {
+                dir.parent + dir_offset
+            };
+            listing.dirs.push(ListedDir {
+                parent,
+                name: moved(dir.name),
+                ..dir
+            });
+        }
+        listing
+            .files
+            .extend(own.files.into_iter().map(|file| ListedFile {
+                dir: file.dir + dir_offset,
+                name: moved(file.name),
+                ..file
+            }));
+    }
+    listing
+}
+
+/// Lists `top` (an absolute path) and everything below it; see the module documentation.
+/// Directories are watched and listed by the calling thread, joined by up to
+/// `options.threads - 1` more once the tree turns out large (each taking subtrees from the
+/// others' pending directories); the listing names parents before their subdirectories.
+pub fn list_tree(
+    top: &[u8],
+    options: &ListOptions<'_>,
+    cancel: &AtomicBool,
+) -> Result<Listing, Cancelled> {
+    let threads = match options.threads {
+        0 => DEFAULT_LIST_THREADS,
+        n => n.min(64),
+    };
+    let shared = Shared {
+        options,
+        target: WatchTarget::for_fd(options.inotify_fd, options.mask),
+        cancel,
+        queue: Mutex::new(Queue {
+            handed: Vec::new(),
+            workers: 1,
+            idle: 0,
+            done: false,
+        }),
+        wake: Condvar::new(),
+        idle: AtomicUsize::new(0),
+        next_part: AtomicU32::new(0),
+        budget: AtomicUsize::new(
+            options
+                .watch_budget
+                .map_or(usize::MAX, |budget| budget.min(usize::MAX - 1)),
+        ),
+        limit_hit: AtomicBool::new(false),
+        limit: Mutex::new(None),
+        gone: AtomicBool::new(false),
+    };
+    let first = Handed {
+        part: NO_PARENT,
+        pending: Pending {
+            parent: NO_PARENT,
+            name_len: 0,
+            path: top.to_vec(),
+        },
+    };
+    let parts = std::thread::scope(|scope| {
+        let shared = &shared;
+        let mut helpers = Vec::new();
+        let mut started = false;
+        let mut spawn = || {
+            if std::mem::replace(&mut started, true) {
+                return;
+            }
+            for _ in 1..threads {
+                shared.add_worker();
+                let spawned = std::thread::Builder::new()
+                    .name("scanarr-list".into())
+                    .spawn_scoped(scope, move || shared.work(None, &mut || {}));
+                match spawned {
+                    Ok(handle) => helpers.push(handle),
+                    Err(_) => {
+                        // No thread: count it out again (the others carry on).
+                        let mut queue = shared.lock();
+                        queue.workers -= 1;
+                        shared.wake.notify_all();
+                        break;
+                    }
+                }
+            }
+        };
+        let mut parts = shared.work(Some(first), &mut spawn);
+        for helper in helpers {
+            let joined = helper.join().unwrap_or(Err(Cancelled));
+            match (&mut parts, joined) {
+                (Ok(parts), Ok(more)) => parts.extend(more),
+                (Ok(_), Err(Cancelled)) => parts = Err(Cancelled),
+                (Err(_), _) => {}
+            }
+        }
+        parts
+    })?;
+    if shared.gone.load(Ordering::Relaxed) {
+        return Ok(Listing {
+            gone: true,
+            ..Listing::default()
+        });
+    }
+    let mut listing = stitch(parts);
+    listing.watch_limit = *shared.limit.lock().unwrap_or_else(|p| p.into_inner());
     Ok(listing)
 }
 
@@ -377,6 +731,16 @@ mod tests {
     }
 
     fn list(root: &Path, inotify: &Inotify, budget: Option<usize>, filter: &Filter) -> Listing {
+        list_with(root, inotify, budget, filter, 0)
+    }
+
+    fn list_with(
+        root: &Path,
+        inotify: &Inotify,
+        budget: Option<usize>,
+        filter: &Filter,
+        threads: usize,
+    ) -> Listing {
         let device = fs::metadata(root.parent().unwrap()).unwrap().dev();
         let options = ListOptions {
             inotify_fd: inotify.0,
@@ -385,6 +749,7 @@ mod tests {
             filter,
             excluded: &[],
             watch_budget: budget,
+            threads,
         };
         list_tree(
             root.as_os_str().as_encoded_bytes(),
@@ -419,6 +784,10 @@ mod tests {
             .iter()
             .all(|dir| matches!(dir.watch, Watch::Wd(_))));
         assert_eq!(listing.watch_limit, None);
+        assert_eq!(
+            listing.parts, 1,
+            "a small tree is listed by the calling thread"
+        );
         for (index, dir) in listing.dirs.iter().enumerate().skip(1) {
             assert!((dir.parent as usize) < index, "parents come first");
         }
@@ -494,6 +863,7 @@ mod tests {
             filter: &filter,
             excluded: &[],
             watch_budget: None,
+            threads: 0,
         };
         let cancelled = AtomicBool::new(true);
         let top = root.as_os_str().as_encoded_bytes();
@@ -514,11 +884,97 @@ mod tests {
             filter: &filter,
             excluded: &excluded,
             watch_budget: None,
+            threads: 0,
         };
         let top = root.as_os_str().as_encoded_bytes();
         let listing = list_tree(top, &options, &AtomicBool::new(false)).unwrap();
         assert_eq!(listing.dirs.len(), 3);
         assert_eq!(listing.files.len(), 2);
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    /// A tree large enough for the listing to be shared between threads: 40 folders of 12
+    /// subfolders each holding one media file (and one skipped), 521 directories in all.
+    fn wide_tree(tag: &str) -> PathBuf {
+        let root =
+            std::env::temp_dir().join(format!("scanarr-livelist-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        for folder in 0..40 {
+            for sub in 0..12 {
+                let dir = root.join(format!("Folder {folder}/Sub {sub}"));
+                fs::create_dir_all(&dir).unwrap();
+                fs::write(dir.join(format!("f{folder}-{sub}.mkv")), b"x").unwrap();
+                fs::write(dir.join("notes.txt"), b"x").unwrap();
+            }
+        }
+        root
+    }
+
+    fn content(listing: &Listing) -> (Vec<String>, Vec<String>) {
+        for (index, dir) in listing.dirs.iter().enumerate().skip(1) {
+            assert!((dir.parent as usize) < index, "parents come first");
+        }
+        assert_eq!(listing.dirs[0].parent, NO_PARENT);
+        assert!(listing.dirs[1..].iter().all(|dir| dir.parent != NO_PARENT));
+        let mut dirs: Vec<String> = (0..listing.dirs.len() as u32)
+            .map(|i| path_of(listing, i))
+            .collect();
+        let mut files: Vec<String> = listing
+            .files
+            .iter()
+            .map(|file| {
+                let name = String::from_utf8(listing.name(file.name).to_vec()).unwrap();
+                format!("{}/{name}", path_of(listing, file.dir))
+            })
+            .collect();
+        dirs.sort();
+        files.sort();
+        (dirs, files)
+    }
+
+    #[test]
+    fn threads_list_the_same_tree_with_every_directory_watched_once() {
+        let root = wide_tree("threads");
+        let filter = Filter::default();
+        let alone = list_with(&root, &Inotify::new(), None, &filter, 1);
+        assert_eq!(alone.parts, 1);
+        let (dirs, files) = content(&alone);
+        assert_eq!((dirs.len(), files.len()), (521, 480));
+        for _ in 0..5 {
+            let inotify = Inotify::new();
+            let shared = list_with(&root, &inotify, None, &filter, 4);
+            assert!(shared.parts > 1, "listed by one thread");
+            assert_eq!(content(&shared), (dirs.clone(), files.clone()));
+            let mut wds: Vec<i32> = shared
+                .dirs
+                .iter()
+                .map(|dir| match dir.watch {
+                    Watch::Wd(wd) => wd,
+                    other => panic!("not watched: {other:?}"),
+                })
+                .collect();
+            wds.sort_unstable();
+            wds.dedup();
+            assert_eq!(wds.len(), 521, "one watch per directory");
+        }
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn threads_share_the_watch_budget_and_still_list_everything() {
+        let root = wide_tree("threadbudget");
+        let filter = Filter::default();
+        let inotify = Inotify::new();
+        let listing = list_with(&root, &inotify, Some(100), &filter, 4);
+        let watched = listing
+            .dirs
+            .iter()
+            .filter(|dir| matches!(dir.watch, Watch::Wd(_)))
+            .count();
+        assert_eq!(watched, 100);
+        assert_eq!(listing.watch_limit, Some(0));
+        let (dirs, files) = content(&listing);
+        assert_eq!((dirs.len(), files.len()), (521, 480));
         fs::remove_dir_all(&root).unwrap();
     }
 }

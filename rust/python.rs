@@ -648,7 +648,7 @@ impl LiveLister {
     }
 
     /// Lists `top` with the interpreter detached; None when cancelled.
-    #[pyo3(signature = (top, *, inotify_fd, mask, device, extensions, excluded = None, watch_budget = None))]
+    #[pyo3(signature = (top, *, inotify_fd, mask, device, extensions, excluded = None, watch_budget = None, threads = 0))]
     #[allow(clippy::too_many_arguments)]
     fn list(
         &self,
@@ -660,6 +660,7 @@ impl LiveLister {
         extensions: Vec<String>,
         excluded: Option<&Bound<'_, PyAny>>,
         watch_budget: Option<usize>,
+        threads: usize,
     ) -> PyResult<Option<LiveListing>> {
         let top = path_from_py(top)?;
         let excluded = match excluded {
@@ -674,6 +675,7 @@ impl LiveLister {
             filter: &filter,
             excluded: &excluded,
             watch_budget,
+            threads,
         };
         let listed = py.detach(|| livelist::list_tree(&top, &options, &self.cancel));
         Ok(listed.ok().map(|listing| LiveListing { listing }))

@@ -250,6 +250,7 @@ class LiveLister:
         extensions: Sequence[str],
         excluded: Sequence[str | bytes] | None = None,  # absolute paths not to enter
         watch_budget: int | None = None,  # watches that may still be added; None: no cap
+        threads: int = 0,  # threads listing a large tree; 0: 4
     ) -> LiveListing | None:
         """List `top` (absolute); None when cancelled."""
 
