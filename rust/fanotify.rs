@@ -30,7 +30,7 @@
 //! `IN_UNMOUNT` then `IN_IGNORED` for every key of that filesystem, as inotify watches would say.
 
 use std::collections::{HashMap, HashSet};
-use std::ffi::CStr;
+use std::ffi::{CStr, CString};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
@@ -166,7 +166,12 @@ pub struct HandleMap {
     /// (fsid, handle type) of each interned filesystem; its index is `Handle`'s `fs`.
     filesystems: Vec<([u8; 8], i32)>,
     keys: HashMap<Handle, i32>,
-    live: HashSet<i32>,
+    /// Live key → its filesystem (index in `filesystems`).
+    live: HashMap<i32, u16>,
+    /// Live keys per interned filesystem.
+    live_per_fs: Vec<usize>,
+    /// Filesystems whose last live key `remove` took, for their owner to unmark.
+    emptied: Vec<[u8; 8]>,
     /// Keys removed whose entry in `keys` is still there.
     stale: HashSet<i32>,
     next_key: i32,
@@ -187,6 +192,7 @@ impl HandleMap {
             return index;
         }
         self.filesystems.push((fsid, handle_type));
+        self.live_per_fs.push(0);
         (self.filesystems.len() - 1) as u16
     }
 
@@ -211,7 +217,8 @@ impl HandleMap {
         // an IN_IGNORED of a removed key cannot be taken for a new directory's.
         self.next_key = if key == i32::MAX { KEY_BASE } else { key + 1 };
         self.keys.insert(handle, key);
-        self.live.insert(key);
+        self.live.insert(key, fs);
+        self.live_per_fs[fs as usize] += 1;
         key
     }
 
@@ -222,8 +229,14 @@ impl HandleMap {
     }
 
     pub fn remove(&mut self, key: i32) -> bool {
-        if !self.live.remove(&key) {
+        let Some(fs) = self.live.remove(&key) else {
             return false;
+        };
+        let count = &mut self.live_per_fs[fs as usize];
+        *count -= 1;
+        let fsid = self.filesystems[fs as usize].0;
+        if *count == 0 && self.live_on(fsid) == 0 {
+            self.emptied.push(fsid);
         }
         self.stale.insert(key);
         if self.stale.len() > 1024 && self.stale.len() * 2 > self.keys.len() {
@@ -238,6 +251,21 @@ impl HandleMap {
         self.live.len()
     }
 
+    /// Live keys on the filesystem `fsid` (whatever its handle types).
+    pub fn live_on(&self, fsid: [u8; 8]) -> usize {
+        self.filesystems
+            .iter()
+            .zip(&self.live_per_fs)
+            .filter(|((known, _), _)| *known == fsid)
+            .map(|(_, count)| count)
+            .sum()
+    }
+
+    /// The filesystems left without a live key by `remove` since the last call.
+    pub fn take_emptied(&mut self) -> Vec<[u8; 8]> {
+        std::mem::take(&mut self.emptied)
+    }
+
     /// Forgets every key of the filesystem `fsid`; returns them.
     fn remove_filesystem(&mut self, fsid: [u8; 8]) -> Vec<i32> {
         let filesystems: Vec<u16> = (0..self.filesystems.len())
@@ -245,6 +273,9 @@ impl HandleMap {
             .map(|index| index as u16)
             .collect();
         let mut keys = Vec::new();
+        for &fs in &filesystems {
+            self.live_per_fs[fs as usize] = 0;
+        }
         let (live, stale) = (&mut self.live, &mut self.stale);
         self.keys.retain(|handle, key| {
             let fs = match handle {
@@ -253,7 +284,7 @@ impl HandleMap {
             if !filesystems.contains(&fs) {
                 return true;
             }
-            if live.remove(key) {
+            if live.remove(key).is_some() {
                 keys.push(*key);
             }
             stale.remove(key);
@@ -480,8 +511,8 @@ pub fn parse_inotify(buf: &[u8], out: &mut Vec<Event>) {
 
 struct State {
     map: HandleMap,
-    /// fsids of the filesystems marked.
-    marked: HashSet<[u8; 8]>,
+    /// The filesystems marked (fsid → the directory that marked it, for `unmark`).
+    marked: HashMap<[u8; 8], CString>,
     /// mount id → fsid, so that a directory costs no `statfs` once its mount is known.
     mounts: HashMap<i32, [u8; 8]>,
     /// The fallback inotify instance, made on first need.
@@ -491,6 +522,8 @@ struct State {
     /// An inotify watch per marked filesystem (wd → fsid), for its IN_UNMOUNT: a filesystem
     /// mark goes away silently with its filesystem.
     sentinels: HashMap<i32, [u8; 8]>,
+    /// Sentinels removed by `unmark`, whose IN_IGNORED is swallowed.
+    retired_sentinels: HashSet<i32>,
     /// Keys removed by `unwatch`, whose IN_IGNORED the next `read` delivers (as the kernel does
     /// after `inotify_rm_watch`).
     ignored: Vec<i32>,
@@ -537,6 +570,24 @@ fn fsid_of(path: &CStr) -> Result<[u8; 8], Errno> {
     // SAFETY: fsid_t is two ints: read its bytes as the kernel reports them in events.
     let bytes: [u8; 8] = unsafe { std::mem::transmute_copy(&st.f_fsid) };
     Ok(bytes)
+}
+
+/// `path` or its nearest ancestor that is on the filesystem `fsid` now.
+fn path_on(path: &CStr, fsid: [u8; 8]) -> Option<CString> {
+    let mut bytes = path.to_bytes().to_vec();
+    loop {
+        let candidate = CString::new(bytes.clone()).ok()?;
+        if fsid_of(&candidate) == Ok(fsid) {
+            return Some(candidate);
+        }
+        let cut = bytes.iter().rposition(|&b| b == b'/')?;
+        if cut == 0 {
+            return (bytes.len() > 1)
+                .then(|| c"/".to_owned())
+                .filter(|root| fsid_of(root) == Ok(fsid));
+        }
+        bytes.truncate(cut);
+    }
 }
 
 fn open_path(path: &CStr) -> Result<OwnedFd, Errno> {
@@ -627,11 +678,12 @@ impl Fanotify {
             inotify_mask,
             state: Mutex::new(State {
                 map: HandleMap::new(),
-                marked: HashSet::new(),
+                marked: HashMap::new(),
                 mounts: HashMap::new(),
                 inotify: None,
                 unsupported: HashMap::new(),
                 sentinels: HashMap::new(),
+                retired_sentinels: HashSet::new(),
                 ignored: Vec::new(),
             }),
         });
@@ -691,7 +743,7 @@ impl Fanotify {
         if let Some(failure) = state.unsupported.get(&fsid).copied() {
             return self.fall_back(&mut state, path, failure);
         }
-        if !state.marked.contains(&fsid) {
+        if !state.marked.contains_key(&fsid) {
             if let Err(errno) = self.mark(path) {
                 let failure = Failure::new(Step::Mark, errno);
                 if failure.unsupported_filesystem() {
@@ -700,7 +752,7 @@ impl Fanotify {
                 }
                 return Err(failure);
             }
-            state.marked.insert(fsid);
+            state.marked.insert(fsid, path.to_owned());
             let wd = self.inotify_watch(&mut state, path, IN_UNMOUNT)?;
             state.sentinels.insert(wd, fsid);
         }
@@ -708,11 +760,15 @@ impl Fanotify {
     }
 
     fn mark(&self, path: &CStr) -> Result<(), Errno> {
+        self.fanotify_mark(libc::FAN_MARK_ADD, path)
+    }
+
+    fn fanotify_mark(&self, action: libc::c_uint, path: &CStr) -> Result<(), Errno> {
         // SAFETY: `path` is NUL-terminated.
         let rc = unsafe {
             libc::fanotify_mark(
                 self.fanotify.as_raw_fd(),
-                libc::FAN_MARK_ADD | libc::FAN_MARK_FILESYSTEM,
+                action | libc::FAN_MARK_FILESYSTEM,
                 MARK_MASK,
                 libc::AT_FDCWD,
                 path.as_ptr(),
@@ -722,6 +778,38 @@ impl Fanotify {
             return Err(last_errno());
         }
         Ok(())
+    }
+
+    /// Removes the marks (and sentinels) of the filesystems left without a registered directory:
+    /// their events stop reaching the group. The mark is removed through the directory that made
+    /// it or, that one gone, its nearest ancestor still on the filesystem; when there is none it
+    /// stays, and its events go on being dropped as outside every volume (a later registration
+    /// there marks it again, which the kernel merges).
+    fn release_emptied(&self, state: &mut State) {
+        for fsid in state.map.take_emptied() {
+            if state.map.live_on(fsid) > 0 {
+                continue;
+            }
+            let Some(path) = state.marked.remove(&fsid) else {
+                continue;
+            };
+            if let Some(on_it) = path_on(&path, fsid) {
+                // ENOENT (not marked any more) and the like leave nothing to do.
+                let _ = self.fanotify_mark(libc::FAN_MARK_REMOVE, &on_it);
+            }
+            let sentinel = state
+                .sentinels
+                .iter()
+                .find(|(_, known)| **known == fsid)
+                .map(|(wd, _)| *wd);
+            if let (Some(wd), Some(inotify)) = (sentinel, state.inotify.as_ref()) {
+                state.sentinels.remove(&wd);
+                // SAFETY: plain syscall on our descriptor.
+                if unsafe { libc::inotify_rm_watch(inotify.as_raw_fd(), wd) } == 0 {
+                    state.retired_sentinels.insert(wd);
+                }
+            }
+        }
     }
 
     fn fall_back(&self, state: &mut State, path: &CStr, failure: Failure) -> Result<i32, Failure> {
@@ -761,7 +849,9 @@ impl Fanotify {
     pub fn remove(&self, key: i32) -> bool {
         let mut state = self.lock();
         if key >= KEY_BASE {
-            return state.map.remove(key);
+            let removed = state.map.remove(key);
+            self.release_emptied(&mut state);
+            return removed;
         }
         match &state.inotify {
             // SAFETY: plain syscall on our descriptor.
@@ -827,10 +917,17 @@ impl Fanotify {
                 let mut state = self.lock();
                 if is_fanotify {
                     parse_events(&mut state.map, &buf[..n], &mut out);
+                    self.release_emptied(&mut state);
                 } else {
                     let mut raw = Vec::new();
                     parse_inotify(&buf[..n], &mut raw);
                     for event in raw {
+                        if state.retired_sentinels.contains(&event.key) {
+                            if event.mask & IN_IGNORED != 0 {
+                                state.retired_sentinels.remove(&event.key);
+                            }
+                            continue;
+                        }
                         match state.sentinels.get(&event.key).copied() {
                             None => out.push(event),
                             Some(fsid) => sentinel_event(&mut state, fsid, &event, &mut out),
@@ -1191,6 +1288,73 @@ mod tests {
     }
 
     /// Against the kernel, when this process may use fanotify (CAP_SYS_ADMIN, Linux 5.17+).
+    #[test]
+    fn a_filesystem_left_without_directories_is_unmarked_and_marked_again_when_needed() {
+        let Ok(fan) = Fanotify::new(None) else {
+            eprintln!("fanotify not available here: skipped");
+            return;
+        };
+        let root = std::env::temp_dir().join(format!("scanarr-fanunmark-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        fs::create_dir_all(root.join("a/sub")).unwrap();
+        let c = |p: &std::path::Path| CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+        let read_all = |fan: &Fanotify| {
+            let mut events = Vec::new();
+            for _ in 0..10 {
+                events.extend(fan.read(1 << 20).unwrap());
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            events
+        };
+        let a = fan.watch(&c(&root.join("a"))).unwrap();
+        let sub = fan.watch(&c(&root.join("a/sub"))).unwrap();
+        assert_eq!(fan.filesystems_marked(), 1);
+        assert!(fan.remove(sub));
+        assert_eq!(
+            fan.filesystems_marked(),
+            1,
+            "a directory is still registered there"
+        );
+        let kernel_marks = |fan: &Fanotify| {
+            let info = format!("/proc/self/fdinfo/{}", fan.fanotify.as_raw_fd());
+            let info = fs::read_to_string(info).unwrap();
+            info.lines()
+                .filter(|l| l.starts_with("fanotify sdev"))
+                .count()
+        };
+        assert_eq!(kernel_marks(&fan), 1);
+        assert!(fan.remove(a));
+        assert_eq!(fan.filesystems_marked(), 0);
+        assert_eq!(kernel_marks(&fan), 0, "the filesystem mark is removed");
+        // Nothing of that filesystem reaches the group any more, not even the sentinel's end.
+        fs::write(root.join("a/x.mkv"), b"x").unwrap();
+        assert!(read_all(&fan).is_empty());
+        // Registered again: marked again, with its events.
+        let again = fan.watch(&c(&root.join("a"))).unwrap();
+        assert_ne!(again, a);
+        assert_eq!(fan.filesystems_marked(), 1);
+        assert_eq!(kernel_marks(&fan), 1);
+        fs::write(root.join("a/y.mkv"), b"y").unwrap();
+        let events = read_all(&fan);
+        assert!(events
+            .iter()
+            .any(|e| (e.key, e.mask, e.name.as_slice()) == (again, IN_CLOSE_WRITE, &b"y.mkv"[..])));
+        // A directory deleted takes its key: the last one gone unmarks too.
+        fs::remove_dir(root.join("a/sub")).unwrap();
+        fs::remove_file(root.join("a/x.mkv")).unwrap();
+        fs::remove_file(root.join("a/y.mkv")).unwrap();
+        fs::remove_dir(root.join("a")).unwrap();
+        let events = read_all(&fan);
+        assert!(events
+            .iter()
+            .any(|e| (e.key, e.mask) == (again, IN_IGNORED)));
+        assert_eq!(fan.registered(), 0);
+        assert_eq!(fan.filesystems_marked(), 0);
+        assert_eq!(kernel_marks(&fan), 0);
+        fan.unregister();
+        fs::remove_dir_all(&root).unwrap();
+    }
+
     #[test]
     fn real_events_of_registered_directories_only() {
         let Ok(fan) = Fanotify::new(None) else {
