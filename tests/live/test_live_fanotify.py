@@ -128,6 +128,28 @@ async def test_a_folder_moved_out_is_forgotten_by_the_handle_map(
     harness.assert_view_matches_disk()
 
 
+@needs_fanotify
+async def test_the_filesystem_mark_goes_with_the_last_volume_on_it(
+    harness: Harness, tmp_path: Path
+) -> None:
+    # A mark left behind would keep every event of the filesystem coming, to be dropped.
+    first = tree(tmp_path / "a", {"x.mkv": b"x"})
+    second = tree(tmp_path / "b", {"y.mkv": b"y"})
+    watcher = await harness.start({"a": first, "b": second}, backend="fanotify")
+    assert watcher.stats().filesystems_marked == 1
+    await harness.configure({"b": second})
+    assert (watcher.stats().watches, watcher.stats().filesystems_marked) == (1, 1)
+    await harness.configure({})
+    await harness.wait_until(lambda: watcher.stats().watches == 0)
+    assert watcher.stats().filesystems_marked == 0
+    write(second / "while-unwatched.mkv")
+    await harness.configure({"b": second})
+    assert watcher.stats().filesystems_marked == 1
+    write(second / "z.mkv")
+    await harness.wait_for(FileCreated, "z.mkv", volume_id="b")
+    assert (watcher.stats().unknown_watch_events, watcher.stats().overflows) == (0, 0)
+
+
 def test_the_backend_choice_follows_the_request() -> None:
     inotify = choose_backend("inotify")
     assert (inotify.name, inotify.requested) == ("inotify", "inotify")

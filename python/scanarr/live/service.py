@@ -118,6 +118,7 @@ class LiveStats:
     watch_limit_hits: int
     skipped_names: int  # media files whose name is not valid UTF-8
     watches: int
+    filesystems_marked: int = 0  # fanotify: filesystems with a mark (0 under inotify)
 
 
 class _Volume:
@@ -283,6 +284,7 @@ class LiveWatcher:
             watch_limit_hits=self._watch_limit_hits,
             skipped_names=self._skipped_names,
             watches=self._inotify.watch_count if self._inotify is not None else 0,
+            filesystems_marked=getattr(self._inotify, "filesystems_marked", 0),
         )
 
     @property
