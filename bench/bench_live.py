@@ -384,11 +384,13 @@ import json, os, sys, time
 import trio
 from scanarr.agent.runtime import run_watcher
 from scanarr.config import load_settings
+from scanarr import heap
 from scanarr.logs import configure_logging
 
 stall_file = sys.argv[1]
 settings = load_settings()
 configure_logging(settings.log_level)
+heap.bound_arenas()  # as `scanarr watch` does, before any thread starts
 
 async def watchdog():
     longest = 0.0
@@ -405,9 +407,59 @@ async def watchdog():
             os.replace(stall_file + ".tmp", stall_file)
             last_write = now
 
+# What the process holds, for `scale --heap-report`: the Python objects' allocation sites (when
+# started with PYTHONTRACEMALLOC), glibc's arenas (malloc_info), the native index.
+def heap_report(path):
+    import ctypes, gc, tracemalloc
+    from scanarr import _native
+    report = {}
+    with open(f"/proc/{os.getpid()}/smaps_rollup") as rollup:
+        report["smaps_rollup"] = rollup.read()
+    report["live_index_heap_mib"] = []
+    for candidate in gc.get_objects():
+        try:
+            table = vars(candidate).get("table") if hasattr(candidate, "__dict__") else None
+        except Exception:
+            continue
+        if isinstance(table, _native.LiveIndex):
+            report["live_index_heap_mib"].append(round(table.heap_bytes / 2**20, 1))
+    if tracemalloc.is_tracing():
+        snapshot = tracemalloc.take_snapshot()
+        report["tracemalloc_traced_mib"] = round(tracemalloc.get_traced_memory()[0] / 2**20, 1)
+        report["tracemalloc_top"] = [
+            f"{stat.size / 2**20:8.1f} MiB {stat.count:9d} {stat.traceback.format()[-1].strip()}"
+            for stat in snapshot.statistics("lineno")[:25]
+        ]
+    libc = ctypes.CDLL(None)
+    libc.fopen.restype = ctypes.c_void_p
+    libc.fopen.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+    libc.malloc_info.argtypes = [ctypes.c_int, ctypes.c_void_p]
+    libc.fclose.argtypes = [ctypes.c_void_p]
+    stream = libc.fopen((path + ".malloc.xml").encode(), b"w")
+    libc.malloc_info(0, stream)
+    libc.fclose(stream)
+    heap.trim()
+    with open(f"/proc/{os.getpid()}/status") as status:
+        report["rss_after_trim_kib"] = [line for line in status if line.startswith("VmRSS")]
+    with open(path, "w") as file:
+        json.dump(report, file, indent=1)
+
+async def heap_reporter(path):
+    while not os.path.exists(path + ".request"):
+        await trio.sleep(0.2)
+    try:
+        heap_report(path)
+    except Exception as error:
+        with open(path + ".malloc.xml", "w") as file:
+            file.write("")
+        with open(path, "w") as file:
+            json.dump({"error": repr(error)}, file)
+
 async def main():
     async with trio.open_nursery() as nursery:
         nursery.start_soon(watchdog)
+        if len(sys.argv) > 2:
+            nursery.start_soon(heap_reporter, sys.argv[2])
         await run_watcher(settings)
         nursery.cancel_scope.cancel()
 
@@ -534,6 +586,10 @@ async def _scale_run(
             environment["SCANARR_API_URL"] = server.url
             slab_before = _sunreclaim()
             command = [sys.executable, "-c", SCALE_AGENT, str(stall_file)]
+            if args.heap_report:
+                command.append(str(work / "heap.json"))
+                if args.tracemalloc:
+                    environment["PYTHONTRACEMALLOC"] = "1"
             if namespace_limit is not None:
                 # The limit lowered for the agent only, in a user namespace of its own (Linux
                 # >= 5.11): lowering fs.inotify.max_user_watches itself would starve every other
@@ -576,6 +632,8 @@ async def _scale_run(
                 result["peak_rss_mib"] = round(status["VmHWM"] / 2**20, 1)
                 result["sunreclaim_delta_mib"] = round((_sunreclaim() - slab_before) / 2**20, 1)
                 result["stall_until_steady_s"] = round(_stall(stall_file), 3)
+                if args.heap_report:  # after the stall figure: the report stalls the loop
+                    result["heap"] = await _heap_report(work / "heap.json", Path(args.heap_report))
                 # A burst of 10,000 files in the (watched) volume root.
                 closed = (await _run_writer(tree, args.burst, 0.0))[-1]
                 with trio.move_on_after(120):
@@ -612,6 +670,20 @@ async def _scale_run(
                 result["log_tail"] = log_path.read_text(errors="replace")[-2000:]
     _remove_burst(tree, burst_names)
     return result
+
+
+async def _heap_report(path: Path, keep: Path) -> dict[str, Any]:
+    """Asks the agent for its heap report (see SCALE_AGENT) and keeps it under `keep`."""
+    path.with_name(path.name + ".request").touch()
+    with trio.fail_after(120):
+        while not path.exists():
+            await trio.sleep(0.2)
+        await trio.sleep(0.5)  # the XML is written before the JSON
+    keep.mkdir(parents=True, exist_ok=True)
+    report: dict[str, Any] = json.loads(path.read_text())
+    shutil.copy(path, keep / path.name)
+    shutil.copy(path.with_name(path.name + ".malloc.xml"), keep / (path.name + ".malloc.xml"))
+    return report
 
 
 def _remove_burst(tree: Path, names: set[str]) -> None:
@@ -820,6 +892,10 @@ def main() -> int:
         choices=["inotify", "fanotify", "auto"],
         default="inotify",
         help="scale: SCANARR_LIVE_BACKEND of the agent",
+    )
+    parser.add_argument("--heap-report", help="scale: write the agent's heap report here (a dir)")
+    parser.add_argument(
+        "--tracemalloc", action="store_true", help="scale: --heap-report with Python allocations"
     )
     args = parser.parse_args()
     if args.mode == "latency":
