@@ -712,6 +712,12 @@ impl Fanotify {
         self.register(path, handle)
     }
 
+    /// `watch` of a directory the caller opened (`dir`) from `path`: its handle is read from
+    /// the descriptor, without a path lookup.
+    pub fn watch_open(&self, dir: RawFd, path: &CStr) -> Result<i32, Failure> {
+        self.register(path, handle_of(dir, c"", libc::AT_EMPTY_PATH))
+    }
+
     /// `watch` of a path the caller just found to be a directory (the native lister, which
     /// `lstat`ed it): one `name_to_handle_at`, without opening it first.
     pub fn watch_directory(&self, path: &CStr) -> Result<i32, Failure> {

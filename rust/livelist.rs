@@ -12,9 +12,9 @@
 //! Nothing here needs Python; `python.rs` runs it with the interpreter detached.
 
 use std::ffi::{CStr, CString};
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use crate::filter::Filter;
 use crate::sys::{self, Errno};
@@ -125,10 +125,14 @@ impl WatchTarget {
         }
     }
 
-    fn watch(&self, path: &CStr) -> Result<i32, Errno> {
+    fn watch(&self, path: &CStr, dir: Option<&OwnedFd>) -> Result<i32, Errno> {
         match self {
             WatchTarget::Inotify { fd, mask } => add_watch(*fd, path, *mask),
-            WatchTarget::Fanotify(instance) => instance.watch_directory(path).map_err(|f| f.errno),
+            WatchTarget::Fanotify(instance) => match dir {
+                Some(dir) => instance.watch_open(dir.as_raw_fd(), path),
+                None => instance.watch_directory(path),
+            }
+            .map_err(|f| f.errno),
         }
     }
 }
@@ -149,16 +153,20 @@ fn add_watch(fd: RawFd, path: &CStr, mask: u32) -> Result<i32, Errno> {
     }
 }
 
-/// Opens a directory by path without following a final symlink (the top one may be followed:
-/// the caller resolved it).
-fn open_dir(path: &CStr, follow: bool) -> Result<OwnedFd, Errno> {
+/// Opens a directory without following a final symlink (the top one may be followed: the
+/// caller resolved it): `name` relative to `parent` when given, else `path`.
+fn open_dir(path: &CStr, at: Option<(&OwnedFd, &CStr)>, follow: bool) -> Result<OwnedFd, Errno> {
     let mut flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC;
     if !follow {
         flags |= libc::O_NOFOLLOW;
     }
+    let (dirfd, path) = match at {
+        Some((parent, name)) => (parent.as_raw_fd(), name),
+        None => (libc::AT_FDCWD, path),
+    };
     loop {
         // SAFETY: `path` is NUL-terminated.
-        let fd = unsafe { libc::open(path.as_ptr(), flags) };
+        let fd = unsafe { libc::openat(dirfd, path.as_ptr(), flags) };
         if fd >= 0 {
             // SAFETY: the descriptor was just returned to us.
             return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
@@ -192,7 +200,26 @@ struct Pending {
     parent: u32,
     name_len: u32,
     path: Vec<u8>,
+    /// The parent directory, open: the directory is opened relative to it (no path lookup).
+    /// None for the top, or when `MAX_OPEN_PARENTS` were held already.
+    parent_fd: Option<Arc<ParentFd>>,
 }
+
+/// A listed directory kept open for its subdirectories still pending, counted in `open`.
+struct ParentFd {
+    fd: OwnedFd,
+    open: Arc<AtomicUsize>,
+}
+
+impl Drop for ParentFd {
+    fn drop(&mut self) {
+        self.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Directories held open at once for their pending subdirectories (by all threads): past it,
+/// subdirectories are opened by path. Depth first, a thread holds about one per level.
+const MAX_OPEN_PARENTS: usize = 128;
 
 /// A directory handed to another thread: `parent` indexes the part numbered `part`.
 struct Handed {
@@ -234,6 +261,8 @@ struct Shared<'a> {
     limit: Mutex<Option<Errno>>,
     /// The top directory is gone.
     gone: AtomicBool,
+    /// `ParentFd`s alive.
+    open_parents: Arc<AtomicUsize>,
 }
 
 /// Directories listed by the calling thread before others join in: a new folder's listing
@@ -303,8 +332,9 @@ impl Shared<'_> {
         self.limit_hit.store(true, Ordering::Relaxed);
     }
 
-    /// Watch first, then list: nothing created in between is missed.
-    fn watch(&self, path: &CStr) -> Watch {
+    /// Watch first, then list: nothing created in between is missed. `dir`: the directory,
+    /// open (fanotify identifies it through the descriptor).
+    fn watch(&self, path: &CStr, dir: Option<&OwnedFd>) -> Watch {
         if self.limit_hit.load(Ordering::Relaxed) {
             return Watch::Limit;
         }
@@ -320,7 +350,7 @@ impl Shared<'_> {
             self.hit_limit(0);
             return Watch::Limit;
         }
-        match self.target.watch(path) {
+        match self.target.watch(path, dir) {
             Ok(wd) => Watch::Wd(wd),
             Err(errno) if errno == libc::ENOSPC || errno == libc::EMFILE => {
                 self.hit_limit(errno);
@@ -384,37 +414,69 @@ impl Shared<'_> {
         let index = listing.dirs.len() as u32;
         let is_top = top && pending.parent == NO_PARENT;
         let path = pending.path;
-        let name = listing.add_name(&path[path.len() - pending.name_len as usize..]);
+        let own_name = &path[path.len() - pending.name_len as usize..];
+        let Ok(c_path) = CString::new(path.clone()) else {
+            return;
+        };
+        let c_name = CString::new(own_name).ok();
+        let at = match (&pending.parent_fd, &c_name) {
+            (Some(parent), Some(name)) => Some((&parent.fd, name.as_c_str())),
+            _ => None,
+        };
+        // Opened first (relative to its parent, without following a symlink), so that the
+        // device is read from the directory itself and fanotify identifies it by descriptor;
+        // then watched; then read.
+        let opened = open_dir(&c_path, at, is_top);
+        drop(pending.parent_fd);
+        if let Ok(dir) = &opened {
+            match sys::fstat(dir) {
+                // Another filesystem mounted here: not this volume.
+                Ok(st) if !is_top && st.dev != options.device => return,
+                _ => {}
+            }
+        }
+        let name = listing.add_name(own_name);
         listing.dirs.push(ListedDir {
             parent: pending.parent,
             name,
             watch: Watch::Limit,
             read_error: 0,
         });
-        let Ok(c_path) = CString::new(path.clone()) else {
-            return;
-        };
-        let watch = self.watch(&c_path);
-        if let Watch::Failed(errno) = watch {
-            if is_gone(errno) {
+        let dir = match opened {
+            Ok(dir) => dir,
+            Err(errno) if is_gone(errno) => {
                 if is_top {
                     self.gone.store(true, Ordering::Relaxed);
                     return;
                 }
                 // Gone since its parent was listed: its own event follows; forget it.
                 listing.dirs[index as usize].read_error = errno;
+                listing.dirs[index as usize].watch = Watch::Failed(errno);
+                return;
+            }
+            Err(errno) => {
+                // Unreadable (EACCES...): still watched by path, as inotify allows.
+                let watch = self.watch(&c_path, None);
+                let entry = &mut listing.dirs[index as usize];
+                entry.watch = watch;
+                entry.read_error = errno;
+                return;
+            }
+        };
+        let watch = self.watch(&c_path, Some(&dir));
+        if let Watch::Failed(errno) = watch {
+            if is_gone(errno) {
+                if is_top {
+                    self.gone.store(true, Ordering::Relaxed);
+                    return;
+                }
+                listing.dirs[index as usize].read_error = errno;
                 listing.dirs[index as usize].watch = watch;
                 return;
             }
         }
         listing.dirs[index as usize].watch = watch;
-        let dir = match open_dir(&c_path, is_top) {
-            Ok(dir) => dir,
-            Err(errno) => {
-                listing.dirs[index as usize].read_error = errno;
-                return;
-            }
-        };
+        let first_child = stack.len();
         loop {
             let n = match sys::getdents(&dir, buf) {
                 Ok(0) => break,
@@ -440,8 +502,22 @@ impl Shared<'_> {
                 if std::str::from_utf8(name).is_err() {
                     continue; // cannot be reported as JSON text
                 }
-                let Ok(st) = sys::lstat_at(std::os::fd::AsRawFd::as_raw_fd(&dir), entry.name)
-                else {
+                if d_type == sys::DT_DIR {
+                    // Its device is checked once it is opened: no lstat here.
+                    if wanted_dir {
+                        let child = join(&path, name);
+                        if !options.excluded.contains(&child) {
+                            stack.push(Pending {
+                                parent: index,
+                                name_len: name.len() as u32,
+                                path: child,
+                                parent_fd: None,
+                            });
+                        }
+                    }
+                    continue;
+                }
+                let Ok(st) = sys::lstat_at(dir.as_raw_fd(), entry.name) else {
                     continue; // removed while listing: its own event follows
                 };
                 if st.is_dir() && wanted_dir {
@@ -456,6 +532,7 @@ impl Shared<'_> {
                         parent: index,
                         name_len: name.len() as u32,
                         path: child,
+                        parent_fd: None,
                     });
                 } else if st.is_regular() && wanted_file {
                     let name = listing.add_name(name);
@@ -471,6 +548,20 @@ impl Shared<'_> {
                         nlink: st.nlink,
                     });
                 }
+            }
+        }
+        if stack.len() > first_child {
+            let held = self.open_parents.fetch_add(1, Ordering::Relaxed);
+            if held < MAX_OPEN_PARENTS {
+                let parent = Arc::new(ParentFd {
+                    fd: dir,
+                    open: Arc::clone(&self.open_parents),
+                });
+                for child in &mut stack[first_child..] {
+                    child.parent_fd = Some(Arc::clone(&parent));
+                }
+            } else {
+                self.open_parents.fetch_sub(1, Ordering::Relaxed);
             }
         }
     }
@@ -518,25 +609,24 @@ impl Shared<'_> {
 fn stitch(mut parts: Vec<Part>) -> Listing {
     parts.sort_unstable_by_key(|part| part.id);
     let count = parts.len();
-    if count == 1 {
-        let mut listing = parts.pop().map(|part| part.listing).unwrap_or_default();
-        listing.parts = 1;
-        return listing;
-    }
     let dirs: usize = parts.iter().map(|part| part.listing.dirs.len()).sum();
     let files: usize = parts.iter().map(|part| part.listing.files.len()).sum();
     let names: usize = parts.iter().map(|part| part.listing.names.len()).sum();
-    let mut listing = Listing {
-        dirs: Vec::with_capacity(dirs),
-        files: Vec::with_capacity(files),
-        names: Vec::with_capacity(names),
-        watch_limit: None,
-        gone: false,
-        parts: count,
+    let mut parts = parts.into_iter();
+    // The first part (the top's) is the base: its entries stay where they are, and growing
+    // its arenas in place (glibc moves a large block with mremap, without copying it) keeps
+    // the peak near the listing's own size rather than twice it.
+    let Some(first) = parts.next() else {
+        return Listing::default();
     };
+    let mut listing = first.listing;
+    listing.dirs.reserve_exact(dirs - listing.dirs.len());
+    listing.files.reserve_exact(files - listing.files.len());
+    listing.names.reserve_exact(names - listing.names.len());
+    listing.parts = count;
+    let mut offsets: Vec<u32> = vec![0; first.id as usize + 1];
     // Parts are numbered 0.. in order; an id with no part (none is lost, but be safe) maps to
     // the offset of the part after it.
-    let mut offsets: Vec<u32> = Vec::new();
     for part in parts {
         let dir_offset = listing.dirs.len() as u32;
         let name_offset = u32::try_from(listing.names.len()).unwrap_or(u32::MAX);
@@ -577,6 +667,11 @@ fn stitch(mut parts: Vec<Part>) -> Listing {
                 ..file
             }));
     }
+    // Arenas grown by doubling keep up to half of their capacity unused while the index
+    // merges the listing: give it back.
+    listing.dirs.shrink_to_fit();
+    listing.files.shrink_to_fit();
+    listing.names.shrink_to_fit();
     listing
 }
 
@@ -614,6 +709,7 @@ pub fn list_tree(
         limit_hit: AtomicBool::new(false),
         limit: Mutex::new(None),
         gone: AtomicBool::new(false),
+        open_parents: Arc::new(AtomicUsize::new(0)),
     };
     let first = Handed {
         part: NO_PARENT,
@@ -621,6 +717,7 @@ pub fn list_tree(
             parent: NO_PARENT,
             name_len: 0,
             path: top.to_vec(),
+            parent_fd: None,
         },
     };
     let parts = std::thread::scope(|scope| {

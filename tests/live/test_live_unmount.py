@@ -95,3 +95,54 @@ def test_unmounted_volume_is_rescanned_and_watched_again_once_mounted(tmp_path: 
     assert report["still_unmounted"]["reason"] == "no filesystem mounted on the volume root"
     assert report["remounted"]["degraded"] is False
     assert report["remounted"]["watches"] == 1
+
+
+LIST_CHILD = r"""
+import json, os, subprocess, sys
+from inotify_simple import INotify
+from scanarr import _native
+
+root = sys.argv[1]
+subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", f"{root}/Folder 50/other"],
+               check=True)
+open(f"{root}/Folder 50/other/elsewhere.mkv", "wb").close()
+os.mkdir(f"{root}/Folder 50/other/sub")
+found = {}
+for threads in (1, 4):
+    listing = _native.LiveLister().list(
+        root, inotify_fd=INotify().fd, mask=0x100, device=os.stat(root).st_dev,
+        extensions=["mkv"], threads=threads)
+    dirs = listing.dirs(0, listing.dir_count)
+    paths = []
+    for parent, name, _wd, _error in dirs:
+        paths.append(name if parent < 0 else f"{paths[parent]}/{name}".lstrip("/"))
+    files = [f"{paths[d]}/{name}".lstrip("/") for d, name, *_ in
+             listing.files(0, listing.file_count)]
+    found[threads] = {"dirs": sorted(paths), "files": sorted(files)}
+print(json.dumps(found))
+"""
+
+
+@pytest.mark.skipif(not private_mounts_allowed("tmpfs"), reason="cannot mount privately")
+def test_a_filesystem_mounted_inside_a_volume_is_not_listed(tmp_path: Path) -> None:
+    # 120 folders: enough for the listing to be shared between threads.
+    root = tmp_path / "share"
+    for number in range(120):
+        folder = root / f"Folder {number}"
+        (folder / "other").mkdir(parents=True)
+        (folder / f"f{number}.mkv").write_bytes(b"")
+    done = subprocess.run(
+        [*PRIVATE_MOUNTS, sys.executable, "-c", LIST_CHILD, str(root)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout)
+    expected_dirs = sorted(
+        ["", *(f"Folder {n}" for n in range(120)), *(f"Folder {n}/other" for n in range(120))]
+    )
+    expected_dirs.remove("Folder 50/other")  # the mount point: another filesystem
+    expected_files = sorted(f"Folder {n}/f{n}.mkv" for n in range(120))
+    for threads in ("1", "4"):
+        assert found[threads] == {"dirs": expected_dirs, "files": expected_files}
