@@ -1251,26 +1251,16 @@ mod tests {
     #[test]
     fn the_lister_registers_directories_with_a_fanotify_instance() {
         use std::os::unix::fs::MetadataExt;
-        let Ok(fan) = Fanotify::new(None) else {
-            eprintln!("fanotify not available here: skipped");
+        let Some((fan, root)) = kernel_group("fanlist") else {
             return;
         };
-        let root = std::env::temp_dir().join(format!("scanarr-fanlist-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&root);
         for dir in ["A/1", "A/2", "B", "@eaDir/x"] {
             fs::create_dir_all(root.join(dir)).unwrap();
         }
         fs::write(root.join("A/1/a.mkv"), b"a").unwrap();
         let filter = crate::filter::Filter::default();
-        let options = crate::livelist::ListOptions {
-            inotify_fd: fan.fd(),
-            mask: 0,
-            device: fs::metadata(&root).unwrap().dev(),
-            filter: &filter,
-            excluded: &[],
-            watch_budget: None,
-            threads: 0,
-        };
+        let device = fs::metadata(&root).unwrap().dev();
+        let options = crate::livelist::ListOptions::new(fan.fd(), 0, device, &filter);
         let top = root.as_os_str().as_encoded_bytes();
         let cancel = std::sync::atomic::AtomicBool::new(false);
         let listing = crate::livelist::list_tree(top, &options, &cancel).unwrap();
@@ -1293,17 +1283,28 @@ mod tests {
         fs::remove_dir_all(&root).unwrap();
     }
 
-    /// Against the kernel, when this process may use fanotify (CAP_SYS_ADMIN, Linux 5.17+).
-    #[test]
-    fn a_filesystem_left_without_directories_is_unmarked_and_marked_again_when_needed() {
+    /// A group and an empty temporary directory, when this process may use fanotify
+    /// (CAP_SYS_ADMIN, Linux 5.17+): the tests against the kernel are skipped otherwise.
+    fn kernel_group(tag: &str) -> Option<(Arc<Fanotify>, std::path::PathBuf)> {
         let Ok(fan) = Fanotify::new(None) else {
             eprintln!("fanotify not available here: skipped");
+            return None;
+        };
+        let root = std::env::temp_dir().join(format!("scanarr-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        Some((fan, root))
+    }
+
+    fn c(path: &std::path::Path) -> CString {
+        CString::new(path.as_os_str().as_encoded_bytes()).unwrap()
+    }
+
+    #[test]
+    fn a_filesystem_left_without_directories_is_unmarked_and_marked_again_when_needed() {
+        let Some((fan, root)) = kernel_group("fanunmark") else {
             return;
         };
-        let root = std::env::temp_dir().join(format!("scanarr-fanunmark-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&root);
         fs::create_dir_all(root.join("a/sub")).unwrap();
-        let c = |p: &std::path::Path| CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
         let read_all = |fan: &Fanotify| {
             let mut events = Vec::new();
             for _ in 0..10 {
@@ -1363,15 +1364,11 @@ mod tests {
 
     #[test]
     fn real_events_of_registered_directories_only() {
-        let Ok(fan) = Fanotify::new(None) else {
-            eprintln!("fanotify not available here: skipped");
+        let Some((fan, root)) = kernel_group("fanotify") else {
             return;
         };
-        let root = std::env::temp_dir().join(format!("scanarr-fanotify-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&root);
         fs::create_dir_all(root.join("watched/sub")).unwrap();
         fs::create_dir_all(root.join("outside")).unwrap();
-        let c = |p: &std::path::Path| CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
         let watched = fan.watch(&c(&root.join("watched"))).unwrap();
         let sub = fan.watch(&c(&root.join("watched/sub"))).unwrap();
         assert_eq!(fan.watch(&c(&root.join("watched"))).unwrap(), watched);

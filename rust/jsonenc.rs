@@ -219,18 +219,16 @@ pub fn write_file_fields(out: &mut String, file: &FileFields<'_>) {
     write_key(out, filename);
     write_string(out, file.filename);
     out.push(',');
-    write_key(out, inode);
-    write_u64(out, file.inode);
-    out.push(',');
-    write_key(out, device_id);
-    write_u64(out, file.device_id);
-    out.push(',');
-    write_key(out, size_bytes);
-    write_u64(out, file.size_bytes);
-    out.push(',');
-    write_key(out, hardlink_count);
-    write_u64(out, file.hardlink_count);
-    out.push(',');
+    for (key, value) in [
+        (inode, file.inode),
+        (device_id, file.device_id),
+        (size_bytes, file.size_bytes),
+        (hardlink_count, file.hardlink_count),
+    ] {
+        write_key(out, key);
+        write_u64(out, value);
+        out.push(',');
+    }
     write_key(out, mod_time);
     out.push('"');
     write_rfc3339(out, file.mtime_sec, file.mtime_nsec);

@@ -245,15 +245,7 @@ fn a_listing_is_merged_with_its_watches_links_and_collisions() {
     assert!(fd >= 0);
     let filter = Filter::default();
     let device = fs::metadata(&root).unwrap().dev();
-    let options = ListOptions {
-        inotify_fd: fd,
-        mask: libc::IN_CREATE | libc::IN_DELETE,
-        device,
-        filter: &filter,
-        excluded: &[],
-        watch_budget: None,
-        threads: 0,
-    };
+    let options = ListOptions::new(fd, libc::IN_CREATE | libc::IN_DELETE, device, &filter);
     let top = root.as_os_str().as_encoded_bytes();
     let listing = list_tree(top, &options, &AtomicBool::new(false)).unwrap();
     let mut index = LiveIndex::new(fd);

@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use crate::filter::Filter;
+use crate::paths::join;
 use crate::sys::{self, Errno};
 
 /// `parent` of the top directory.
@@ -88,6 +89,21 @@ pub struct ListOptions<'a> {
     pub watch_budget: Option<usize>,
     /// Threads listing a large tree (0: `DEFAULT_LIST_THREADS`).
     pub threads: usize,
+}
+
+impl<'a> ListOptions<'a> {
+    /// Options with nothing excluded, no watch budget and the default threads.
+    pub fn new(inotify_fd: RawFd, mask: u32, device: u64, filter: &'a Filter) -> Self {
+        ListOptions {
+            inotify_fd,
+            mask,
+            device,
+            filter,
+            excluded: &[],
+            watch_budget: None,
+            threads: 0,
+        }
+    }
 }
 
 impl Listing {
@@ -182,16 +198,6 @@ fn open_dir(path: &CStr, at: Option<(&OwnedFd, &CStr)>, follow: bool) -> Result<
 
 fn is_gone(errno: Errno) -> bool {
     errno == libc::ENOENT || errno == libc::ENOTDIR || errno == libc::ELOOP
-}
-
-fn join(base: &[u8], name: &[u8]) -> Vec<u8> {
-    let mut path = Vec::with_capacity(base.len() + 1 + name.len());
-    path.extend_from_slice(base);
-    if !base.ends_with(b"/") {
-        path.push(b'/');
-    }
-    path.extend_from_slice(name);
-    path
 }
 
 /// A directory still to be listed: its parent (an index in the listing part being built), the
@@ -839,14 +845,11 @@ mod tests {
         threads: usize,
     ) -> Listing {
         let device = fs::metadata(root.parent().unwrap()).unwrap().dev();
+        let mask = libc::IN_CREATE | libc::IN_DELETE | libc::IN_ONLYDIR | libc::IN_DONT_FOLLOW;
         let options = ListOptions {
-            inotify_fd: inotify.0,
-            mask: libc::IN_CREATE | libc::IN_DELETE | libc::IN_ONLYDIR | libc::IN_DONT_FOLLOW,
-            device,
-            filter,
-            excluded: &[],
             watch_budget: budget,
             threads,
+            ..ListOptions::new(inotify.0, mask, device, filter)
         };
         list_tree(
             root.as_os_str().as_encoded_bytes(),
@@ -953,15 +956,8 @@ mod tests {
         let filter = Filter::default();
         let listing = list(&root.join("nope"), &inotify, None, &filter);
         assert!(listing.gone && listing.dirs.is_empty());
-        let options = ListOptions {
-            inotify_fd: inotify.0,
-            mask: libc::IN_CREATE,
-            device: fs::metadata(&root).unwrap().dev(),
-            filter: &filter,
-            excluded: &[],
-            watch_budget: None,
-            threads: 0,
-        };
+        let device = fs::metadata(&root).unwrap().dev();
+        let options = ListOptions::new(inotify.0, libc::IN_CREATE, device, &filter);
         let cancelled = AtomicBool::new(true);
         let top = root.as_os_str().as_encoded_bytes();
         assert_eq!(list_tree(top, &options, &cancelled).unwrap_err(), Cancelled);
@@ -974,14 +970,10 @@ mod tests {
         let inotify = Inotify::new();
         let filter = Filter::default();
         let excluded = vec![root.join("Show").as_os_str().as_encoded_bytes().to_vec()];
+        let device = fs::metadata(&root).unwrap().dev();
         let options = ListOptions {
-            inotify_fd: inotify.0,
-            mask: libc::IN_CREATE,
-            device: fs::metadata(&root).unwrap().dev(),
-            filter: &filter,
             excluded: &excluded,
-            watch_budget: None,
-            threads: 0,
+            ..ListOptions::new(inotify.0, libc::IN_CREATE, device, &filter)
         };
         let top = root.as_os_str().as_encoded_bytes();
         let listing = list_tree(top, &options, &AtomicBool::new(false)).unwrap();

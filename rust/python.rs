@@ -90,14 +90,20 @@ fn thread_count(threads: usize) -> PyResult<usize> {
 /// One media file, as `lstat` saw it.
 #[pyclass(frozen, module = "scanarr._native", name = "FileRecord")]
 pub struct FileRecord {
+    #[pyo3(get)]
     root_index: u32,
     relative_path: Box<[u8]>,
     /// Where the file name starts in `relative_path`.
     name_start: usize,
+    #[pyo3(get)]
     inode: u64,
+    #[pyo3(get)]
     device_id: u64,
+    #[pyo3(get)]
     hardlink_count: u64,
+    #[pyo3(get)]
     size_bytes: u64,
+    #[pyo3(get)]
     mtime_ns: i128,
     fingerprint: Option<u128>,
     fingerprint_error: Option<String>,
@@ -106,36 +112,12 @@ pub struct FileRecord {
 #[pymethods]
 impl FileRecord {
     #[getter]
-    fn root_index(&self) -> u32 {
-        self.root_index
-    }
-    #[getter]
     fn relative_path<'py>(&self, py: Python<'py>) -> Bound<'py, PyAny> {
         path_to_py(py, &self.relative_path)
     }
     #[getter]
     fn filename<'py>(&self, py: Python<'py>) -> Bound<'py, PyAny> {
         path_to_py(py, &self.relative_path[self.name_start..])
-    }
-    #[getter]
-    fn inode(&self) -> u64 {
-        self.inode
-    }
-    #[getter]
-    fn device_id(&self) -> u64 {
-        self.device_id
-    }
-    #[getter]
-    fn hardlink_count(&self) -> u64 {
-        self.hardlink_count
-    }
-    #[getter]
-    fn size_bytes(&self) -> u64 {
-        self.size_bytes
-    }
-    #[getter]
-    fn mtime_ns(&self) -> i128 {
-        self.mtime_ns
     }
     #[getter]
     fn fingerprint(&self) -> Option<String> {
