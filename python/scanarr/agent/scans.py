@@ -41,6 +41,7 @@ from collections.abc import Awaitable, Callable
 import attrs
 import trio
 
+from scanarr import heap
 from scanarr.protocol import Message, ScanFailed, utc_timestamp
 
 from .scan_walk import ScanEnd, ScanOutcome, ScanRequest, scan_volume
@@ -354,6 +355,10 @@ class ScanService:
                 return
             running.concluded = True
             await self._conclude(job, outcome)
+            # The walker and its batches are gone only now: give back what they held (see
+            # scanarr.heap; scan_volume trims once before scan.completed already).
+            del outcome
+            await trio.to_thread.run_sync(heap.trim)
             return
 
     async def _conclude(self, job: ScanJob, outcome: ScanOutcome) -> None:

@@ -28,7 +28,7 @@ from collections.abc import Iterator, Mapping
 
 import attrs
 
-from scanarr import _native
+from scanarr import _native, heap
 from scanarr.live.filters import MediaFilter, is_utf8
 from scanarr.live.inotify import WATCH_MASK, Inotify, WatchLimitReached
 
@@ -340,6 +340,11 @@ def join(*parts: str) -> str:
 
 STAMP_MASK = (1 << 60) - 1
 
+# A volume listed with at least this many directories: once its listing is merged and freed,
+# the C heap's free memory is given back (`heap.trim`, a few ms in the listing thread), or
+# the agent would keep the listing's peak as its steady size.
+TRIM_AFTER_DIRECTORIES = 20_000
+
 
 def stamp_of(st: os.stat_result) -> int:
     """A 60-bit digest of size, mtime and link count: what "changed" is judged on (the same
@@ -583,6 +588,10 @@ class TreeWalker:
         if silent and not top.subdirs and not top.has_files() and top.wd is None:
             merged = self.list_and_merge(top, report=False)
             self.merge_problems(top, merged, changes)
+            large = merged.directories >= TRIM_AFTER_DIRECTORIES
+            del merged  # and the listing it holds: tens of MiB for a large volume
+            if large:
+                heap.trim()
             return changes
         index = self.index
         stack: list[tuple[Directory, str]] = [(top, "")]
