@@ -29,6 +29,13 @@ from scanarr.live.inotify import WATCH_MASK, Inotify, RawEvent
 # Bytes read per `read_pending`: a bound on one step of the trio thread (about 40,000 events).
 _READ_LIMIT = 4 << 20
 
+# The mark covers the whole filesystem: writes elsewhere on it (downloads, a build) are read and
+# dropped natively, but each would still wake the watcher. After a read that found nothing of
+# the volumes, the next wait starts this much later, so such a filesystem wakes it at most ~50
+# times a second (events of the volumes are then at most this much later; the queue holds
+# 16,384 events meanwhile, far more than a disk writes in 20 ms).
+NOISE_PAUSE = 0.02
+
 
 class FanotifyUnavailable(OSError):
     """fanotify cannot be used here; `reason` says why in words a user can act on."""
@@ -82,6 +89,7 @@ class Fanotify(Inotify):
         # Given the group's descriptor, the index removes a removed directory's key from the
         # handle map (and queues its IN_IGNORED) instead of calling inotify_rm_watch.
         self.table = _native.LiveIndex(self._native.fd)
+        self._read_nothing = False  # the last read found no event of the volumes (NOISE_PAUSE)
 
     @property
     def fd(self) -> int:
@@ -133,15 +141,19 @@ class Fanotify(Inotify):
         if self._native.has_queued:
             await trio.lowlevel.checkpoint()
             return
+        if self._read_nothing:
+            await trio.sleep(NOISE_PAUSE)
         await trio.lowlevel.wait_readable(self.fd)
 
     def read_pending(self) -> list[RawEvent]:
         """Every event queued right now (up to a bounded read), then the IN_IGNORED of keys
         removed since the last call."""
-        return [
+        events = [
             RawEvent(key, mask, cookie, os.fsdecode(name))
             for key, mask, cookie, name in self._native.read(_READ_LIMIT)
         ]
+        self._read_nothing = not events
+        return events
 
     def close(self) -> None:
         self.table.clear_owned()
