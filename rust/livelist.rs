@@ -833,6 +833,14 @@ mod tests {
         names.join("/")
     }
 
+    fn watched(listing: &Listing) -> usize {
+        listing
+            .dirs
+            .iter()
+            .filter(|dir| matches!(dir.watch, Watch::Wd(_)))
+            .count()
+    }
+
     fn list(root: &Path, inotify: &Inotify, budget: Option<usize>, filter: &Filter) -> Listing {
         list_with(root, inotify, budget, filter, 0)
     }
@@ -937,11 +945,7 @@ mod tests {
         let inotify = Inotify::new();
         let filter = Filter::default();
         let listing = list(&root, &inotify, Some(2), &filter);
-        let watched = listing
-            .dirs
-            .iter()
-            .filter(|dir| matches!(dir.watch, Watch::Wd(_)))
-            .count();
+        let watched = watched(&listing);
         assert_eq!(watched, 2);
         assert_eq!(listing.watch_limit, Some(0));
         assert_eq!(listing.dirs.len(), 5);
@@ -1055,11 +1059,7 @@ mod tests {
         let filter = Filter::default();
         let inotify = Inotify::new();
         let listing = list_with(&root, &inotify, Some(100), &filter, 4);
-        let watched = listing
-            .dirs
-            .iter()
-            .filter(|dir| matches!(dir.watch, Watch::Wd(_)))
-            .count();
+        let watched = watched(&listing);
         assert_eq!(watched, 100);
         assert_eq!(listing.watch_limit, Some(0));
         let (dirs, files) = content(&listing);
