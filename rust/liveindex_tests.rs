@@ -450,6 +450,16 @@ fn a_merge_in_slices_equals_the_merge_in_one_call() {
     assert_eq!(merged.added.len(), listing.files.len());
 }
 
+/// A fresh volume with `listing` merged into it in one call, as reference for merges in slices;
+/// returns the index and the volume's root.
+fn merged_whole(listing: &Listing) -> (LiveIndex, Id) {
+    let (mut whole, _volume, root) = index_with_volume();
+    whole
+        .merge(root, listing, false, &AtomicBool::new(false))
+        .unwrap();
+    (whole, root)
+}
+
 /// Merges `listing` into a fresh volume until `show` ("Show 1") and its first season are
 /// merged, nothing below the season yet; returns the index, the volume, its root and the job.
 fn merged_up_to_a_season(listing: &Listing) -> (LiveIndex, u32, Id, MergeJob) {
@@ -476,10 +486,7 @@ fn a_directory_removed_between_slices_takes_its_listing_out_of_the_merge() {
     assert!(index.is_retired(season_wd), "its watch removed");
     run_merge(&mut index, &mut job, &listing, 5);
     // As if merged whole, then removed: nothing of it comes back, the rest is all there.
-    let (mut whole, _volume, whole_root) = index_with_volume();
-    whole
-        .merge(whole_root, &listing, false, &AtomicBool::new(false))
-        .unwrap();
+    let (mut whole, whole_root) = merged_whole(&listing);
     let whole_show = whole.subdir(whole_root, b"Show 1").unwrap();
     whole.remove_subtree(whole_show, true);
     assert_eq!(index.subdir(root, b"Show 1"), None);
@@ -496,10 +503,7 @@ fn a_directory_moved_between_slices_gets_the_rest_of_its_listing_where_it_is() {
     // Its IN_MOVED_FROM/IN_MOVED_TO handled between two slices: Show 1 → Show 0/Spin-off.
     assert!(index.move_dir(show, other, b"Spin-off"));
     run_merge(&mut index, &mut job, &listing, 5);
-    let (mut whole, _volume, whole_root) = index_with_volume();
-    whole
-        .merge(whole_root, &listing, false, &AtomicBool::new(false))
-        .unwrap();
+    let (mut whole, whole_root) = merged_whole(&listing);
     let whole_show = whole.subdir(whole_root, b"Show 1").unwrap();
     let whole_other = whole.subdir(whole_root, b"Show 0").unwrap();
     assert!(whole.move_dir(whole_show, whole_other, b"Spin-off"));
@@ -526,10 +530,7 @@ fn a_directory_created_between_slices_under_a_listed_name_is_merged_into() {
         Some(created),
         "one directory"
     );
-    let (mut whole, _volume, whole_root) = index_with_volume();
-    whole
-        .merge(whole_root, &listing, false, &AtomicBool::new(false))
-        .unwrap();
+    let (whole, whole_root) = merged_whole(&listing);
     assert_eq!(dump(&index, volume, root), dump(&whole, volume, whole_root));
 }
 
