@@ -142,6 +142,15 @@ fn run_hooked(roots: &[Vec<u8>], options: WalkOptions, hooks: Hooks) -> Outcome 
     outcome
 }
 
+/// How many entries the batches `walk` gives from now until it is over hold.
+fn batched_entries(walk: &Walk) -> usize {
+    let mut total = 0;
+    while let Next::Batch(batch) = walk.next_batch(Duration::from_secs(20)) {
+        total += batch.len();
+    }
+    total
+}
+
 fn with_threads(threads: usize) -> WalkOptions {
     WalkOptions {
         threads,
@@ -349,11 +358,7 @@ fn relative_roots_resolve_against_the_working_directory() {
     );
     let walk = Walk::start(vec![relative.into_bytes()], WalkOptions::default()).unwrap();
     assert!(walk.roots()[0].starts_with(b"/"));
-    let mut found = 0;
-    while let Next::Batch(batch) = walk.next_batch(Duration::from_secs(20)) {
-        found += batch.len();
-    }
-    assert_eq!(found, 1);
+    assert_eq!(batched_entries(&walk), 1);
 }
 
 #[test]
@@ -621,11 +626,7 @@ fn a_consumer_that_stops_pulling_stops_the_walk() {
         "{:?}",
         walk.stats()
     );
-    let mut total = 0;
-    while let Next::Batch(batch) = walk.next_batch(Duration::from_secs(20)) {
-        total += batch.len();
-    }
-    assert_eq!(total, 2000);
+    assert_eq!(batched_entries(&walk), 2000);
 }
 
 #[test]
