@@ -19,6 +19,7 @@ import pytest
 import trio
 
 from helpers.backends import inotify_only, live_backend_option
+from helpers.ground_truth import walk_entered
 from scanarr.live import LiveEvent, LiveWatcher, RescanReason
 from scanarr.protocol import FileCreated, FileDeleted, FileModified, FileRenamed, WatchPath
 
@@ -37,16 +38,14 @@ SKIPPED_SUFFIXES += (".idx",)
 
 def disk_view(root: Path, extensions: list[str] = EXTENSIONS) -> dict[str, tuple[int, int]]:
     """relative_path → (inode, size) of every media file a scan of `root` reports."""
+
+    def entered(name: str) -> bool:
+        return (
+            not name.startswith(".") and name.lower() not in SYSTEM_DIRECTORIES and name != "@eaDir"
+        )
+
     found: dict[str, tuple[int, int]] = {}
-    for directory, dirnames, filenames in os.walk(root):
-        dirnames[:] = [
-            name
-            for name in dirnames
-            if not name.startswith(".")
-            and name.lower() not in SYSTEM_DIRECTORIES
-            and name != "@eaDir"
-            and not os.path.islink(os.path.join(directory, name))
-        ]
+    for directory, filenames in walk_entered(root, entered):
         for name in filenames:
             lower = name.lower()
             if name.startswith(".") or lower.endswith(SKIPPED_SUFFIXES) or "." not in name:
