@@ -157,19 +157,14 @@ class Harness:
                 await self._lot.park()
 
     async def wait_for(self, kind: type[LiveEvent], path: str, volume_id: str = "v") -> LiveEvent:
-        def find() -> LiveEvent | None:
-            for event in self.events:
-                if isinstance(event, kind) and (event.volume_id, _path_of(event)) == (
-                    volume_id,
-                    path,
-                ):
-                    return event
-            return None
+        def wanted(event: LiveEvent) -> bool:
+            return isinstance(event, kind) and (event.volume_id, _path_of(event)) == (
+                volume_id,
+                path,
+            )
 
-        await self.wait_until(lambda: find() is not None)
-        found = find()
-        assert found is not None
-        return found
+        await self.wait_until(lambda: any(map(wanted, self.events)))
+        return next(filter(wanted, self.events))  # the first one
 
     async def settle(self, volume_id: str = "v") -> None:
         """Return once every change made on disk before the call has been handled."""
