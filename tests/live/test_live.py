@@ -129,6 +129,20 @@ class Harness:
         await self.configure(volumes)
         return watcher
 
+    async def start_short_of_watches(
+        self, volumes: dict[str, Path], retry_delay: float, **options: Any
+    ) -> LiveWatcher:
+        """`start` with room for 4 watches: what is left unwatched is rescanned every 0.05 s,
+        and watching it is retried after `retry_delay`, backing off up to twice that."""
+        return await self.start(
+            volumes,
+            max_watches=4,
+            fallback_rescan_interval=0.05,
+            watch_retry_delay=retry_delay,
+            watch_retry_max_delay=2 * retry_delay,
+            **options,
+        )
+
     async def configure(
         self, volumes: dict[str, Path], extensions: list[str] | None = None
     ) -> None:
@@ -747,13 +761,8 @@ async def test_lost_volume_root_is_rescanned_and_watched_again_when_back(
 async def test_watch_limit_degrades_rescans_and_recovers(harness: Harness, tmp_path: Path) -> None:
     root = tree(tmp_path / "v", {f"D{number}/e.mkv": b"" for number in range(10)})
     changed: list[bool] = []
-    watcher = await harness.start(
-        {"v": root},
-        max_watches=4,
-        fallback_rescan_interval=0.05,
-        watch_retry_delay=0.05,
-        watch_retry_max_delay=0.1,
-        health_changed=lambda: changed.append(True),
+    watcher = await harness.start_short_of_watches(
+        {"v": root}, 0.05, health_changed=lambda: changed.append(True)
     )
     health = watcher.health()["v"]
     assert health.degraded and health.watches == 4 and health.unwatched_directories == 7
