@@ -442,25 +442,35 @@ fn a_merge_in_slices_equals_the_merge_in_one_call() {
     assert_eq!(merged.added.len(), listing.files.len());
 }
 
-/// Merges `listing` into a fresh volume until `show` ("Show 1") and its first season are
-/// merged, nothing below the season yet; returns the index, the volume, its root and the job.
-fn merged_up_to_a_season(listing: &Listing) -> (LiveIndex, u32, Id, MergeJob) {
+/// A fresh volume with `listing` merged into it in one call, as reference for merges in slices;
+/// returns the index and the volume's root.
+fn merged_whole(listing: &Listing) -> (LiveIndex, Id) {
+    let (mut whole, _volume, root) = index_with_volume();
+    whole
+        .merge(root, listing, false, &AtomicBool::new(false))
+        .unwrap();
+    (whole, root)
+}
+
+/// Merges a listing of 3 shows of 2 seasons of 4 episodes into a fresh volume until `show`
+/// ("Show 1") and its first season are merged, nothing below the season yet; returns the
+/// listing, the index, the volume, its root, `show` and the job.
+fn merged_up_to_a_season() -> (Listing, LiveIndex, u32, Id, Id, MergeJob) {
+    let listing = generated(3, 2, 4, 10);
     let (mut index, volume, root) = index_with_volume();
-    let mut job = index.merge_start(root, listing, false);
+    let mut job = index.merge_start(root, &listing, false);
     // Dirs in listing order: top, Show 0, its 2 seasons, Show 1, its first season...
-    index.merge_step(&mut job, listing, 6);
+    index.merge_step(&mut job, &listing, 6);
     let show = index.subdir(root, b"Show 1").unwrap();
     assert!(index.subdir(show, b"Season 00").is_some());
     assert!(index.subdir(show, b"Season 01").is_none(), "not merged yet");
     assert_eq!(index.file_count(), 0, "no file merged yet");
-    (index, volume, root, job)
+    (listing, index, volume, root, show, job)
 }
 
 #[test]
 fn a_directory_removed_between_slices_takes_its_listing_out_of_the_merge() {
-    let listing = generated(3, 2, 4, 10);
-    let (mut index, volume, root, mut job) = merged_up_to_a_season(&listing);
-    let show = index.subdir(root, b"Show 1").unwrap();
+    let (listing, mut index, volume, root, show, mut job) = merged_up_to_a_season();
     let season = index.subdir(show, b"Season 00").unwrap();
     let season_wd = index.wd(season);
     // Its IN_DELETE handled between two slices.
@@ -468,10 +478,7 @@ fn a_directory_removed_between_slices_takes_its_listing_out_of_the_merge() {
     assert!(index.is_retired(season_wd), "its watch removed");
     run_merge(&mut index, &mut job, &listing, 5);
     // As if merged whole, then removed: nothing of it comes back, the rest is all there.
-    let (mut whole, _volume, whole_root) = index_with_volume();
-    whole
-        .merge(whole_root, &listing, false, &AtomicBool::new(false))
-        .unwrap();
+    let (mut whole, whole_root) = merged_whole(&listing);
     let whole_show = whole.subdir(whole_root, b"Show 1").unwrap();
     whole.remove_subtree(whole_show, true);
     assert_eq!(index.subdir(root, b"Show 1"), None);
@@ -481,17 +488,12 @@ fn a_directory_removed_between_slices_takes_its_listing_out_of_the_merge() {
 
 #[test]
 fn a_directory_moved_between_slices_gets_the_rest_of_its_listing_where_it_is() {
-    let listing = generated(3, 2, 4, 10);
-    let (mut index, volume, root, mut job) = merged_up_to_a_season(&listing);
-    let show = index.subdir(root, b"Show 1").unwrap();
+    let (listing, mut index, volume, root, show, mut job) = merged_up_to_a_season();
     let other = index.subdir(root, b"Show 0").unwrap();
     // Its IN_MOVED_FROM/IN_MOVED_TO handled between two slices: Show 1 → Show 0/Spin-off.
     assert!(index.move_dir(show, other, b"Spin-off"));
     run_merge(&mut index, &mut job, &listing, 5);
-    let (mut whole, _volume, whole_root) = index_with_volume();
-    whole
-        .merge(whole_root, &listing, false, &AtomicBool::new(false))
-        .unwrap();
+    let (mut whole, whole_root) = merged_whole(&listing);
     let whole_show = whole.subdir(whole_root, b"Show 1").unwrap();
     let whole_other = whole.subdir(whole_root, b"Show 0").unwrap();
     assert!(whole.move_dir(whole_show, whole_other, b"Spin-off"));
@@ -506,9 +508,7 @@ fn a_directory_moved_between_slices_gets_the_rest_of_its_listing_where_it_is() {
 
 #[test]
 fn a_directory_created_between_slices_under_a_listed_name_is_merged_into() {
-    let listing = generated(3, 2, 4, 10);
-    let (mut index, volume, root, mut job) = merged_up_to_a_season(&listing);
-    let show = index.subdir(root, b"Show 1").unwrap();
+    let (listing, mut index, volume, root, show, mut job) = merged_up_to_a_season();
     // Its IN_CREATE handled between two slices (it is in the listing too: created after its
     // parent's watch, before its parent was read).
     let created = index.new_subdir(show, b"Season 01").unwrap();
@@ -518,10 +518,7 @@ fn a_directory_created_between_slices_under_a_listed_name_is_merged_into() {
         Some(created),
         "one directory"
     );
-    let (mut whole, _volume, whole_root) = index_with_volume();
-    whole
-        .merge(whole_root, &listing, false, &AtomicBool::new(false))
-        .unwrap();
+    let (whole, whole_root) = merged_whole(&listing);
     assert_eq!(dump(&index, volume, root), dump(&whole, volume, whole_root));
 }
 

@@ -142,9 +142,29 @@ fn run_hooked(roots: &[Vec<u8>], options: WalkOptions, hooks: Hooks) -> Outcome 
     outcome
 }
 
+/// How many entries the batches `walk` gives from now until it is over hold.
+fn batched_entries(walk: &Walk) -> usize {
+    let mut total = 0;
+    while let Next::Batch(batch) = walk.next_batch(Duration::from_secs(20)) {
+        total += batch.len();
+    }
+    total
+}
+
 fn with_threads(threads: usize) -> WalkOptions {
     WalkOptions {
         threads,
+        ..WalkOptions::default()
+    }
+}
+
+/// `threads` threads handing out batches of at most `batch_size` entries, at most
+/// `max_pending_batches` of them queued for the consumer.
+fn batched(threads: usize, batch_size: usize, max_pending_batches: usize) -> WalkOptions {
+    WalkOptions {
+        threads,
+        batch_size,
+        max_pending_batches,
         ..WalkOptions::default()
     }
 }
@@ -338,11 +358,7 @@ fn relative_roots_resolve_against_the_working_directory() {
     );
     let walk = Walk::start(vec![relative.into_bytes()], WalkOptions::default()).unwrap();
     assert!(walk.roots()[0].starts_with(b"/"));
-    let mut found = 0;
-    while let Next::Batch(batch) = walk.next_batch(Duration::from_secs(20)) {
-        found += batch.len();
-    }
-    assert_eq!(found, 1);
+    assert_eq!(batched_entries(&walk), 1);
 }
 
 #[test]
@@ -589,13 +605,7 @@ fn wide_tree(name: &str, dirs: usize, files: usize) -> Tree {
 fn batches_stay_within_batch_size_and_add_up() {
     let tree = wide_tree("batches", 50, 7);
     for threads in [1, 3] {
-        let options = WalkOptions {
-            threads,
-            batch_size: 5,
-            max_pending_batches: 1,
-            ..WalkOptions::default()
-        };
-        let out = run(&[tree.root()], options);
+        let out = run(&[tree.root()], batched(threads, 5, 1));
         assert_eq!(out.files.len(), 350);
         assert!(out.largest_batch <= 5);
         assert_eq!(out.stats.files, 350);
@@ -608,13 +618,7 @@ fn batches_stay_within_batch_size_and_add_up() {
 #[test]
 fn a_consumer_that_stops_pulling_stops_the_walk() {
     let tree = wide_tree("backpressure", 100, 20);
-    let options = WalkOptions {
-        threads: 2,
-        batch_size: 10,
-        max_pending_batches: 2,
-        ..WalkOptions::default()
-    };
-    let walk = Walk::start(vec![tree.root()], options).unwrap();
+    let walk = Walk::start(vec![tree.root()], batched(2, 10, 2)).unwrap();
     std::thread::sleep(Duration::from_millis(300));
     // Two batches queued, at most two held by each blocked thread and one partly filled.
     assert!(
@@ -622,23 +626,13 @@ fn a_consumer_that_stops_pulling_stops_the_walk() {
         "{:?}",
         walk.stats()
     );
-    let mut total = 0;
-    while let Next::Batch(batch) = walk.next_batch(Duration::from_secs(20)) {
-        total += batch.len();
-    }
-    assert_eq!(total, 2000);
+    assert_eq!(batched_entries(&walk), 2000);
 }
 
 #[test]
 fn cancel_releases_threads_blocked_on_a_full_channel() {
     let tree = wide_tree("cancel", 50, 20);
-    let options = WalkOptions {
-        threads: 4,
-        batch_size: 1,
-        max_pending_batches: 1,
-        ..WalkOptions::default()
-    };
-    let walk = Walk::start(vec![tree.root()], options).unwrap();
+    let walk = Walk::start(vec![tree.root()], batched(4, 1, 1)).unwrap();
     assert!(matches!(
         walk.next_batch(Duration::from_secs(20)),
         Next::Batch(_)
@@ -660,13 +654,7 @@ fn cancel_releases_threads_blocked_on_a_full_channel() {
 #[test]
 fn next_batch_times_out_while_the_walk_goes_on() {
     let tree = wide_tree("timeout", 3, 3);
-    let options = WalkOptions {
-        max_pending_batches: 1,
-        batch_size: 1,
-        threads: 1,
-        ..WalkOptions::default()
-    };
-    let walk = Walk::start(vec![tree.root()], options).unwrap();
+    let walk = Walk::start(vec![tree.root()], batched(1, 1, 1)).unwrap();
     // Blocked walk, nothing consumed yet: a zero timeout still returns the queued batch.
     assert!(matches!(
         walk.next_batch(Duration::ZERO),

@@ -46,6 +46,15 @@ async def _connected_agent(
     return agent, media
 
 
+@pytest.fixture
+async def connected(
+    dev_api: DevApiServer, start_watcher: Any, make_volume: Any
+) -> tuple[Any, Path]:
+    """A watcher connected to `dev_api`, of the volume "media" holding a.mkv (3 bytes), once its
+    first scan is done; with the volume's path."""
+    return await _connected_agent(dev_api, start_watcher, make_volume, {"a.mkv": 3})
+
+
 async def _still_alive(server: DevApiServer, media: Path, probe: str) -> None:
     """The same connection still answers a well-formed command, and all the watcher sent so far
     is text a strict JSON peer can read."""
@@ -85,9 +94,9 @@ async def _replayed(server: DevApiServer, command: str, completed: ReceivedMessa
 
 
 async def test_unencodable_request_id_is_answered_with_replacement(
-    dev_api: DevApiServer, start_watcher: Any, make_volume: Any
+    dev_api: DevApiServer, connected: tuple[Any, Path]
 ) -> None:
-    _agent, media = await _connected_agent(dev_api, start_watcher, make_volume, {"a.mkv": 3})
+    _agent, media = connected
     command = _delete(f"req-{LONE}", [_item(f"film-{LONE}", media, "a.mkv")])
     await dev_api.send(command)
     completed = await _completed(dev_api, "req-\ufffd")
@@ -144,9 +153,9 @@ async def test_unencodable_path_fails_alone_and_the_rest_of_the_command_runs(
 
 
 async def test_unencodable_hardlink_paths_fail_the_command(
-    dev_api: DevApiServer, start_watcher: Any, make_volume: Any
+    dev_api: DevApiServer, connected: tuple[Any, Path]
 ) -> None:
-    _agent, media = await _connected_agent(dev_api, start_watcher, make_volume, {"a.mkv": 3})
+    _agent, media = connected
     for number, (source, target) in enumerate(
         [(f"a{LONE}.mkv", "b.mkv"), ("a.mkv", f"{ESCAPED}.mkv"), ("a.mkv", f"d/{LONE}/b.mkv")]
     ):
@@ -178,12 +187,11 @@ async def test_unencodable_hardlink_paths_fail_the_command(
 
 async def test_config_with_an_unencodable_path_is_refused_and_the_previous_one_stays(
     dev_api: DevApiServer,
-    start_watcher: Any,
-    make_volume: Any,
+    connected: tuple[Any, Path],
     state_file: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    agent, media = await _connected_agent(dev_api, start_watcher, make_volume, {"a.mkv": 3})
+    agent, media = connected
     caplog.set_level(logging.WARNING, logger="scanarr")
     config = {
         "watch_paths": [
@@ -205,9 +213,9 @@ async def test_config_with_an_unencodable_path_is_refused_and_the_previous_one_s
 
 
 async def test_unencodable_ids_in_config_and_scans_are_sent_replaced(
-    dev_api: DevApiServer, start_watcher: Any, make_volume: Any, state_file: Path
+    dev_api: DevApiServer, connected: tuple[Any, Path], state_file: Path
 ) -> None:
-    _agent, media = await _connected_agent(dev_api, start_watcher, make_volume, {"a.mkv": 3})
+    _agent, media = connected
     config = {
         "watch_paths": [{"id": f"v{LONE}", "path": str(media), "name": f"N\0{LONE}"}],
         "scan_extensions": [f"mkv{LONE}", "mkv"],
@@ -229,9 +237,9 @@ async def test_unencodable_ids_in_config_and_scans_are_sent_replaced(
 
 
 async def test_nul_huge_and_unencodable_junk_is_survived(
-    dev_api: DevApiServer, start_watcher: Any, make_volume: Any
+    dev_api: DevApiServer, connected: tuple[Any, Path]
 ) -> None:
-    _agent, media = await _connected_agent(dev_api, start_watcher, make_volume, {"a.mkv": 3})
+    _agent, media = connected
     huge = "x" * 1_000_000
     for frame in [
         _frame(f"command.{LONE}", {"request_id": LONE}),
@@ -257,9 +265,9 @@ async def test_nul_huge_and_unencodable_junk_is_survived(
 
 
 async def test_deeply_nested_frame_is_survived(
-    dev_api: DevApiServer, start_watcher: Any, make_volume: Any
+    dev_api: DevApiServer, connected: tuple[Any, Path]
 ) -> None:
-    _agent, media = await _connected_agent(dev_api, start_watcher, make_volume, {"a.mkv": 3})
+    _agent, media = connected
     await dev_api.send("[" * 100_000)
     await dev_api.send('{"type": "command.files.delete", "data": ' + "[" * 100_000)
     await _still_alive(dev_api, media, "alive")

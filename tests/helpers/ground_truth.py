@@ -3,8 +3,21 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+
+def walk_entered(root: Path, entered: Callable[[str], bool]) -> Iterator[tuple[str, list[str]]]:
+    """(directory, its file names) of `root` and each directory below it a scan enters: those
+    `entered` accepts by name, never a symlink to a directory."""
+    for directory, dirnames, filenames in os.walk(root):
+        dirnames[:] = [
+            name
+            for name in dirnames
+            if entered(name) and not os.path.islink(os.path.join(directory, name))
+        ]
+        yield directory, filenames
 
 
 def lstat_ground_truth(
@@ -17,16 +30,16 @@ def lstat_ground_truth(
     """
     system_directories = {"@eaDir", "$RECYCLE.BIN", "System Volume Information"}
     temporary = (".part", ".tmp", ".download", ".!qb")
-    expected: dict[str, dict[str, Any]] = {}
-    for directory, dirnames, filenames in os.walk(root):
-        dirnames[:] = [
-            name
-            for name in dirnames
-            if not name.startswith(".")
+
+    def entered(name: str) -> bool:
+        return (
+            not name.startswith(".")
             and name not in system_directories
             and not name.startswith(".Trash-")
-            and not os.path.islink(os.path.join(directory, name))
-        ]
+        )
+
+    expected: dict[str, dict[str, Any]] = {}
+    for directory, filenames in walk_entered(root, entered):
         for name in filenames:
             path = os.path.join(directory, name)
             lower = name.lower()

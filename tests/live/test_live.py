@@ -19,6 +19,7 @@ import pytest
 import trio
 
 from helpers.backends import inotify_only, live_backend_option
+from helpers.ground_truth import walk_entered
 from scanarr.live import LiveEvent, LiveWatcher, RescanReason
 from scanarr.protocol import FileCreated, FileDeleted, FileModified, FileRenamed, WatchPath
 
@@ -37,16 +38,14 @@ SKIPPED_SUFFIXES += (".idx",)
 
 def disk_view(root: Path, extensions: list[str] = EXTENSIONS) -> dict[str, tuple[int, int]]:
     """relative_path → (inode, size) of every media file a scan of `root` reports."""
+
+    def entered(name: str) -> bool:
+        return (
+            not name.startswith(".") and name.lower() not in SYSTEM_DIRECTORIES and name != "@eaDir"
+        )
+
     found: dict[str, tuple[int, int]] = {}
-    for directory, dirnames, filenames in os.walk(root):
-        dirnames[:] = [
-            name
-            for name in dirnames
-            if not name.startswith(".")
-            and name.lower() not in SYSTEM_DIRECTORIES
-            and name != "@eaDir"
-            and not os.path.islink(os.path.join(directory, name))
-        ]
+    for directory, filenames in walk_entered(root, entered):
         for name in filenames:
             lower = name.lower()
             if name.startswith(".") or lower.endswith(SKIPPED_SUFFIXES) or "." not in name:
@@ -130,6 +129,20 @@ class Harness:
         await self.configure(volumes)
         return watcher
 
+    async def start_short_of_watches(
+        self, volumes: dict[str, Path], retry_delay: float, **options: Any
+    ) -> LiveWatcher:
+        """`start` with room for 4 watches: what is left unwatched is rescanned every 0.05 s,
+        and watching it is retried after `retry_delay`, backing off up to twice that."""
+        return await self.start(
+            volumes,
+            max_watches=4,
+            fallback_rescan_interval=0.05,
+            watch_retry_delay=retry_delay,
+            watch_retry_max_delay=2 * retry_delay,
+            **options,
+        )
+
     async def configure(
         self, volumes: dict[str, Path], extensions: list[str] | None = None
     ) -> None:
@@ -158,19 +171,14 @@ class Harness:
                 await self._lot.park()
 
     async def wait_for(self, kind: type[LiveEvent], path: str, volume_id: str = "v") -> LiveEvent:
-        def find() -> LiveEvent | None:
-            for event in self.events:
-                if isinstance(event, kind) and (event.volume_id, _path_of(event)) == (
-                    volume_id,
-                    path,
-                ):
-                    return event
-            return None
+        def wanted(event: LiveEvent) -> bool:
+            return isinstance(event, kind) and (event.volume_id, _path_of(event)) == (
+                volume_id,
+                path,
+            )
 
-        await self.wait_until(lambda: find() is not None)
-        found = find()
-        assert found is not None
-        return found
+        await self.wait_until(lambda: any(map(wanted, self.events)))
+        return next(filter(wanted, self.events))  # the first one
 
     async def settle(self, volume_id: str = "v") -> None:
         """Return once every change made on disk before the call has been handled."""
@@ -753,13 +761,8 @@ async def test_lost_volume_root_is_rescanned_and_watched_again_when_back(
 async def test_watch_limit_degrades_rescans_and_recovers(harness: Harness, tmp_path: Path) -> None:
     root = tree(tmp_path / "v", {f"D{number}/e.mkv": b"" for number in range(10)})
     changed: list[bool] = []
-    watcher = await harness.start(
-        {"v": root},
-        max_watches=4,
-        fallback_rescan_interval=0.05,
-        watch_retry_delay=0.05,
-        watch_retry_max_delay=0.1,
-        health_changed=lambda: changed.append(True),
+    watcher = await harness.start_short_of_watches(
+        {"v": root}, 0.05, health_changed=lambda: changed.append(True)
     )
     health = watcher.health()["v"]
     assert health.degraded and health.watches == 4 and health.unwatched_directories == 7

@@ -25,13 +25,7 @@ async def test_watch_limit_is_logged_once_over_many_retries_and_once_when_lifted
 ) -> None:
     caplog.set_level(logging.INFO, logger="scanarr.live")
     root = tree(tmp_path / "v", {f"D{number}/e.mkv": b"" for number in range(20)})
-    watcher = await harness.start(
-        {"v": root},
-        max_watches=4,
-        fallback_rescan_interval=0.05,
-        watch_retry_delay=0.01,
-        watch_retry_max_delay=0.02,
-    )
+    watcher = await harness.start_short_of_watches({"v": root}, 0.01)
     # Every retry hits the limit again.
     await harness.wait_until(lambda: watcher.stats().watch_limit_hits >= 10)
     started = [record for record in caplog.records if "watch limit reached" in record.getMessage()]

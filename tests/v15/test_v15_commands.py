@@ -33,12 +33,13 @@ async def _scanned(api: DevApiV15Server, *paths: Path) -> None:
 
 @contextlib.asynccontextmanager
 async def _watching_scanned(
-    nursery: trio.Nursery, state_file: Path, log: Path, *volumes: Path
+    nursery: trio.Nursery, state_file: Path, tmp_path: Path, *volumes: Path
 ) -> AsyncIterator[DevApiV15Server]:
-    """A V1.5 API of `volumes` and an approved `scanarr watch` of them, entered once every
-    volume is scanned; the watcher is stopped on leaving."""
+    """A V1.5 API of `volumes` and an approved `scanarr watch` of them (logging to
+    tmp_path/watch.log), entered once every volume is scanned; the watcher is stopped on
+    leaving."""
     api, environment = await serve_volumes(nursery, state_file, *volumes)
-    process = await approved_watch(nursery, api, environment, log)
+    process = await approved_watch(nursery, api, environment, tmp_path / "watch.log")
     try:
         await _scanned(api, *volumes)
         yield api
@@ -54,9 +55,7 @@ async def test_flat_delete_with_siblings_across_volumes_answers_our_items_only(
     (movies / "Film (2020)").mkdir()
     os.link(torrents / "Film" / "film.mkv", movies / "Film (2020)" / "film.mkv")
     elsewhere = make_volume("elsewhere", {"film.mkv": 9})  # another watcher's volume
-    async with _watching_scanned(
-        nursery, state_file, tmp_path / "watch.log", torrents, movies
-    ) as api:
+    async with _watching_scanned(nursery, state_file, tmp_path, torrents, movies) as api:
         await api.delete(
             "d1",
             [
@@ -93,7 +92,7 @@ async def test_commands_for_another_watchers_paths_get_no_reply_and_touch_nothin
     other = make_volume("other", {"x.mkv": 1, "y.mkv": 1})
     # A path that starts like ours but is not inside it.
     lookalike = make_volume("movies-old", {"z.mkv": 1})
-    async with _watching_scanned(nursery, state_file, tmp_path / "watch.log", movies) as api:
+    async with _watching_scanned(nursery, state_file, tmp_path, movies) as api:
         await api.scan(str(other), "s-other")
         await api.delete(
             "d-other",
@@ -207,9 +206,7 @@ async def test_hardlink_from_torrents_into_media(
 ) -> None:
     torrents = make_volume("torrents", {"Film/film.mkv": 6})
     movies = make_volume("movies", {"Film (2020)/film.mkv": 6})  # a copy, to be replaced
-    async with _watching_scanned(
-        nursery, state_file, tmp_path / "watch.log", torrents, movies
-    ) as api:
+    async with _watching_scanned(nursery, state_file, tmp_path, torrents, movies) as api:
         source, target = f"{torrents}/Film/film.mkv", f"{movies}/Film (2020)/film.mkv"
         request_id = await api.hardlink("d-link", source, target, str(movies))
         new_target = f"{movies}/New/film.mkv"
@@ -287,9 +284,7 @@ async def test_hostile_paths_in_our_volumes_fail_and_touch_nothing(
     torrents = make_volume("torrents", {"t.mkv": 1})
     outside = make_volume("outside", {"film.mkv": 1, "secret.mkv": 1})
     (movies / "link").symlink_to(outside)  # a symlinked folder inside the volume
-    async with _watching_scanned(
-        nursery, state_file, tmp_path / "watch.log", movies, torrents
-    ) as api:
+    async with _watching_scanned(nursery, state_file, tmp_path, movies, torrents) as api:
         await api.delete(
             "d",
             [
