@@ -156,24 +156,105 @@ impl Handle {
     }
 }
 
+/// A hasher for the handle map's integer and handle keys: they come from the kernel (inode and
+/// generation numbers), so SipHash's resistance to chosen keys buys nothing, and hashing is a
+/// tenth of listing a directory. Each word is folded in and mixed (the splitmix64 finaliser),
+/// so the low bits hashbrown picks buckets with and the top seven it tags them with both vary.
+#[derive(Default, Clone, Copy)]
+pub struct Mix(u64);
+
+impl Mix {
+    fn fold(&mut self, word: u64) {
+        let mut x = (self.0 ^ word).wrapping_add(0x9e37_79b9_7f4a_7c15);
+        x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        self.0 = x ^ (x >> 31);
+    }
+}
+
+impl std::hash::Hasher for Mix {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            self.fold(u64::from_le_bytes(chunk.try_into().unwrap()));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut word = [0u8; 8];
+            word[..rest.len()].copy_from_slice(rest);
+            self.fold(u64::from_le_bytes(word) ^ ((rest.len() as u64) << 59));
+        }
+    }
+
+    fn write_u8(&mut self, value: u8) {
+        self.fold(u64::from(value));
+    }
+
+    fn write_u16(&mut self, value: u16) {
+        self.fold(u64::from(value));
+    }
+
+    fn write_u32(&mut self, value: u32) {
+        self.fold(u64::from(value));
+    }
+
+    fn write_i32(&mut self, value: i32) {
+        self.fold(u64::from(value as u32));
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.fold(value);
+    }
+
+    fn write_usize(&mut self, value: usize) {
+        self.fold(value as u64);
+    }
+}
+
+type MixState = std::hash::BuildHasherDefault<Mix>;
+
+/// Handles of 8 bytes or fewer (ext4, xfs with 32-bit inodes: the usual case) of one filesystem
+/// and one length, held as integers: 17 bytes an entry where a `Handle` key takes 33.
+struct ShortHandles {
+    fs: u16,
+    len: u8,
+    keys: HashMap<u64, i32, MixState>,
+}
+
+fn short_handle(bytes: &[u8]) -> Option<u64> {
+    (bytes.len() <= 8).then(|| {
+        let mut word = [0u8; 8];
+        word[..bytes.len()].copy_from_slice(bytes);
+        u64::from_le_bytes(word)
+    })
+}
+
 /// The handle map. Plain data: the parser works on it alone.
 ///
-/// Only handle → key is stored (about 33 bytes a directory, with the table's slack), plus the
-/// set of live keys (5): a key removed by `remove` leaves its handle's entry behind, dropped when
-/// that handle is seen again or swept once such entries are many (amortised O(1)).
+/// Only handle → key is stored (about 17 bytes a directory for handles of 8 bytes or fewer, 33
+/// for longer ones, with the table's slack), plus the set of live keys (9): a key removed by
+/// `remove` leaves its handle's entry behind, dropped when that handle is seen again or swept
+/// once such entries are many (amortised O(1)).
 #[derive(Default)]
 pub struct HandleMap {
     /// (fsid, handle type) of each interned filesystem; its index is `Handle`'s `fs`.
     filesystems: Vec<([u8; 8], i32)>,
-    keys: HashMap<Handle, i32>,
+    /// Handles of 8 bytes or fewer, by (filesystem, length): a few classes in all.
+    short: Vec<ShortHandles>,
+    /// Longer handles.
+    keys: HashMap<Handle, i32, MixState>,
     /// Live key → its filesystem (index in `filesystems`).
-    live: HashMap<i32, u16>,
+    live: HashMap<i32, u16, MixState>,
     /// Live keys per interned filesystem.
     live_per_fs: Vec<usize>,
     /// Filesystems whose last live key `remove` took, for their owner to unmark.
     emptied: Vec<[u8; 8]>,
-    /// Keys removed whose entry in `keys` is still there.
-    stale: HashSet<i32>,
+    /// Keys removed whose entry in `short` or `keys` is still there.
+    stale: HashSet<i32, MixState>,
     next_key: i32,
     next_cookie: u32,
 }
@@ -206,8 +287,7 @@ impl HandleMap {
     /// The key of a directory (the same one for the same directory), registering it if new.
     pub fn register(&mut self, fsid: [u8; 8], handle_type: i32, bytes: &[u8]) -> i32 {
         let fs = self.intern(fsid, handle_type);
-        let handle = Handle::new(fs, bytes);
-        if let Some(key) = self.keys.get(&handle).copied() {
+        if let Some(key) = self.entry(fs, bytes) {
             if !self.stale.remove(&key) {
                 return key;
             }
@@ -216,7 +296,26 @@ impl HandleMap {
         // Keys are not reused (as inotify does not reuse watch descriptors soon): an event or
         // an IN_IGNORED of a removed key cannot be taken for a new directory's.
         self.next_key = if key == i32::MAX { KEY_BASE } else { key + 1 };
-        self.keys.insert(handle, key);
+        match short_handle(bytes) {
+            Some(word) => {
+                let len = bytes.len() as u8;
+                let class = match self.short.iter().position(|c| c.fs == fs && c.len == len) {
+                    Some(class) => class,
+                    None => {
+                        self.short.push(ShortHandles {
+                            fs,
+                            len,
+                            keys: HashMap::default(),
+                        });
+                        self.short.len() - 1
+                    }
+                };
+                self.short[class].keys.insert(word, key);
+            }
+            None => {
+                self.keys.insert(Handle::new(fs, bytes), key);
+            }
+        }
         self.live.insert(key, fs);
         self.live_per_fs[fs as usize] += 1;
         key
@@ -224,8 +323,32 @@ impl HandleMap {
 
     pub fn key_of(&self, fsid: [u8; 8], handle_type: i32, bytes: &[u8]) -> Option<i32> {
         let fs = self.lookup_fs(fsid, handle_type)?;
-        let key = self.keys.get(&Handle::new(fs, bytes)).copied()?;
+        let key = self.entry(fs, bytes)?;
         (!self.stale.contains(&key)).then_some(key)
+    }
+
+    /// The key stored for a handle, live or stale.
+    fn entry(&self, fs: u16, bytes: &[u8]) -> Option<i32> {
+        match short_handle(bytes) {
+            Some(word) => self
+                .short
+                .iter()
+                .find(|class| class.fs == fs && usize::from(class.len) == bytes.len())?
+                .keys
+                .get(&word)
+                .copied(),
+            None => self.keys.get(&Handle::new(fs, bytes)).copied(),
+        }
+    }
+
+    /// Handle entries held, live or stale.
+    fn entries(&self) -> usize {
+        self.keys.len()
+            + self
+                .short
+                .iter()
+                .map(|class| class.keys.len())
+                .sum::<usize>()
     }
 
     pub fn remove(&mut self, key: i32) -> bool {
@@ -239,10 +362,14 @@ impl HandleMap {
             self.emptied.push(fsid);
         }
         self.stale.insert(key);
-        if self.stale.len() > 1024 && self.stale.len() * 2 > self.keys.len() {
+        if self.stale.len() > 1024 && self.stale.len() * 2 > self.entries() {
             let stale = std::mem::take(&mut self.stale);
             self.keys.retain(|_, key| !stale.contains(key));
             self.keys.shrink_to_fit();
+            for class in &mut self.short {
+                class.keys.retain(|_, key| !stale.contains(key));
+                class.keys.shrink_to_fit();
+            }
         }
         true
     }
@@ -277,6 +404,12 @@ impl HandleMap {
             self.live_per_fs[fs as usize] = 0;
         }
         let (live, stale) = (&mut self.live, &mut self.stale);
+        let mut forget = |key: i32| {
+            if live.remove(&key).is_some() {
+                keys.push(key);
+            }
+            stale.remove(&key);
+        };
         self.keys.retain(|handle, key| {
             let fs = match handle {
                 Handle::Inline { fs, .. } | Handle::Heap { fs, .. } => *fs,
@@ -284,10 +417,14 @@ impl HandleMap {
             if !filesystems.contains(&fs) {
                 return true;
             }
-            if live.remove(key).is_some() {
-                keys.push(*key);
+            forget(*key);
+            false
+        });
+        self.short.retain(|class| {
+            if !filesystems.contains(&class.fs) {
+                return true;
             }
-            stale.remove(key);
+            class.keys.values().for_each(|&key| forget(key));
             false
         });
         keys.sort_unstable();
@@ -1073,6 +1210,30 @@ mod tests {
     }
 
     #[test]
+    fn short_handles_of_other_lengths_or_filesystems_are_other_directories() {
+        let mut map = HandleMap::new();
+        // The same integer once padded: a 4-byte handle and an 8-byte one ending in zeros.
+        let four = map.register(FSID, 1, &[1, 2, 3, 4]);
+        let eight = map.register(FSID, 1, &[1, 2, 3, 4, 0, 0, 0, 0]);
+        let other_type = map.register(FSID, 2, &[1, 2, 3, 4]);
+        let nine = map.register(FSID, 1, &[1, 2, 3, 4, 0, 0, 0, 0, 0]);
+        let keys = [four, eight, other_type, nine];
+        assert_eq!(HashSet::<i32>::from_iter(keys).len(), 4, "{keys:?}");
+        assert_eq!(map.key_of(FSID, 1, &[1, 2, 3, 4]), Some(four));
+        assert_eq!(map.key_of(FSID, 1, &[1, 2, 3, 4, 0, 0, 0, 0]), Some(eight));
+        assert_eq!(map.key_of(FSID, 1, &[1, 2, 3]), None);
+        assert_eq!(map.key_of([9; 8], 1, &[1, 2, 3, 4]), None);
+        // Forgetting the filesystem forgets its short and long handles alike.
+        let mut gone = map.remove_filesystem(FSID);
+        gone.sort_unstable();
+        let mut all = keys.to_vec();
+        all.sort_unstable();
+        assert_eq!(gone, all);
+        assert_eq!(map.entries(), 0);
+        assert!(map.is_empty());
+    }
+
+    #[test]
     fn removed_keys_are_swept_and_their_directories_can_come_back() {
         let mut map = HandleMap::new();
         let handles: Vec<[u8; 8]> = (0..5000u64).map(u64::to_ne_bytes).collect();
@@ -1081,7 +1242,7 @@ mod tests {
             assert!(map.remove(*key));
         }
         assert_eq!(map.len(), 1000);
-        assert!(map.keys.len() < 5000, "stale entries swept");
+        assert!(map.entries() < 5000, "stale entries swept");
         assert_eq!(map.key_of(FSID, 1, &handles[10]), None);
         assert_eq!(map.key_of(FSID, 1, &handles[4500]), Some(keys[4500]));
         let back = map.register(FSID, 1, &handles[10]);
