@@ -7,6 +7,7 @@
     python bench/bench_live.py scale [--tree /work/bench-trees/movies-250k] [--limits above,below]
         [--backend inotify|fanotify]
     python bench/bench_live.py moved-in [--files 100000] [--dir /work/bench-trees]
+    python bench/bench_live.py listing [--tree ...] [--backend inotify|fanotify] [--rounds 3]
 
 `latency`: a writer process creates media files one at a time; for each, the time from its
 ``close()`` to the moment its ``file.created`` frame reaches the API (p50/p99/max). `burst`: the
@@ -52,6 +53,14 @@ removed from the config. Reported (``--direct``: up to the watcher's ``emit``): 
 from the rename to the last ``file.created`` (each file must come exactly once), the longest
 lateness of a watchdog task in the trio loop meanwhile (it sleeps 5 ms in a loop), and the same
 lateness while the volume is dropped. The folder is moved back out afterwards.
+
+`listing`: the native listing alone, as the live watcher arms a volume (`LiveLister.list` of
+`--tree`, four threads, inotify watches or fanotify handles), alternating with `scanarr scan`
+of the same tree, `--rounds` times each, every run in a fresh process: the median of each and
+their ratio, the listing process's RSS growth with the listing held, and what it keeps once
+the listing is dropped and the heap trimmed (the handle map under fanotify, nothing but the
+kernel's watches under inotify). Needs root for fanotify, and for inotify a watch limit above
+the directory count.
 """
 
 from __future__ import annotations
@@ -865,11 +874,83 @@ def bench_moved_in(args: argparse.Namespace) -> dict[str, Any]:
     return trio.run(_moved_in_run, args, source, names)
 
 
+LISTING_CHILD = """
+import ctypes, json, os, sys, time
+import inotify_simple
+import scanarr._native as native
+from scanarr.live.inotify import WATCH_MASK
+from scanarr.scan import DEFAULT_EXTENSIONS
+
+root, backend = sys.argv[1], sys.argv[2]
+def rss():
+    return int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0]) / 1024
+source = native.Fanotify() if backend == "fanotify" else inotify_simple.INotify()
+fd = source.fd if backend == "fanotify" else source.fileno()
+base = rss()
+started = time.perf_counter()
+listing = native.LiveLister().list(
+    root,
+    inotify_fd=fd,
+    mask=WATCH_MASK,
+    device=os.stat(root).st_dev,
+    extensions=list(DEFAULT_EXTENSIONS),
+)
+seconds = time.perf_counter() - started
+held = rss() - base
+del listing
+ctypes.CDLL("libc.so.6").malloc_trim(0)
+print(json.dumps({"s": seconds, "held_mib": held, "kept_mib": rss() - base}))
+"""
+
+
+def bench_listing(args: argparse.Namespace) -> dict[str, Any]:
+    tree = Path(args.tree)
+    _ensure_scale_tree(tree, args.movies)
+    scanarr = shutil.which("scanarr") or str(Path(sys.executable).with_name("scanarr"))
+    env = {**os.environ, "MALLOC_ARENA_MAX": "2"}
+    subprocess.run([scanarr, "scan", str(tree)], check=True, capture_output=True)  # warm
+    scans: list[float] = []
+    listings: list[dict[str, float]] = []
+    for _ in range(args.rounds):
+        started = time.monotonic()
+        subprocess.run([scanarr, "scan", str(tree)], check=True, capture_output=True)
+        scans.append(time.monotonic() - started)
+        out = subprocess.run(
+            [sys.executable, "-c", LISTING_CHILD, str(tree), args.backend],
+            check=True,
+            capture_output=True,
+            text=True,
+            env=env,
+        ).stdout
+        listings.append(json.loads(out.splitlines()[-1]))
+        print(json.dumps({"scan_s": round(scans[-1], 2), **listings[-1]}), file=sys.stderr)
+    listing_s = statistics.median(run["s"] for run in listings)
+    scan_s = statistics.median(scans)
+    return {
+        "tree": str(tree),
+        "backend": args.backend,
+        "rounds": args.rounds,
+        "native_scan_s": round(scan_s, 2),
+        "listing_s": round(listing_s, 2),
+        "listing_vs_scan": round(listing_s / scan_s, 2),
+        "held_mib": round(statistics.median(run["held_mib"] for run in listings), 1),
+        "kept_mib": round(statistics.median(run["kept_mib"] for run in listings), 1),
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "mode",
-        choices=["latency", "burst", "index-memory", "watch-memory", "scale", "moved-in"],
+        choices=[
+            "latency",
+            "burst",
+            "index-memory",
+            "watch-memory",
+            "scale",
+            "moved-in",
+            "listing",
+        ],
     )
     parser.add_argument("--files", type=int)
     parser.add_argument("--gap", type=float, default=0.02, help="seconds between files (latency)")
@@ -893,6 +974,7 @@ def main() -> int:
         default="inotify",
         help="scale: SCANARR_LIVE_BACKEND of the agent",
     )
+    parser.add_argument("--rounds", type=int, default=3, help="listing: runs of each")
     parser.add_argument("--heap-report", help="scale: write the agent's heap report here (a dir)")
     parser.add_argument(
         "--tracemalloc", action="store_true", help="scale: --heap-report with Python allocations"
@@ -913,6 +995,9 @@ def main() -> int:
     elif args.mode == "scale":
         args.direct = False
         result = bench_scale(args)
+    elif args.mode == "listing":
+        args.direct = True
+        result = bench_listing(args)
     elif args.mode == "moved-in":
         args.direct = True
         args.files = args.files or 100_000
