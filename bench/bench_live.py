@@ -59,14 +59,15 @@ lateness while the volume is dropped. The folder is moved back out afterwards.
 of the same tree, `--rounds` times each, every run in a fresh process: the median of each and
 their ratio, the listing process's RSS growth with the listing held, and what it keeps once
 the listing is dropped and the heap trimmed (the handle map under fanotify, nothing but the
-kernel's watches under inotify). Needs root for fanotify, and for inotify a watch limit above
-the directory count.
+kernel's watches under inotify). Needs root: fanotify, and the watch limit, raised above the
+directory count for the run as in `scale`.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import gc
 import json
 import os
@@ -77,6 +78,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -700,17 +702,26 @@ def _remove_burst(tree: Path, names: set[str]) -> None:
         (tree / name).unlink(missing_ok=True)
 
 
+@contextlib.contextmanager
+def _max_user_watches(limit: int) -> Iterator[None]:
+    """``fs.inotify.max_user_watches`` set to `limit` for the block, restored after."""
+    original = int(MAX_USER_WATCHES.read_text())
+    MAX_USER_WATCHES.write_text(f"{limit}\n")
+    try:
+        yield
+    finally:
+        MAX_USER_WATCHES.write_text(f"{original}\n")
+
+
 def bench_scale(args: argparse.Namespace) -> dict[str, Any]:
     tree = Path(args.tree)
     counts = _ensure_scale_tree(tree, args.movies)
     directories = int(counts.get("directories", 0))
     result: dict[str, Any] = {"tree": str(tree), "counts": counts, "backend": args.backend}
     result["native_scan_s"] = round(_native_scan_seconds(tree), 2)
-    original = int(MAX_USER_WATCHES.read_text())
     above = max(directories * 3, 1_000_000)
     below = directories * 4 // 7
-    try:
-        MAX_USER_WATCHES.write_text(f"{above}\n")
+    with _max_user_watches(above):
         limits = list(filter(None, args.limits.split(",")))
         if args.backend == "fanotify":
             limits = [name for name in limits if name == "above"] or ["above"]
@@ -724,8 +735,6 @@ def bench_scale(args: argparse.Namespace) -> dict[str, Any]:
         if shutil.which("watchman"):
             result["watchman"] = _watchman_rss(tree, args.timeout)
             print(json.dumps({"watchman": result["watchman"]}), file=sys.stderr)
-    finally:
-        MAX_USER_WATCHES.write_text(f"{original}\n")
     return result
 
 
@@ -905,7 +914,12 @@ print(json.dumps({"s": seconds, "held_mib": held, "kept_mib": rss() - base}))
 
 def bench_listing(args: argparse.Namespace) -> dict[str, Any]:
     tree = Path(args.tree)
-    _ensure_scale_tree(tree, args.movies)
+    directories = int(_ensure_scale_tree(tree, args.movies).get("directories", 0))
+    with _max_user_watches(max(directories * 3, 1_000_000)):
+        return _listing_rounds(args, tree)
+
+
+def _listing_rounds(args: argparse.Namespace, tree: Path) -> dict[str, Any]:
     scanarr = shutil.which("scanarr") or str(Path(sys.executable).with_name("scanarr"))
     env = {**os.environ, "MALLOC_ARENA_MAX": "2"}
     subprocess.run([scanarr, "scan", str(tree)], check=True, capture_output=True)  # warm

@@ -298,18 +298,14 @@ impl HandleMap {
         self.next_key = if key == i32::MAX { KEY_BASE } else { key + 1 };
         match short_handle(bytes) {
             Some(word) => {
-                let len = bytes.len() as u8;
-                let class = match self.short.iter().position(|c| c.fs == fs && c.len == len) {
-                    Some(class) => class,
-                    None => {
-                        self.short.push(ShortHandles {
-                            fs,
-                            len,
-                            keys: HashMap::default(),
-                        });
-                        self.short.len() - 1
-                    }
-                };
+                let class = self.short_class(fs, bytes.len()).unwrap_or_else(|| {
+                    self.short.push(ShortHandles {
+                        fs,
+                        len: bytes.len() as u8,
+                        keys: HashMap::default(),
+                    });
+                    self.short.len() - 1
+                });
                 self.short[class].keys.insert(word, key);
             }
             None => {
@@ -330,15 +326,19 @@ impl HandleMap {
     /// The key stored for a handle, live or stale.
     fn entry(&self, fs: u16, bytes: &[u8]) -> Option<i32> {
         match short_handle(bytes) {
-            Some(word) => self
-                .short
-                .iter()
-                .find(|class| class.fs == fs && usize::from(class.len) == bytes.len())?
-                .keys
-                .get(&word)
-                .copied(),
+            Some(word) => {
+                let class = self.short_class(fs, bytes.len())?;
+                self.short[class].keys.get(&word).copied()
+            }
             None => self.keys.get(&Handle::new(fs, bytes)).copied(),
         }
+    }
+
+    /// Where the short handles of `len` bytes of filesystem `fs` are kept, if any are.
+    fn short_class(&self, fs: u16, len: usize) -> Option<usize> {
+        self.short
+            .iter()
+            .position(|class| class.fs == fs && usize::from(class.len) == len)
     }
 
     /// Handle entries held, live or stale.
