@@ -15,7 +15,7 @@ import logging
 import os
 import re
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 import attrs
 
@@ -47,6 +47,23 @@ class SettingsError(ValueError):
         super().__init__(f"{variable}: {problem}")
         self.variable = variable
         self.problem = problem
+
+
+def choice_from_env(
+    environ: Mapping[str, str],
+    variable: str,
+    choices: Collection[str],
+    default: str,
+    *,
+    expected: str | None = None,
+) -> str:
+    """`variable` lower-cased, `default` when unset or blank. Raises SettingsError unless it is
+    one of `choices` (`expected` words them in the message, else "one of" lists them)."""
+    value = environ.get(variable, "").strip().lower() or default
+    if value not in choices:
+        wanted = expected if expected is not None else f"one of {', '.join(choices)}"
+        raise SettingsError(variable, f"expected {wanted}, got {value!r}")
+    return value
 
 
 def parse_duration(text: str) -> float:
@@ -204,11 +221,7 @@ def load_settings(
             variable = next(v for a, v, _ in DURATION_VARIABLES if a == attribute)
             raise SettingsError(variable, "must be greater than zero")
 
-    log_level = (source.get("SCANARR_LOG_LEVEL", "").strip() or "info").lower()
-    if log_level not in LOG_LEVELS:
-        raise SettingsError(
-            "SCANARR_LOG_LEVEL", f"expected one of {', '.join(LOG_LEVELS)}, got {log_level!r}"
-        )
+    log_level = choice_from_env(source, "SCANARR_LOG_LEVEL", LOG_LEVELS, "info")
     state_file = source.get("SCANARR_STATE_FILE", "").strip() or DEFAULT_STATE_FILE
 
     return Settings(

@@ -510,14 +510,8 @@ async def check_api(
     headers = [(b"Authorization", b"Bearer " + settings.auth_token.encode("utf-8"))]
     try:
         with trio.fail_after(timeout + 2.0):  # the handshake's own limit comes first
-            async with transport.open_websocket(
-                url.host,
-                url.port,
-                url.resource,
-                use_ssl=url.secure,
-                extra_headers=headers,
-                connect_timeout=timeout,
-                close_timeout=1.0,
+            async with transport.open_api_websocket(
+                url, headers, connect_timeout=timeout, close_timeout=1.0
             ) as websocket:
                 answer = await handshake(websocket, settings.auth_token, timeout)
                 await websocket.aclose(1000, "scanarr doctor: check done")

@@ -354,7 +354,9 @@ class FileCommands:
                 return converter.structure(stored["reply"], FilesDeleteCompleted)
             if disable_deletion:
                 log.warning("deletion %s refused: %s", command.request_id, DELETION_DISABLED)
-                return _completed(command, [_refused(file) for file in command.files])
+                files = command.files
+                refused = [untouched_result(f.media_file_id, DELETION_DISABLED) for f in files]
+                return _completed(command, refused)
             extensions = frozenset(extension.lower() for extension in media_extensions)
             context = _Volumes(volumes, volume_devices)
             results: list[DeleteResult] = []
@@ -761,15 +763,16 @@ def _check_identity(file: DeleteFile, status: os.stat_result) -> None:
         )
 
 
-def _refused(file: DeleteFile) -> DeleteResult:
+def untouched_result(media_file_id: str, error: str) -> DeleteResult:
+    """A media file failed with nothing done to it: no path deleted, no byte freed."""
     return DeleteResult(
-        media_file_id=file.media_file_id,
+        media_file_id=media_file_id,
         status="failed",
         paths_deleted=0,
         dirs_removed=0,
         size_bytes=0,
         freed_bytes=0,
-        error=DELETION_DISABLED,
+        error=error,
     )
 
 

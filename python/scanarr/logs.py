@@ -30,7 +30,7 @@ import urllib.parse
 from collections.abc import Callable, Hashable, Iterable, Mapping, MutableMapping
 from typing import Any, TextIO
 
-from scanarr.config import LOG_LEVELS, SettingsError
+from scanarr.config import LOG_LEVELS, choice_from_env
 from scanarr.rfc3339 import utc_timestamp
 
 LOG_FORMAT_VARIABLE = "SCANARR_LOG_FORMAT"
@@ -51,12 +51,7 @@ _CHATTY_LOGGERS = ("trio-websocket",)
 
 def log_format_from_env(environ: Mapping[str, str]) -> str:
     """``human`` (default) or ``json`` from ``SCANARR_LOG_FORMAT``. Raises SettingsError."""
-    value = environ.get(LOG_FORMAT_VARIABLE, "").strip().lower() or "human"
-    if value not in LOG_FORMATS:
-        raise SettingsError(
-            LOG_FORMAT_VARIABLE, f"expected one of {', '.join(LOG_FORMATS)}, got {value!r}"
-        )
-    return value
+    return choice_from_env(environ, LOG_FORMAT_VARIABLE, LOG_FORMATS, "human")
 
 
 def extra_fields(record: logging.LogRecord) -> dict[str, Any]:

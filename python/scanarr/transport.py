@@ -18,7 +18,7 @@ import logging
 import os
 import ssl
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager, suppress
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 
 import attrs
 import trio
@@ -37,6 +37,8 @@ from wsproto.events import (
     TextMessage,
 )
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
+
+from scanarr.config import ApiUrl
 
 log = logging.getLogger(__name__)
 
@@ -351,6 +353,27 @@ async def open_websocket(
         await websocket._close_stream()
     if body_error is not None:
         raise body_error
+
+
+def open_api_websocket(
+    url: ApiUrl,
+    headers: Sequence[tuple[bytes, bytes]],
+    *,
+    connect_timeout: float,
+    close_timeout: float,
+    max_message_size: int = 1024 * 1024,
+) -> AbstractAsyncContextManager[WebSocket]:
+    """`open_websocket` to the API at `url` (``SCANARR_API_URL``), TLS for ``wss``."""
+    return open_websocket(
+        url.host,
+        url.port,
+        url.resource,
+        use_ssl=url.secure,
+        extra_headers=headers,
+        max_message_size=max_message_size,
+        connect_timeout=connect_timeout,
+        close_timeout=close_timeout,
+    )
 
 
 async def _connect(

@@ -52,7 +52,7 @@ from scanarr.transport import (
     ConnectionRejected,
     HandshakeError,
     WebSocket,
-    open_websocket,
+    open_api_websocket,
 )
 
 from .backoff import Backoff
@@ -393,16 +393,12 @@ class WatcherAgent:
 
     async def _connect_once(self) -> None:
         settings = self.settings
-        url = settings.api_url
         headers = self.dialect.headers()
         upgrade_settled = self._upgrade_settled = trio.Event()
         try:
-            async with open_websocket(
-                url.host,
-                url.port,
-                url.resource,
-                use_ssl=url.secure,
-                extra_headers=headers,
+            async with open_api_websocket(
+                settings.api_url,
+                headers,
                 max_message_size=MAX_INCOMING_MESSAGE,
                 connect_timeout=settings.hello_timeout,
                 close_timeout=CLOSE_TIMEOUT,

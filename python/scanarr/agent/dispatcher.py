@@ -35,10 +35,10 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 import attrs
 import trio
 
+from scanarr.file_commands import untouched_result
 from scanarr.protocol import (
     CommandFilesDelete,
     CommandFilesHardlink,
-    DeleteResult,
     FilesDeleteCompleted,
     FilesHardlinkCompleted,
     MalformedMessage,
@@ -121,17 +121,7 @@ def delete_failed_reply(request_id: str, data: Mapping[str, Any], error: str) ->
         for item in files:
             media_file_id = item.get("media_file_id") if isinstance(item, dict) else None
             if isinstance(media_file_id, str):
-                results.append(
-                    DeleteResult(
-                        media_file_id=media_file_id,
-                        status="failed",
-                        paths_deleted=0,
-                        dirs_removed=0,
-                        size_bytes=0,
-                        freed_bytes=0,
-                        error=error,
-                    )
-                )
+                results.append(untouched_result(media_file_id, error))
     return FilesDeleteCompleted(
         request_id=request_id,
         deletion_id=_text_field(data, "deletion_id"),

@@ -28,7 +28,7 @@ from scanarr.cli.common import (
     report_walk_errors,
     walk_errors_json,
 )
-from scanarr.cli.links import collect_from_args, full_path
+from scanarr.cli.links import collect_from_args, full_path, roots_or_exit
 from scanarr.dupes import (
     DEFAULT_SAMPLE_SIZE,
     DuplicateGroup,
@@ -38,7 +38,6 @@ from scanarr.dupes import (
     find_duplicates,
     relink,
 )
-from scanarr.links import RootsError, normalise_roots
 
 
 def register(subparsers: Any) -> None:
@@ -84,10 +83,7 @@ def run(args: argparse.Namespace) -> int:
     parser: argparse.ArgumentParser = args.parser
     if args.yes and not args.relink:
         parser.error("--yes only applies to --relink")
-    try:
-        roots = normalise_roots(args.roots)
-    except RootsError as error:
-        parser.error(str(error))
+    roots = roots_or_exit(parser, args.roots)
     table, errors = collect_from_args(args, roots)
     failures = report_walk_errors(errors, sys.stderr)
     progress = ProgressLine(sys.stderr)

@@ -50,6 +50,14 @@ def collect_from_args(
     return collect(roots, **walk_options(args))
 
 
+def roots_or_exit(parser: argparse.ArgumentParser, given: Sequence[str]) -> list[str]:
+    """`normalise_roots`, or exit with code 2 (``parser.error``) naming what is wrong."""
+    try:
+        return normalise_roots(given)
+    except RootsError as error:
+        parser.error(str(error))
+
+
 # --- the sub-command ----------------------------------------------------------------------------
 
 
@@ -97,10 +105,7 @@ def _roots(args: argparse.Namespace) -> list[str]:
     # A positional ROOT repeating A or B adds nothing: it is already scanned.
     given_absolute = {os.path.abspath(root) for root in given}
     given += [root for root in args.roots if os.path.abspath(root) not in given_absolute]
-    try:
-        return normalise_roots(given)
-    except RootsError as error:
-        parser.error(str(error))
+    return roots_or_exit(parser, given)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from scanarr.config import SettingsError, parse_duration
+from scanarr.config import SettingsError, choice_from_env, parse_duration
 
 # (LiveWatcher keyword, variable, default text)
 LIVE_DURATION_VARIABLES: tuple[tuple[str, str, str], ...] = (
@@ -30,12 +30,9 @@ LIVE_BACKENDS: tuple[str, ...] = ("auto", "inotify", "fanotify")
 
 def live_backend_from_env(environ: Mapping[str, str]) -> str:
     """``SCANARR_LIVE_BACKEND``: auto (default), inotify or fanotify. Raises SettingsError."""
-    text = environ.get(LIVE_BACKEND_VARIABLE, "").strip().lower() or "auto"
-    if text not in LIVE_BACKENDS:
-        raise SettingsError(
-            LIVE_BACKEND_VARIABLE, f"expected auto, inotify or fanotify, got {text!r}"
-        )
-    return text
+    return choice_from_env(
+        environ, LIVE_BACKEND_VARIABLE, LIVE_BACKENDS, "auto", expected="auto, inotify or fanotify"
+    )
 
 
 def live_options_from_env(environ: Mapping[str, str]) -> dict[str, float]:
