@@ -24,11 +24,13 @@ hidden, so scans skip it).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -135,6 +137,15 @@ class Builder:
     media_size: int | None  # fixed size for every media file, else realistic sizes
     counts: Counts = field(default_factory=Counts)
     inodes: list[Inode] = field(default_factory=list)
+
+    @contextlib.contextmanager
+    def directory(self, parent_fd: int, name: str, *, walked: bool) -> Iterator[int]:
+        """`mkdir` for a `with` block: the descriptor is closed when the block is left."""
+        fd = self.mkdir(parent_fd, name, walked=walked)
+        try:
+            yield fd
+        finally:
+            os.close(fd)
 
     def mkdir(self, parent_fd: int, name: str, *, walked: bool) -> int:
         """Create directory `name` and return an open descriptor; `walked`: a scan enters it."""
@@ -342,8 +353,7 @@ class TreeGenerator:
         name = release.release_name(rng)
         filename = f"{name}.{release.extension}"
         b.counts.movies += 1
-        folder_fd = b.mkdir(movies_fd, release.folder, walked=True)
-        try:
+        with b.directory(movies_fd, release.folder, walked=True) as folder_fd:
             inode = b.media(folder_fd, filename, size=release.size, walked=True)
             nfo = f"<movie><title>{release.title}</title><year>{release.year}</year></movie>\n"
             if rng.random() < 0.9:
@@ -364,43 +374,31 @@ class TreeGenerator:
                 # An AppleDouble twin: a media extension behind a hidden name.
                 b.small(folder_fd, f"._{filename}", b"\x00\x05\x16\x07", size=4096)
             if rng.random() < 0.005:
-                actors_fd = b.mkdir(folder_fd, ".actors", walked=False)
-                try:
+                with b.directory(folder_fd, ".actors", walked=False) as actors_fd:
                     for index in range(3):
                         b.small(actors_fd, f"Actor_{index}.jpg", b"\xff\xd8\xff\xe0")
-                finally:
-                    os.close(actors_fd)
             if rng.random() < self.hardlink_share:
                 self.torrent(inode, folder_fd, filename, name, release, torrents_fd, tracker_fds)
             elif rng.random() < 0.01:
                 self.download_in_progress(torrents_fd, name, release)
             if rng.random() < 0.01:
                 b.symlink(f"../../media/movies/{release.folder}/{filename}", symlinks_fd, filename)
-        finally:
-            os.close(folder_fd)
 
     def extras(self, folder_fd: int, name: str) -> None:
         b = self.builder
-        extras_fd = b.mkdir(folder_fd, "Featurettes", walked=True)
-        try:
+        with b.directory(folder_fd, "Featurettes", walked=True) as extras_fd:
             for index in range(self.rng.randrange(1, 4)):
                 size = int(self.rng.uniform(0.05, 0.8) * GiB)
                 b.media(extras_fd, f"{name}.Featurette.{index + 1}.mkv", size=size, walked=True)
-        finally:
-            os.close(extras_fd)
 
     def synology_thumbnails(self, folder_fd: int, filename: str) -> None:
         b = self.builder
-        ea_fd = b.mkdir(folder_fd, "@eaDir", walked=False)
-        try:
-            thumbs_fd = b.mkdir(ea_fd, filename, walked=False)
-            try:
-                b.small(thumbs_fd, "SYNOVIDEO_VIDEO_SCREENSHOT.jpg", b"\xff\xd8\xff\xe0")
-                b.small(thumbs_fd, "SYNOINDEX_MEDIA_INFO", b"{}")
-            finally:
-                os.close(thumbs_fd)
-        finally:
-            os.close(ea_fd)
+        with (
+            b.directory(folder_fd, "@eaDir", walked=False) as ea_fd,
+            b.directory(ea_fd, filename, walked=False) as thumbs_fd,
+        ):
+            b.small(thumbs_fd, "SYNOVIDEO_VIDEO_SCREENSHOT.jpg", b"\xff\xd8\xff\xe0")
+            b.small(thumbs_fd, "SYNOINDEX_MEDIA_INFO", b"{}")
 
     def torrent(
         self,
@@ -413,49 +411,38 @@ class TreeGenerator:
         tracker_fds: list[int],
     ) -> None:
         rng, b = self.rng, self.builder
-        torrent_fd = b.mkdir(torrents_fd, name, walked=True)
-        try:
+        with b.directory(torrents_fd, name, walked=True) as torrent_fd:
             b.link(inode, folder_fd, filename, torrent_fd, filename, walked=True)
             if rng.random() < 0.3:
                 b.small(torrent_fd, f"{name}.nfo", f"{release.title} {release.year}\n".encode())
             if rng.random() < 0.1:
                 b.small(torrent_fd, "RARBG.txt", b"Downloaded from the usual place\n")
             if rng.random() < 0.02:
-                sample_fd = b.mkdir(torrent_fd, "Sample", walked=True)
-                try:
+                with b.directory(torrent_fd, "Sample", walked=True) as sample_fd:
                     sample = f"{name}.sample.{release.extension}"
                     b.media(sample_fd, sample, size=int(rng.uniform(20, 120) * MiB), walked=True)
-                finally:
-                    os.close(sample_fd)
-        finally:
-            os.close(torrent_fd)
         if rng.random() < 0.1:
             # cross-seed: a third name for the same inode under links/<tracker>/.
             b.link(inode, folder_fd, filename, rng.choice(tracker_fds), filename, walked=True)
 
     def download_in_progress(self, torrents_fd: int, name: str, release: Release) -> None:
         b = self.builder
-        torrent_fd = b.mkdir(torrents_fd, name, walked=True)
-        try:
+        with b.directory(torrents_fd, name, walked=True) as torrent_fd:
             suffix = self.rng.choice((".part", ".!qB", ".tmp", ".download"))
             b.media(
                 torrent_fd, f"{name}.{release.extension}{suffix}", size=release.size, walked=True
             )
-        finally:
-            os.close(torrent_fd)
 
     def show(self, tv_fd: int) -> None:
         rng, b = self.rng, self.builder
         title, year = self.title()
         dotted = ".".join(title.replace("&", "and").replace(",", "").split())
-        show_fd = b.mkdir(tv_fd, f"{title} ({year})", walked=True)
-        try:
+        with b.directory(tv_fd, f"{title} ({year})", walked=True) as show_fd:
             b.small(show_fd, "tvshow.nfo", f"<tvshow><title>{title}</title></tvshow>\n".encode())
             b.small(show_fd, "poster.jpg", b"\xff\xd8\xff\xe0", size=300_000)
             first_season = 0 if rng.random() < 0.2 else 1  # "Season 00" holds the specials
             for season in range(first_season, rng.randrange(2, 7)):
-                season_fd = b.mkdir(show_fd, f"Season {season:02d}", walked=True)
-                try:
+                with b.directory(show_fd, f"Season {season:02d}", walked=True) as season_fd:
                     quality = rng.choice(("1080p", "720p", "2160p"))
                     for episode in range(1, rng.randrange(6, 14)):
                         episode_name = f"{dotted}.S{season:02d}E{episode:02d}.{quality}.WEB-DL"
@@ -464,10 +451,6 @@ class TreeGenerator:
                         b.media(season_fd, f"{episode_name}.mkv", size=size, walked=True)
                         if rng.random() < 0.3:
                             b.small(season_fd, f"{episode_name}.nfo", b"<episodedetails/>\n")
-                finally:
-                    os.close(season_fd)
-        finally:
-            os.close(show_fd)
 
     def system_dirs(self, dest_fd: int, media_fd: int) -> None:
         """Directories a scan must not enter, each holding media files it must not report."""

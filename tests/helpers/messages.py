@@ -3,19 +3,25 @@ care about."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from scanarr.protocol import ScanCompleted
 
-# A file's own members of a scan.file's data, in PROTOCOL.md's order; they follow the scan's
-# (scan_id, volume_id, volume_path), and `scanarr scan --jsonl` writes them after volume_path.
-FILE_MEMBERS = [
-    "relative_path",
-    "filename",
-    "inode",
-    "device_id",
-    "size_bytes",
-    "hardlink_count",
-    "mod_time",
-]
+
+def _documented_jsonl_keys() -> list[str]:
+    """The keys of the `scanarr scan --jsonl` object README.md shows ("exactly these keys")."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    example = readme.split("exactly these keys:", 1)[1].split("```json\n", 1)[1]
+    keys = list(json.loads(example.split("\n", 1)[0]))
+    assert keys[0] == "volume_path", keys
+    return keys
+
+
+# A file's own members of a scan.file's data, in the order README.md lists them for
+# `scanarr scan --jsonl` (after volume_path); in a scan.file they follow the scan's
+# (scan_id, volume_id, volume_path).
+FILE_MEMBERS = _documented_jsonl_keys()[1:]
 
 
 def completed_scan(

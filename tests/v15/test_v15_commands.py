@@ -234,11 +234,11 @@ async def test_the_go_watchers_state_file_is_taken_over_without_approval(
     state_file.parent.mkdir(parents=True)
     go_state = {"auth_token": token, "config_hash": "h1", "config": {"watch_paths": [str(movies)]}}
     state_file.write_text(json.dumps(go_state))
-    api = await serve_v15(nursery, watch_paths=[str(movies)])
+    api, environment = await serve_volumes(nursery, state_file, movies)
     api.watchers["nas-1"] = Watcher("nas-1", status="approved", token=token)
     api.accepting = False  # the server is down when the watcher starts
     log = tmp_path / "watch.log"
-    process = await start_watch(nursery, go_environment(api.url, state_file), log)
+    process = await start_watch(nursery, environment, log)
     try:
         # The Go watcher's config is applied at once: its paths are watched while offline
         # (a new file every 0.2 s until the watches are in place and one is queued).

@@ -9,14 +9,7 @@ from typing import Any
 
 import trio
 
-from v15_support import (
-    approved_watch,
-    go_environment,
-    serve_v15,
-    serve_volumes,
-    start_watch,
-    stop_watch,
-)
+from v15_support import approved_watch, serve_volumes, start_watch, stop_watch
 
 
 async def test_first_contact_pending_approve_token_kept_and_reused(
@@ -112,12 +105,11 @@ async def test_the_environment_token_is_the_fallback_when_the_kept_one_is_refuse
     from scanarr.dev_api_v15 import Watcher
 
     movies = make_volume("movies", {"a.mkv": 3})
-    api = await serve_v15(nursery, watch_paths=[str(movies)])
     good = "cd" * 32
+    api, environment = await serve_volumes(nursery, state_file, movies, SCANARR_AUTH_TOKEN=good)
     api.watchers["nas-1"] = Watcher("nas-1", status="approved", token=good)
     state_file.parent.mkdir(parents=True)
     state_file.write_text(json.dumps({"auth_token": "ab" * 32, "protocol": "v1.5"}))
-    environment = go_environment(api.url, state_file, SCANARR_AUTH_TOKEN=good)
     process = await start_watch(nursery, environment, tmp_path / "watch.log")
     try:
         with trio.fail_after(20):
