@@ -33,7 +33,7 @@ import logging
 import os
 import stat
 from collections.abc import Callable
-from typing import Protocol, TypeAlias
+from typing import Protocol, TypeAlias, TypedDict
 
 from scanarr.live.filters import is_utf8
 from scanarr.live.inotify import (
@@ -511,17 +511,7 @@ class EventTranslator:
             return
         if not node.has_file(name):
             self.index.add_link(node, name, st)
-        self.out.append(
-            FileCreated(
-                volume_id=node.volume.volume_id,
-                relative_path=node.child_path(name),
-                filename=name,
-                inode=st.st_ino,
-                device_id=st.st_dev,
-                size_bytes=st.st_size,
-                hardlink_count=st.st_nlink,
-            )
-        )
+        self.out.append(_file_state(FileCreated, node, name, st))
         entry = self.index.get(device, st.st_ino)
         if entry is not None and other_links and entry.differs(st):
             # A new link of a known inode: its other paths have a new hardlink_count.
@@ -551,18 +541,7 @@ class EventTranslator:
             entry = self.index.get(node.volume.device, st.st_ino)
             if entry is not None:
                 entry.update(st)
-            self.out.append(
-                FileRenamed(
-                    volume_id=node.volume.volume_id,
-                    old_relative_path=old_path,
-                    new_relative_path=node.child_path(name),
-                    filename=name,
-                    inode=st.st_ino,
-                    device_id=st.st_dev,
-                    size_bytes=st.st_size,
-                    hardlink_count=st.st_nlink,
-                )
-            )
+            self.out.append(_file_renamed(old_path, node, name, st))
             return True
         return False
 
@@ -596,18 +575,7 @@ class EventTranslator:
         old_path = node.child_path(name)
         self.index.remove_link(node, name)
         self.index.add_link(parent, new_name, st).update(st)
-        self.out.append(
-            FileRenamed(
-                volume_id=volume.volume_id,
-                old_relative_path=old_path,
-                new_relative_path=parent.child_path(new_name),
-                filename=new_name,
-                inode=inode,
-                device_id=st.st_dev,
-                size_bytes=st.st_size,
-                hardlink_count=st.st_nlink,
-            )
-        )
+        self.out.append(_file_renamed(old_path, parent, new_name, st))
 
     # --- modifications -------------------------------------------------------------------
 
@@ -636,17 +604,7 @@ class EventTranslator:
             self._report_modified(directory, name, st)
 
     def _report_modified(self, directory: Directory, name: str, st: os.stat_result) -> None:
-        self.out.append(
-            FileModified(
-                volume_id=directory.volume.volume_id,
-                relative_path=directory.child_path(name),
-                filename=name,
-                inode=st.st_ino,
-                device_id=st.st_dev,
-                size_bytes=st.st_size,
-                hardlink_count=st.st_nlink,
-            )
-        )
+        self.out.append(_file_state(FileModified, directory, name, st))
 
     def _deleted(self, volume: VolumeTree, relative_path: str) -> None:
         expiry = self._expected.pop((volume.volume_id, relative_path), None)
@@ -659,3 +617,43 @@ class EventTranslator:
                 filename=relative_path.rpartition("/")[2],
             )
         )
+
+
+class _InodeFields(TypedDict):
+    """The fields of a live event that its file's lstat gives."""
+
+    inode: int
+    device_id: int
+    size_bytes: int
+    hardlink_count: int
+
+
+def _inode_fields(st: os.stat_result) -> _InodeFields:
+    return _InodeFields(
+        inode=st.st_ino, device_id=st.st_dev, size_bytes=st.st_size, hardlink_count=st.st_nlink
+    )
+
+
+def _file_state(
+    kind: type[FileCreated | FileModified], directory: Directory, name: str, st: os.stat_result
+) -> FileCreated | FileModified:
+    """`file.created` or `file.modified` of the file `name` of `directory`, as `st` describes it."""
+    return kind(
+        volume_id=directory.volume.volume_id,
+        relative_path=directory.child_path(name),
+        filename=name,
+        **_inode_fields(st),
+    )
+
+
+def _file_renamed(
+    old_path: str, directory: Directory, name: str, st: os.stat_result
+) -> FileRenamed:
+    """`file.renamed` of the file at `old_path` now `name` in `directory` (on the same volume)."""
+    return FileRenamed(
+        volume_id=directory.volume.volume_id,
+        old_relative_path=old_path,
+        new_relative_path=directory.child_path(name),
+        filename=name,
+        **_inode_fields(st),
+    )
