@@ -302,6 +302,15 @@ class CommandScanAll(Message):
 
 
 @attrs.frozen
+class DeletionMessage(Message):
+    """The fields every message of a deletion or hardlink request starts with (§7): the request
+    it is or answers, and the deletion it belongs to."""
+
+    request_id: str
+    deletion_id: str
+
+
+@attrs.frozen
 class DeletePath:
     volume_path: str = _command_path()
     relative_path: str = _command_path()
@@ -316,18 +325,14 @@ class DeleteFile:
 
 
 @attrs.frozen
-class CommandFilesDelete(Message):
+class CommandFilesDelete(DeletionMessage):
     TYPE: ClassVar[str] = "command.files.delete"
-    request_id: str
-    deletion_id: str
     files: list[DeleteFile]
 
 
 @attrs.frozen
-class FilesDeleteProgress(Message):
+class FilesDeleteProgress(DeletionMessage):
     TYPE: ClassVar[str] = "files.delete.progress"
-    request_id: str
-    deletion_id: str
     media_file_id: str
     paths_deleted: int
     paths_failed: int
@@ -346,10 +351,8 @@ class DeleteResult:
 
 
 @attrs.frozen
-class FilesDeleteCompleted(Message):
+class FilesDeleteCompleted(DeletionMessage):
     TYPE: ClassVar[str] = "files.delete.completed"
-    request_id: str
-    deletion_id: str
     total_media_files: int
     deleted: int
     failed: int
@@ -365,10 +368,8 @@ class FilesDeleteCompleted(Message):
 
 
 @attrs.frozen
-class CommandFilesHardlink(Message):
+class CommandFilesHardlink(DeletionMessage):
     TYPE: ClassVar[str] = "command.files.hardlink"
-    request_id: str
-    deletion_id: str
     source_volume_path: str = _command_path()
     source_relative_path: str = _command_path()
     target_volume_path: str = _command_path()
@@ -376,10 +377,8 @@ class CommandFilesHardlink(Message):
 
 
 @attrs.frozen
-class FilesHardlinkCompleted(Message):
+class FilesHardlinkCompleted(DeletionMessage):
     TYPE: ClassVar[str] = "files.hardlink.completed"
-    request_id: str
-    deletion_id: str
     status: Literal["created", "failed"]
     source_inode: int | None = None
     target_inode: int | None = None

@@ -194,10 +194,17 @@ class Log15(Message15):
 
 
 @attrs.frozen
-class DeleteProgress15(Message15):
-    TYPE: ClassVar[str] = "files.delete.progress"
+class Deletion15(Message15):
+    """The fields every message of a deletion or hardlink request starts with: the request it
+    is or answers, and the deletion it belongs to."""
+
     request_id: Id
     deletion_id: Id
+
+
+@attrs.frozen
+class DeleteProgress15(Deletion15):
+    TYPE: ClassVar[str] = "files.delete.progress"
     media_file_id: Id
     status: Literal["deleted", "failed"]
     dirs_removed: int
@@ -214,10 +221,8 @@ class DeleteResult15:
 
 
 @attrs.frozen
-class DeleteCompleted15(Message15):
+class DeleteCompleted15(Deletion15):
     TYPE: ClassVar[str] = "files.delete.completed"
-    request_id: Id
-    deletion_id: Id
     total: int
     deleted: int
     failed: int
@@ -226,10 +231,8 @@ class DeleteCompleted15(Message15):
 
 
 @attrs.frozen
-class HardlinkCompleted15(Message15):
+class HardlinkCompleted15(Deletion15):
     TYPE: ClassVar[str] = "files.hardlink.completed"
-    request_id: Id
-    deletion_id: Id
     status: Literal["created", "failed"]
     source_path: str
     target_path: str
@@ -254,18 +257,14 @@ class DeleteItem15:
 
 
 @attrs.frozen
-class CommandDelete15(Message15):
+class CommandDelete15(Deletion15):
     TYPE: ClassVar[str] = "command.files.delete"
-    request_id: Id
-    deletion_id: Id
     files: list[DeleteItem15]
 
 
 @attrs.frozen
-class CommandHardlink15(Message15):
+class CommandHardlink15(Deletion15):
     TYPE: ClassVar[str] = "command.files.hardlink"
-    request_id: Id
-    deletion_id: Id
     source_path: str
     target_path: str
     volume_path: str = ""
