@@ -592,18 +592,8 @@ fn path_on(path: &CStr, fsid: [u8; 8]) -> Option<CString> {
 
 fn open_path(path: &CStr) -> Result<OwnedFd, Errno> {
     let flags = libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
-    loop {
-        // SAFETY: `path` is NUL-terminated.
-        let fd = unsafe { libc::open(path.as_ptr(), flags) };
-        if fd >= 0 {
-            // SAFETY: just returned to us.
-            return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
-        }
-        let errno = last_errno();
-        if errno != libc::EINTR {
-            return Err(errno);
-        }
-    }
+    // SAFETY: `path` is NUL-terminated.
+    crate::sys::retry_fd(|| unsafe { libc::open(path.as_ptr(), flags) })
 }
 
 /// A `struct file_handle` as `name_to_handle_at` fills it, and the mount id.

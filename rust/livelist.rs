@@ -12,7 +12,7 @@
 //! Nothing here needs Python; `python.rs` runs it with the interpreter detached.
 
 use std::ffi::{CStr, CString};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
@@ -154,19 +154,8 @@ impl WatchTarget {
 }
 
 fn add_watch(fd: RawFd, path: &CStr, mask: u32) -> Result<i32, Errno> {
-    loop {
-        // SAFETY: `path` is NUL-terminated; a bad `fd` only makes the call fail.
-        let wd = unsafe { libc::inotify_add_watch(fd, path.as_ptr(), mask) };
-        if wd >= 0 {
-            return Ok(wd);
-        }
-        let errno = std::io::Error::last_os_error()
-            .raw_os_error()
-            .unwrap_or(libc::EIO);
-        if errno != libc::EINTR {
-            return Err(errno);
-        }
-    }
+    // SAFETY: `path` is NUL-terminated; a bad `fd` only makes the call fail.
+    sys::retry(|| unsafe { libc::inotify_add_watch(fd, path.as_ptr(), mask) })
 }
 
 /// Opens a directory without following a final symlink (the top one may be followed: the
@@ -180,20 +169,8 @@ fn open_dir(path: &CStr, at: Option<(&OwnedFd, &CStr)>, follow: bool) -> Result<
         Some((parent, name)) => (parent.as_raw_fd(), name),
         None => (libc::AT_FDCWD, path),
     };
-    loop {
-        // SAFETY: `path` is NUL-terminated.
-        let fd = unsafe { libc::openat(dirfd, path.as_ptr(), flags) };
-        if fd >= 0 {
-            // SAFETY: the descriptor was just returned to us.
-            return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
-        }
-        let errno = std::io::Error::last_os_error()
-            .raw_os_error()
-            .unwrap_or(libc::EIO);
-        if errno != libc::EINTR {
-            return Err(errno);
-        }
-    }
+    // SAFETY: `path` is NUL-terminated.
+    sys::retry_fd(|| unsafe { libc::openat(dirfd, path.as_ptr(), flags) })
 }
 
 fn is_gone(errno: Errno) -> bool {
