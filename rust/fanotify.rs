@@ -1023,6 +1023,12 @@ mod tests {
         buf
     }
 
+    /// An event of `mask` about the entry `name` of the directory `dir`, and nothing more.
+    fn dirent(mask: u64, dir: &[u8], name: &[u8]) -> Vec<u8> {
+        let record = record(libc::FAN_EVENT_INFO_TYPE_DFID_NAME, dir, Some(name));
+        event(mask, &[record])
+    }
+
     fn map_with(dirs: &[&[u8]]) -> (HandleMap, Vec<i32>) {
         let mut map = HandleMap::new();
         let keys = dirs.iter().map(|h| map.register(FSID, 1, h)).collect();
@@ -1094,29 +1100,16 @@ mod tests {
                 record(libc::FAN_EVENT_INFO_TYPE_FID, b"file-1", None),
             ],
         );
-        buf.extend(event(
+        buf.extend(dirent(
             libc::FAN_CREATE | libc::FAN_ONDIR,
-            &[record(
-                libc::FAN_EVENT_INFO_TYPE_DFID_NAME,
-                b"dir-aaaa",
-                Some(b"Sub \xff"),
-            )],
+            b"dir-aaaa",
+            b"Sub \xff",
         ));
-        buf.extend(event(
-            libc::FAN_DELETE,
-            &[record(
-                libc::FAN_EVENT_INFO_TYPE_DFID_NAME,
-                b"elsewhere",
-                Some(b"x"),
-            )],
-        ));
-        buf.extend(event(
+        buf.extend(dirent(libc::FAN_DELETE, b"elsewhere", b"x"));
+        buf.extend(dirent(
             libc::FAN_ATTRIB | libc::FAN_DELETE,
-            &[record(
-                libc::FAN_EVENT_INFO_TYPE_DFID_NAME,
-                b"dir-aaaa",
-                Some(b"b.mkv"),
-            )],
+            b"dir-aaaa",
+            b"b.mkv",
         ));
         let out = parse(&mut map, &buf);
         let k = keys[0];
@@ -1176,13 +1169,10 @@ mod tests {
                 record(libc::FAN_EVENT_INFO_TYPE_FID, b"dir-bbbb", None),
             ],
         );
-        buf.extend(event(
+        buf.extend(dirent(
             libc::FAN_MOVE_SELF | libc::FAN_ONDIR,
-            &[record(
-                libc::FAN_EVENT_INFO_TYPE_DFID_NAME,
-                b"dir-aaaa",
-                Some(b"."),
-            )],
+            b"dir-aaaa",
+            b".",
         ));
         buf.extend(event(libc::FAN_Q_OVERFLOW, &[]));
         let out = parse(&mut map, &buf);
@@ -1202,23 +1192,9 @@ mod tests {
     #[test]
     fn a_truncated_buffer_is_ignored_past_the_last_whole_event() {
         let (mut map, keys) = map_with(&[b"dir-aaaa"]);
-        let mut buf = event(
-            libc::FAN_CREATE,
-            &[record(
-                libc::FAN_EVENT_INFO_TYPE_DFID_NAME,
-                b"dir-aaaa",
-                Some(b"a"),
-            )],
-        );
+        let mut buf = dirent(libc::FAN_CREATE, b"dir-aaaa", b"a");
         let whole = buf.len();
-        buf.extend(event(
-            libc::FAN_CREATE,
-            &[record(
-                libc::FAN_EVENT_INFO_TYPE_DFID_NAME,
-                b"dir-aaaa",
-                Some(b"b"),
-            )],
-        ));
+        buf.extend(dirent(libc::FAN_CREATE, b"dir-aaaa", b"b"));
         let out = parse(&mut map, &buf[..whole + 30]);
         assert_eq!(out, [ev(keys[0], IN_CREATE, 0, "a")]);
         let mut raw = Vec::new();
