@@ -194,8 +194,7 @@ mod tests {
         assert_files(&f, false, &temp);
         f.skip_temp = false;
         f.skip_hidden = false;
-        assert!(f.accepts_file(b"a.mkv.part"));
-        assert!(f.accepts_file(b".part"));
+        assert_files(&f, true, &["a.mkv.part", ".part"]);
     }
 
     #[test]
@@ -203,8 +202,7 @@ mod tests {
         let mut f = all_files();
         let metadata = ["a.nfo", "poster.JPG", "b.png", "c.en.srt", "d.sub", "e.IDX"];
         assert_files(&f, false, &metadata);
-        assert!(f.accepts_file(b"movie.mkv"));
-        assert!(f.accepts_file(b"README"));
+        assert_files(&f, true, &["movie.mkv", "README"]);
         f.skip_metadata = false;
         assert!(f.accepts_file(b"a.nfo"));
     }
