@@ -1249,9 +1249,7 @@ mod tests {
             eprintln!("fanotify not available here: skipped");
             return None;
         };
-        let root = std::env::temp_dir().join(format!("scanarr-{tag}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&root);
-        Some((fan, root))
+        Some((fan, crate::testing::scratch_dir(tag)))
     }
 
     fn c(path: &std::path::Path) -> CString {

@@ -753,6 +753,7 @@ pub fn list_tree(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::{hard_link, scratch_dir, write_files};
     use std::fs;
     use std::os::unix::fs::MetadataExt;
     use std::path::{Path, PathBuf};
@@ -776,26 +777,27 @@ mod tests {
     }
 
     fn temp_tree(tag: &str) -> PathBuf {
-        let root =
-            std::env::temp_dir().join(format!("scanarr-livelist-{tag}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&root);
-        fs::create_dir_all(root.join("Movie (2001)/Extras")).unwrap();
-        fs::create_dir_all(root.join("@eaDir/thumbs")).unwrap();
+        let root = scratch_dir(&format!("livelist-{tag}"));
         fs::create_dir_all(root.join(".hidden")).unwrap();
-        fs::create_dir_all(root.join("Show/Season 01")).unwrap();
-        fs::write(root.join("Movie (2001)/movie.mkv"), b"movie").unwrap();
-        fs::write(root.join("Movie (2001)/movie.nfo"), b"nfo").unwrap();
-        fs::write(root.join("Movie (2001)/Extras/trailer.MP4"), b"trailer").unwrap();
-        fs::write(root.join("Movie (2001)/partial.mkv.part"), b"").unwrap();
-        fs::write(root.join("@eaDir/thumbs/x.mkv"), b"").unwrap();
-        fs::write(root.join("Show/Season 01/e01.mkv"), b"e01").unwrap();
-        fs::hard_link(
-            root.join("Show/Season 01/e01.mkv"),
-            root.join("Show/e01-link.mkv"),
-        )
-        .unwrap();
+        write_files(
+            &root,
+            &[
+                ("Movie (2001)/movie.mkv", b"movie"),
+                ("Movie (2001)/movie.nfo", b"nfo"),
+                ("Movie (2001)/Extras/trailer.MP4", b"trailer"),
+                ("Movie (2001)/partial.mkv.part", b""),
+                ("@eaDir/thumbs/x.mkv", b""),
+                ("Show/Season 01/e01.mkv", b"e01"),
+            ],
+        );
+        hard_link(&root, "Show/Season 01/e01.mkv", "Show/e01-link.mkv");
         std::os::unix::fs::symlink(root.join("Show"), root.join("ShowLink")).unwrap();
         root
+    }
+
+    /// `temp_tree(tag)`, an inotify instance and the default filter to list it with.
+    fn fixture(tag: &str) -> (PathBuf, Inotify, Filter) {
+        (temp_tree(tag), Inotify::new(), Filter::default())
     }
 
     fn path_of(listing: &Listing, index: u32) -> String {
@@ -846,9 +848,7 @@ mod tests {
 
     #[test]
     fn lists_watches_and_filters_like_a_scan() {
-        let root = temp_tree("filters");
-        let inotify = Inotify::new();
-        let filter = Filter::default();
+        let (root, inotify, filter) = fixture("filters");
         let listing = list(&root, &inotify, None, &filter);
         let mut dirs: Vec<String> = (0..listing.dirs.len() as u32)
             .map(|i| path_of(&listing, i))
@@ -918,9 +918,7 @@ mod tests {
 
     #[test]
     fn past_the_budget_nothing_more_is_watched_but_everything_is_listed() {
-        let root = temp_tree("budget");
-        let inotify = Inotify::new();
-        let filter = Filter::default();
+        let (root, inotify, filter) = fixture("budget");
         let listing = list(&root, &inotify, Some(2), &filter);
         let watched = watched(&listing);
         assert_eq!(watched, 2);
@@ -932,9 +930,7 @@ mod tests {
 
     #[test]
     fn a_missing_top_is_gone_and_a_cancelled_listing_stops() {
-        let root = temp_tree("gone");
-        let inotify = Inotify::new();
-        let filter = Filter::default();
+        let (root, inotify, filter) = fixture("gone");
         let listing = list(&root.join("nope"), &inotify, None, &filter);
         assert!(listing.gone && listing.dirs.is_empty());
         let device = fs::metadata(&root).unwrap().dev();
@@ -947,9 +943,7 @@ mod tests {
 
     #[test]
     fn nested_volume_roots_are_not_entered() {
-        let root = temp_tree("nested");
-        let inotify = Inotify::new();
-        let filter = Filter::default();
+        let (root, inotify, filter) = fixture("nested");
         let excluded = vec![root.join("Show").as_os_str().as_encoded_bytes().to_vec()];
         let device = fs::metadata(&root).unwrap().dev();
         let options = ListOptions {
@@ -966,9 +960,7 @@ mod tests {
     /// A tree large enough for the listing to be shared between threads: 40 folders of 12
     /// subfolders each holding one media file (and one skipped), 521 directories in all.
     fn wide_tree(tag: &str) -> PathBuf {
-        let root =
-            std::env::temp_dir().join(format!("scanarr-livelist-{tag}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&root);
+        let root = scratch_dir(&format!("livelist-{tag}"));
         for folder in 0..40 {
             for sub in 0..12 {
                 let dir = root.join(format!("Folder {folder}/Sub {sub}"));
