@@ -19,6 +19,13 @@ impl Tree {
         Tree(dir)
     }
 
+    /// A scratch tree holding `files` (path, content).
+    fn with_files(name: &str, files: &[(&str, &[u8])]) -> Tree {
+        let tree = Tree::new(name);
+        crate::testing::write_files(&tree.0, files);
+        tree
+    }
+
     fn path(&self, rel: &str) -> PathBuf {
         self.0.join(rel)
     }
@@ -200,19 +207,24 @@ fn batched(threads: usize, batch_size: usize, max_pending_batches: usize) -> Wal
 
 /// A library with every kind of entry the filters and the walk must handle.
 fn library() -> Tree {
-    let tree = Tree::new(&format!("library-{:?}", std::thread::current().id()));
-    tree.file("Movies/a.mkv", b"aaaa");
-    tree.file("Movies/A2.MKV", b"bb");
-    tree.file("Movies/poster.jpg", b"jpg");
-    tree.file("Movies/a.nfo", b"nfo");
-    tree.file("Movies/b.mkv.part", b"partial");
-    tree.file("Movies/.hidden.mkv", b"h");
-    tree.file("Movies/notes.txt", b"text");
-    tree.file(".hiddendir/c.mkv", b"c");
-    tree.file("@eaDir/d.mkv", b"d");
-    tree.file(".Trash-1000/e.mkv", b"e");
-    tree.file("$RECYCLE.BIN/f.mkv", b"f");
-    tree.file("TV/Show/S01/e1.mp4", b"episode");
+    let name = format!("library-{:?}", std::thread::current().id());
+    let tree = Tree::with_files(
+        &name,
+        &[
+            ("Movies/a.mkv", b"aaaa"),
+            ("Movies/A2.MKV", b"bb"),
+            ("Movies/poster.jpg", b"jpg"),
+            ("Movies/a.nfo", b"nfo"),
+            ("Movies/b.mkv.part", b"partial"),
+            ("Movies/.hidden.mkv", b"h"),
+            ("Movies/notes.txt", b"text"),
+            (".hiddendir/c.mkv", b"c"),
+            ("@eaDir/d.mkv", b"d"),
+            (".Trash-1000/e.mkv", b"e"),
+            ("$RECYCLE.BIN/f.mkv", b"f"),
+            ("TV/Show/S01/e1.mp4", b"episode"),
+        ],
+    );
     tree.dir("empty");
     mkfifo(&tree.path("fifo.mkv"));
     symlink(tree.path("Movies/a.mkv"), tree.path("link.mkv")).unwrap();
@@ -312,12 +324,16 @@ fn filters_can_be_turned_off() {
 
 #[test]
 fn nested_roots_are_excluded_from_their_parent() {
-    let tree = Tree::new("nested");
-    tree.file("lib/a.mkv", b"a");
-    tree.file("nested/b.mkv", b"bb");
-    tree.file("nested/deeper/c.mkv", b"ccc");
-    tree.file("other/nested/d.mkv", b"dddd");
-    tree.file("nestedx/e.mkv", b"e");
+    let tree = Tree::with_files(
+        "nested",
+        &[
+            ("lib/a.mkv", b"a"),
+            ("nested/b.mkv", b"bb"),
+            ("nested/deeper/c.mkv", b"ccc"),
+            ("other/nested/d.mkv", b"dddd"),
+            ("nestedx/e.mkv", b"e"),
+        ],
+    );
     let parent = tree.root();
     let nested = bytes(&tree.path("nested"));
     let mut exclude = nested.clone();
@@ -445,11 +461,15 @@ fn utf8_totals_leave_out_exactly_the_files_with_a_non_utf8_path() {
 
 #[test]
 fn entries_that_vanish_or_turn_into_symlinks_mid_walk() {
-    let tree = Tree::new("races");
-    tree.file("V/gone.mkv", b"g");
-    tree.file("V/swapfile.mkv", b"s");
-    tree.file("V/stays.mkv", b"s");
-    tree.file("V/swapdir/x.mkv", b"x");
+    let tree = Tree::with_files(
+        "races",
+        &[
+            ("V/gone.mkv", b"g"),
+            ("V/swapfile.mkv", b"s"),
+            ("V/stays.mkv", b"s"),
+            ("V/swapdir/x.mkv", b"x"),
+        ],
+    );
     let outside = Tree::new("races-outside");
     outside.file("y.mkv", b"y");
     let (v, out_dir) = (tree.path("V"), outside.0.clone());
