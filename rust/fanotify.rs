@@ -36,18 +36,11 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use crate::sys::Errno;
 
-pub const IN_ATTRIB: u32 = 0x0000_0004;
-pub const IN_CLOSE_WRITE: u32 = 0x0000_0008;
-pub const IN_MOVED_FROM: u32 = 0x0000_0040;
-pub const IN_MOVED_TO: u32 = 0x0000_0080;
-pub const IN_CREATE: u32 = 0x0000_0100;
-pub const IN_DELETE: u32 = 0x0000_0200;
-pub const IN_DELETE_SELF: u32 = 0x0000_0400;
-pub const IN_MOVE_SELF: u32 = 0x0000_0800;
-pub const IN_UNMOUNT: u32 = 0x0000_2000;
-pub const IN_Q_OVERFLOW: u32 = 0x0000_4000;
-pub const IN_IGNORED: u32 = 0x0000_8000;
-pub const IN_ISDIR: u32 = 0x4000_0000;
+/// The inotify masks the events are translated to.
+pub use libc::{
+    IN_ATTRIB, IN_CLOSE_WRITE, IN_CREATE, IN_DELETE, IN_DELETE_SELF, IN_IGNORED, IN_ISDIR,
+    IN_MOVED_FROM, IN_MOVED_TO, IN_MOVE_SELF, IN_Q_OVERFLOW, IN_UNMOUNT,
+};
 
 /// Keys of registered directories start here; inotify watch descriptors of the fallback stay
 /// below (a fresh inotify instance would need a billion watches to reach it).
@@ -729,18 +722,8 @@ fn path_on(path: &CStr, fsid: [u8; 8]) -> Option<CString> {
 
 fn open_path(path: &CStr) -> Result<OwnedFd, Errno> {
     let flags = libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
-    loop {
-        // SAFETY: `path` is NUL-terminated.
-        let fd = unsafe { libc::open(path.as_ptr(), flags) };
-        if fd >= 0 {
-            // SAFETY: just returned to us.
-            return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
-        }
-        let errno = last_errno();
-        if errno != libc::EINTR {
-            return Err(errno);
-        }
-    }
+    // SAFETY: `path` is NUL-terminated.
+    crate::sys::retry_fd(|| unsafe { libc::open(path.as_ptr(), flags) })
 }
 
 /// A `struct file_handle` as `name_to_handle_at` fills it, and the mount id.
@@ -1170,6 +1153,12 @@ mod tests {
         buf
     }
 
+    /// An event of `mask` about the entry `name` of the directory `dir`, and nothing more.
+    fn dirent(mask: u64, dir: &[u8], name: &[u8]) -> Vec<u8> {
+        let record = record(libc::FAN_EVENT_INFO_TYPE_DFID_NAME, dir, Some(name));
+        event(mask, &[record])
+    }
+
     fn map_with(dirs: &[&[u8]]) -> (HandleMap, Vec<i32>) {
         let mut map = HandleMap::new();
         let keys = dirs.iter().map(|h| map.register(FSID, 1, h)).collect();
@@ -1265,29 +1254,16 @@ mod tests {
                 record(libc::FAN_EVENT_INFO_TYPE_FID, b"file-1", None),
             ],
         );
-        buf.extend(event(
+        buf.extend(dirent(
             libc::FAN_CREATE | libc::FAN_ONDIR,
-            &[record(
-                libc::FAN_EVENT_INFO_TYPE_DFID_NAME,
-                b"dir-aaaa",
-                Some(b"Sub \xff"),
-            )],
+            b"dir-aaaa",
+            b"Sub \xff",
         ));
-        buf.extend(event(
-            libc::FAN_DELETE,
-            &[record(
-                libc::FAN_EVENT_INFO_TYPE_DFID_NAME,
-                b"elsewhere",
-                Some(b"x"),
-            )],
-        ));
-        buf.extend(event(
+        buf.extend(dirent(libc::FAN_DELETE, b"elsewhere", b"x"));
+        buf.extend(dirent(
             libc::FAN_ATTRIB | libc::FAN_DELETE,
-            &[record(
-                libc::FAN_EVENT_INFO_TYPE_DFID_NAME,
-                b"dir-aaaa",
-                Some(b"b.mkv"),
-            )],
+            b"dir-aaaa",
+            b"b.mkv",
         ));
         let out = parse(&mut map, &buf);
         let k = keys[0];
@@ -1347,13 +1323,10 @@ mod tests {
                 record(libc::FAN_EVENT_INFO_TYPE_FID, b"dir-bbbb", None),
             ],
         );
-        buf.extend(event(
+        buf.extend(dirent(
             libc::FAN_MOVE_SELF | libc::FAN_ONDIR,
-            &[record(
-                libc::FAN_EVENT_INFO_TYPE_DFID_NAME,
-                b"dir-aaaa",
-                Some(b"."),
-            )],
+            b"dir-aaaa",
+            b".",
         ));
         buf.extend(event(libc::FAN_Q_OVERFLOW, &[]));
         let out = parse(&mut map, &buf);
@@ -1373,23 +1346,9 @@ mod tests {
     #[test]
     fn a_truncated_buffer_is_ignored_past_the_last_whole_event() {
         let (mut map, keys) = map_with(&[b"dir-aaaa"]);
-        let mut buf = event(
-            libc::FAN_CREATE,
-            &[record(
-                libc::FAN_EVENT_INFO_TYPE_DFID_NAME,
-                b"dir-aaaa",
-                Some(b"a"),
-            )],
-        );
+        let mut buf = dirent(libc::FAN_CREATE, b"dir-aaaa", b"a");
         let whole = buf.len();
-        buf.extend(event(
-            libc::FAN_CREATE,
-            &[record(
-                libc::FAN_EVENT_INFO_TYPE_DFID_NAME,
-                b"dir-aaaa",
-                Some(b"b"),
-            )],
-        ));
+        buf.extend(dirent(libc::FAN_CREATE, b"dir-aaaa", b"b"));
         let out = parse(&mut map, &buf[..whole + 30]);
         assert_eq!(out, [ev(keys[0], IN_CREATE, 0, "a")]);
         let mut raw = Vec::new();
@@ -1451,9 +1410,7 @@ mod tests {
             eprintln!("fanotify not available here: skipped");
             return None;
         };
-        let root = std::env::temp_dir().join(format!("scanarr-{tag}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&root);
-        Some((fan, root))
+        Some((fan, crate::testing::scratch_dir(tag)))
     }
 
     fn c(path: &std::path::Path) -> CString {

@@ -135,17 +135,23 @@ mod tests {
         Filter::new(None::<Vec<String>>)
     }
 
+    /// Asserts that `f` takes (or, `accepted` false, leaves out) each of the files `names`.
+    #[track_caller]
+    fn assert_files(f: &Filter, accepted: bool, names: &[&str]) {
+        for name in names {
+            assert_eq!(f.accepts_file(name.as_bytes()), accepted, "{name}");
+        }
+    }
+
     #[test]
     fn default_extensions_any_case() {
         let f = Filter::default();
-        for name in [
+        let media = [
             "a.mkv", "a.MKV", "b.Mp4", "c.avi", "d.m4v", "e.ts", "f.WMV", "x.y.mkv",
-        ] {
-            assert!(f.accepts_file(name.as_bytes()), "{name}");
-        }
-        for name in ["a.mkv.bak", "mkv", "a.mk", "a", "a.mkvx", "a.txt", "a."] {
-            assert!(!f.accepts_file(name.as_bytes()), "{name}");
-        }
+        ];
+        assert_files(&f, true, &media);
+        let other = ["a.mkv.bak", "mkv", "a.mk", "a", "a.mkvx", "a.txt", "a."];
+        assert_files(&f, false, &other);
     }
 
     #[test]
@@ -177,30 +183,26 @@ mod tests {
     #[test]
     fn temp_files_any_case_even_without_extension_filter() {
         let mut f = all_files();
-        for name in [
+        let temp = [
             "a.mkv.part",
             "a.TMP",
             "b.download",
             "c.mkv.!qB",
             "d.!QB",
             ".part",
-        ] {
-            assert!(!f.accepts_file(name.as_bytes()), "{name}");
-        }
+        ];
+        assert_files(&f, false, &temp);
         f.skip_temp = false;
         f.skip_hidden = false;
-        assert!(f.accepts_file(b"a.mkv.part"));
-        assert!(f.accepts_file(b".part"));
+        assert_files(&f, true, &["a.mkv.part", ".part"]);
     }
 
     #[test]
     fn metadata_files() {
         let mut f = all_files();
-        for name in ["a.nfo", "poster.JPG", "b.png", "c.en.srt", "d.sub", "e.IDX"] {
-            assert!(!f.accepts_file(name.as_bytes()), "{name}");
-        }
-        assert!(f.accepts_file(b"movie.mkv"));
-        assert!(f.accepts_file(b"README"));
+        let metadata = ["a.nfo", "poster.JPG", "b.png", "c.en.srt", "d.sub", "e.IDX"];
+        assert_files(&f, false, &metadata);
+        assert_files(&f, true, &["movie.mkv", "README"]);
         f.skip_metadata = false;
         assert!(f.accepts_file(b"a.nfo"));
     }

@@ -17,6 +17,9 @@ pub mod walk;
 #[cfg(feature = "python")]
 mod python;
 
+#[cfg(test)]
+mod testing;
+
 /// Extensions reported when the caller gives none (the protocol's default `scan_extensions`).
 pub const DEFAULT_EXTENSIONS: [&str; 6] = ["mkv", "mp4", "avi", "m4v", "ts", "wmv"];
 

@@ -1,6 +1,7 @@
 use super::*;
 use crate::filter::Filter;
 use crate::livelist::{list_tree, ListOptions};
+use crate::testing::{hard_link, scratch_dir, write_files};
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 
@@ -229,17 +230,16 @@ fn names_are_compacted_once_half_is_garbage() {
 
 #[test]
 fn a_listing_is_merged_with_its_watches_links_and_collisions() {
-    let root = std::env::temp_dir().join(format!("scanarr-liveindex-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&root);
-    fs::create_dir_all(root.join("Film (2001)/Extras")).unwrap();
+    let root = scratch_dir("liveindex");
     fs::create_dir_all(root.join("Show")).unwrap();
-    fs::write(root.join("Film (2001)/film.mkv"), b"film").unwrap();
-    fs::write(root.join("Film (2001)/Extras/trailer.mkv"), b"t").unwrap();
-    fs::hard_link(
-        root.join("Film (2001)/film.mkv"),
-        root.join("Show/link.mkv"),
-    )
-    .unwrap();
+    write_files(
+        &root,
+        &[
+            ("Film (2001)/film.mkv", b"film"),
+            ("Film (2001)/Extras/trailer.mkv", b"t"),
+        ],
+    );
+    hard_link(&root, "Film (2001)/film.mkv", "Show/link.mkv");
     // SAFETY: plain syscall.
     let fd = unsafe { libc::inotify_init1(libc::IN_CLOEXEC) };
     assert!(fd >= 0);

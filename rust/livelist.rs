@@ -12,7 +12,7 @@
 //! Nothing here needs Python; `python.rs` runs it with the interpreter detached.
 
 use std::ffi::{CStr, CString};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
@@ -154,19 +154,8 @@ impl WatchTarget {
 }
 
 fn add_watch(fd: RawFd, path: &CStr, mask: u32) -> Result<i32, Errno> {
-    loop {
-        // SAFETY: `path` is NUL-terminated; a bad `fd` only makes the call fail.
-        let wd = unsafe { libc::inotify_add_watch(fd, path.as_ptr(), mask) };
-        if wd >= 0 {
-            return Ok(wd);
-        }
-        let errno = std::io::Error::last_os_error()
-            .raw_os_error()
-            .unwrap_or(libc::EIO);
-        if errno != libc::EINTR {
-            return Err(errno);
-        }
-    }
+    // SAFETY: `path` is NUL-terminated; a bad `fd` only makes the call fail.
+    sys::retry(|| unsafe { libc::inotify_add_watch(fd, path.as_ptr(), mask) })
 }
 
 /// Opens a directory without following a final symlink (the top one may be followed: the
@@ -180,20 +169,8 @@ fn open_dir(path: &CStr, at: Option<(&OwnedFd, &CStr)>, follow: bool) -> Result<
         Some((parent, name)) => (parent.as_raw_fd(), name),
         None => (libc::AT_FDCWD, path),
     };
-    loop {
-        // SAFETY: `path` is NUL-terminated.
-        let fd = unsafe { libc::openat(dirfd, path.as_ptr(), flags) };
-        if fd >= 0 {
-            // SAFETY: the descriptor was just returned to us.
-            return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
-        }
-        let errno = std::io::Error::last_os_error()
-            .raw_os_error()
-            .unwrap_or(libc::EIO);
-        if errno != libc::EINTR {
-            return Err(errno);
-        }
-    }
+    // SAFETY: `path` is NUL-terminated.
+    sys::retry_fd(|| unsafe { libc::openat(dirfd, path.as_ptr(), flags) })
 }
 
 fn is_gone(errno: Errno) -> bool {
@@ -776,6 +753,7 @@ pub fn list_tree(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::{hard_link, scratch_dir, write_files};
     use std::fs;
     use std::os::unix::fs::MetadataExt;
     use std::path::{Path, PathBuf};
@@ -799,26 +777,27 @@ mod tests {
     }
 
     fn temp_tree(tag: &str) -> PathBuf {
-        let root =
-            std::env::temp_dir().join(format!("scanarr-livelist-{tag}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&root);
-        fs::create_dir_all(root.join("Movie (2001)/Extras")).unwrap();
-        fs::create_dir_all(root.join("@eaDir/thumbs")).unwrap();
+        let root = scratch_dir(&format!("livelist-{tag}"));
         fs::create_dir_all(root.join(".hidden")).unwrap();
-        fs::create_dir_all(root.join("Show/Season 01")).unwrap();
-        fs::write(root.join("Movie (2001)/movie.mkv"), b"movie").unwrap();
-        fs::write(root.join("Movie (2001)/movie.nfo"), b"nfo").unwrap();
-        fs::write(root.join("Movie (2001)/Extras/trailer.MP4"), b"trailer").unwrap();
-        fs::write(root.join("Movie (2001)/partial.mkv.part"), b"").unwrap();
-        fs::write(root.join("@eaDir/thumbs/x.mkv"), b"").unwrap();
-        fs::write(root.join("Show/Season 01/e01.mkv"), b"e01").unwrap();
-        fs::hard_link(
-            root.join("Show/Season 01/e01.mkv"),
-            root.join("Show/e01-link.mkv"),
-        )
-        .unwrap();
+        write_files(
+            &root,
+            &[
+                ("Movie (2001)/movie.mkv", b"movie"),
+                ("Movie (2001)/movie.nfo", b"nfo"),
+                ("Movie (2001)/Extras/trailer.MP4", b"trailer"),
+                ("Movie (2001)/partial.mkv.part", b""),
+                ("@eaDir/thumbs/x.mkv", b""),
+                ("Show/Season 01/e01.mkv", b"e01"),
+            ],
+        );
+        hard_link(&root, "Show/Season 01/e01.mkv", "Show/e01-link.mkv");
         std::os::unix::fs::symlink(root.join("Show"), root.join("ShowLink")).unwrap();
         root
+    }
+
+    /// `temp_tree(tag)`, an inotify instance and the default filter to list it with.
+    fn fixture(tag: &str) -> (PathBuf, Inotify, Filter) {
+        (temp_tree(tag), Inotify::new(), Filter::default())
     }
 
     fn path_of(listing: &Listing, index: u32) -> String {
@@ -869,9 +848,7 @@ mod tests {
 
     #[test]
     fn lists_watches_and_filters_like_a_scan() {
-        let root = temp_tree("filters");
-        let inotify = Inotify::new();
-        let filter = Filter::default();
+        let (root, inotify, filter) = fixture("filters");
         let listing = list(&root, &inotify, None, &filter);
         let mut dirs: Vec<String> = (0..listing.dirs.len() as u32)
             .map(|i| path_of(&listing, i))
@@ -941,9 +918,7 @@ mod tests {
 
     #[test]
     fn past_the_budget_nothing_more_is_watched_but_everything_is_listed() {
-        let root = temp_tree("budget");
-        let inotify = Inotify::new();
-        let filter = Filter::default();
+        let (root, inotify, filter) = fixture("budget");
         let listing = list(&root, &inotify, Some(2), &filter);
         let watched = watched(&listing);
         assert_eq!(watched, 2);
@@ -955,9 +930,7 @@ mod tests {
 
     #[test]
     fn a_missing_top_is_gone_and_a_cancelled_listing_stops() {
-        let root = temp_tree("gone");
-        let inotify = Inotify::new();
-        let filter = Filter::default();
+        let (root, inotify, filter) = fixture("gone");
         let listing = list(&root.join("nope"), &inotify, None, &filter);
         assert!(listing.gone && listing.dirs.is_empty());
         let device = fs::metadata(&root).unwrap().dev();
@@ -970,9 +943,7 @@ mod tests {
 
     #[test]
     fn nested_volume_roots_are_not_entered() {
-        let root = temp_tree("nested");
-        let inotify = Inotify::new();
-        let filter = Filter::default();
+        let (root, inotify, filter) = fixture("nested");
         let excluded = vec![root.join("Show").as_os_str().as_encoded_bytes().to_vec()];
         let device = fs::metadata(&root).unwrap().dev();
         let options = ListOptions {
@@ -989,9 +960,7 @@ mod tests {
     /// A tree large enough for the listing to be shared between threads: 40 folders of 12
     /// subfolders each holding one media file (and one skipped), 521 directories in all.
     fn wide_tree(tag: &str) -> PathBuf {
-        let root =
-            std::env::temp_dir().join(format!("scanarr-livelist-{tag}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&root);
+        let root = scratch_dir(&format!("livelist-{tag}"));
         for folder in 0..40 {
             for sub in 0..12 {
                 let dir = root.join(format!("Folder {folder}/Sub {sub}"));

@@ -671,6 +671,12 @@ pub struct LiveListing {
     listing: livelist::Listing,
 }
 
+/// `items[start..stop]`, both ends cut to the length first (empty when `stop <= start`).
+fn clamped<T>(items: &[T], start: usize, stop: usize) -> &[T] {
+    let start = start.min(items.len());
+    &items[start..stop.clamp(start, items.len())]
+}
+
 fn name_to_py<'py>(py: Python<'py>, name: &[u8]) -> Bound<'py, PyAny> {
     // The lister keeps only UTF-8 names.
     PyString::new(py, std::str::from_utf8(name).unwrap_or("\u{fffd}")).into_any()
@@ -707,25 +713,24 @@ impl LiveListing {
         start: usize,
         stop: usize,
     ) -> PyResult<Bound<'py, PyList>> {
-        let dirs = &self.listing.dirs;
-        let range = start.min(dirs.len())..stop.min(dirs.len());
-        let list = PyList::empty(py);
-        for dir in &dirs[range] {
-            let parent: i64 = if dir.parent == livelist::NO_PARENT {
-                -1
-            } else {
-                i64::from(dir.parent)
-            };
-            let wd = match dir.watch {
-                livelist::Watch::Wd(wd) => wd,
-                livelist::Watch::Limit => 0,
-                livelist::Watch::Failed(errno) => -errno,
-            };
-            let name = name_to_py(py, self.listing.name(dir.name));
-            let item = (parent, name, wd, dir.read_error);
-            list.append(item.into_pyobject(py)?)?;
-        }
-        Ok(list)
+        let dirs = clamped(&self.listing.dirs, start, stop);
+        PyList::new(
+            py,
+            dirs.iter().map(|dir| {
+                let parent: i64 = if dir.parent == livelist::NO_PARENT {
+                    -1
+                } else {
+                    i64::from(dir.parent)
+                };
+                let wd = match dir.watch {
+                    livelist::Watch::Wd(wd) => wd,
+                    livelist::Watch::Limit => 0,
+                    livelist::Watch::Failed(errno) => -errno,
+                };
+                let name = name_to_py(py, self.listing.name(dir.name));
+                (parent, name, wd, dir.read_error)
+            }),
+        )
     }
 
     /// ``(dir, name, inode, size, mtime_ns, nlink)`` of media files `start..stop`.
@@ -735,21 +740,20 @@ impl LiveListing {
         start: usize,
         stop: usize,
     ) -> PyResult<Bound<'py, PyList>> {
-        let files = &self.listing.files;
-        let range = start.min(files.len())..stop.min(files.len());
-        let list = PyList::empty(py);
-        for file in &files[range] {
-            let item = (
-                file.dir,
-                name_to_py(py, self.listing.name(file.name)),
-                file.ino,
-                file.size,
-                file.mtime_ns,
-                file.nlink,
-            );
-            list.append(item.into_pyobject(py)?)?;
-        }
-        Ok(list)
+        let files = clamped(&self.listing.files, start, stop);
+        PyList::new(
+            py,
+            files.iter().map(|file| {
+                (
+                    file.dir,
+                    name_to_py(py, self.listing.name(file.name)),
+                    file.ino,
+                    file.size,
+                    file.mtime_ns,
+                    file.nlink,
+                )
+            }),
+        )
     }
 }
 
@@ -1123,9 +1127,7 @@ impl LiveMerge {
     /// ``(directory, name, inode, size, mtime_ns, nlink)`` of added media files ``start..stop``.
     fn added(&self, start: usize, stop: usize) -> Vec<(u64, String, u64, u64, i64, u64)> {
         let listing = &self.listing.get().listing;
-        let added = &self.merged.added;
-        let range = start.min(added.len())..stop.min(added.len());
-        added[range]
+        clamped(&self.merged.added, start, stop)
             .iter()
             .map(|&(dir, file)| {
                 let file = &listing.files[file as usize];
@@ -1265,17 +1267,17 @@ impl Fanotify {
             .get()?
             .read(max_bytes)
             .map_err(|f| fanotify_error(f, None))?;
-        let list = PyList::empty(py);
-        for event in events {
-            let item = (
-                event.key,
-                event.mask,
-                event.cookie,
-                PyBytes::new(py, &event.name),
-            );
-            list.append(item.into_pyobject(py)?)?;
-        }
-        Ok(list)
+        PyList::new(
+            py,
+            events.iter().map(|event| {
+                (
+                    event.key,
+                    event.mask,
+                    event.cookie,
+                    PyBytes::new(py, &event.name),
+                )
+            }),
+        )
     }
 
     /// Closes the descriptors (once no listing uses them any more).

@@ -130,24 +130,27 @@ impl StatsDelta {
         self.overall.is_zero() && self.per_root.is_empty()
     }
 
+    /// Adds one to the `field` count, overall and in `root`.
+    #[inline]
+    fn count(&mut self, root: u32, field: impl Fn(&mut WalkStats) -> &mut u64) {
+        *field(&mut self.overall) += 1;
+        *field(self.root(root)) += 1;
+    }
+
     pub fn dir(&mut self, root: u32) {
-        self.overall.dirs += 1;
-        self.root(root).dirs += 1;
+        self.count(root, |stats| &mut stats.dirs);
     }
 
     pub fn error(&mut self, root: u32) {
-        self.overall.errors += 1;
-        self.root(root).errors += 1;
+        self.count(root, |stats| &mut stats.errors);
     }
 
     pub fn skipped_mount(&mut self, root: u32) {
-        self.overall.skipped_mounts += 1;
-        self.root(root).skipped_mounts += 1;
+        self.count(root, |stats| &mut stats.skipped_mounts);
     }
 
     pub fn non_utf8_file(&mut self, root: u32) {
-        self.overall.non_utf8_files += 1;
-        self.root(root).non_utf8_files += 1;
+        self.count(root, |stats| &mut stats.non_utf8_files);
     }
 }
 

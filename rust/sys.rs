@@ -66,18 +66,27 @@ pub fn c_path(path: &[u8]) -> Result<CString, Errno> {
     CString::new(path).map_err(|_| libc::EINVAL)
 }
 
-fn retry_fd(mut call: impl FnMut() -> libc::c_int) -> Result<OwnedFd, Errno> {
+/// Calls `call` (a syscall that returns -1 and sets errno) again while it fails with EINTR: what
+/// it returned, or the errno it failed with.
+#[inline]
+pub fn retry<T: Copy + PartialOrd + From<i8>>(mut call: impl FnMut() -> T) -> Result<T, Errno> {
     loop {
-        let fd = call();
-        if fd >= 0 {
-            // SAFETY: the syscall just returned this descriptor to us and nothing else owns it.
-            return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
+        let rc = call();
+        if rc >= T::from(0) {
+            return Ok(rc);
         }
         let errno = last_errno();
         if errno != libc::EINTR {
             return Err(errno);
         }
     }
+}
+
+/// `retry` of a call that opens a descriptor, which the result then owns.
+#[inline]
+pub fn retry_fd(call: impl FnMut() -> libc::c_int) -> Result<OwnedFd, Errno> {
+    // SAFETY: the syscall just returned this descriptor to us and nothing else owns it.
+    retry(call).map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// Opens a volume root. Symlinks inside the root's own path are followed (the operator named it);
@@ -133,18 +142,10 @@ pub fn fstat(fd: &OwnedFd) -> Result<Stat, Errno> {
 #[cfg(target_pointer_width = "64")]
 fn stat_at(dir: RawFd, name: &CStr, flags: libc::c_int) -> Result<Stat, Errno> {
     let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
-    loop {
-        // SAFETY: `st` is a valid out-pointer; `name` is NUL-terminated.
-        let rc = unsafe { libc::fstatat(dir, name.as_ptr(), st.as_mut_ptr(), flags) };
-        if rc == 0 {
-            // SAFETY: fstatat filled the buffer.
-            return Ok(Stat::from_raw(unsafe { st.assume_init_ref() }));
-        }
-        let errno = last_errno();
-        if errno != libc::EINTR {
-            return Err(errno);
-        }
-    }
+    // SAFETY: `st` is a valid out-pointer; `name` is NUL-terminated.
+    retry(|| unsafe { libc::fstatat(dir, name.as_ptr(), st.as_mut_ptr(), flags) })?;
+    // SAFETY: fstatat filled the buffer.
+    Ok(Stat::from_raw(unsafe { st.assume_init_ref() }))
 }
 
 #[cfg(target_pointer_width = "32")]
@@ -170,64 +171,48 @@ fn statx_at(dir: RawFd, name: &CStr, flags: libc::c_int) -> Result<Stat, Errno> 
     let mut stx = std::mem::MaybeUninit::<libc::statx>::zeroed();
     let mask = libc::STATX_TYPE | libc::STATX_MODE | libc::STATX_NLINK | libc::STATX_INO;
     let mask = mask | libc::STATX_SIZE | libc::STATX_MTIME;
-    loop {
-        // SAFETY: `stx` is a valid out-pointer of the kernel's struct statx; `name` is
-        // NUL-terminated.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_statx,
-                dir,
-                name.as_ptr(),
-                flags | libc::AT_STATX_SYNC_AS_STAT,
-                mask,
-                stx.as_mut_ptr(),
-            )
-        };
-        if rc == 0 {
-            // SAFETY: statx filled the buffer (and it was zeroed before).
-            let stx = unsafe { stx.assume_init_ref() };
-            return Ok(Stat {
-                // The same encoding glibc gives `st_dev`, so both paths report equal devices.
-                dev: libc::makedev(stx.stx_dev_major, stx.stx_dev_minor),
-                ino: stx.stx_ino,
-                mode: u32::from(stx.stx_mode),
-                nlink: u64::from(stx.stx_nlink),
-                size: stx.stx_size,
-                mtime_sec: stx.stx_mtime.tv_sec,
-                mtime_nsec: stx.stx_mtime.tv_nsec,
-            });
-        }
-        let errno = last_errno();
-        if errno != libc::EINTR {
-            return Err(errno);
-        }
-    }
+    // SAFETY: `stx` is a valid out-pointer of the kernel's struct statx; `name` is
+    // NUL-terminated.
+    retry(|| unsafe {
+        libc::syscall(
+            libc::SYS_statx,
+            dir,
+            name.as_ptr(),
+            flags | libc::AT_STATX_SYNC_AS_STAT,
+            mask,
+            stx.as_mut_ptr(),
+        )
+    })?;
+    // SAFETY: statx filled the buffer (and it was zeroed before).
+    let stx = unsafe { stx.assume_init_ref() };
+    Ok(Stat {
+        // The same encoding glibc gives `st_dev`, so both paths report equal devices.
+        dev: libc::makedev(stx.stx_dev_major, stx.stx_dev_minor),
+        ino: stx.stx_ino,
+        mode: u32::from(stx.stx_mode),
+        nlink: u64::from(stx.stx_nlink),
+        size: stx.stx_size,
+        mtime_sec: stx.stx_mtime.tv_sec,
+        mtime_nsec: stx.stx_mtime.tv_nsec,
+    })
 }
 
 #[cfg(target_pointer_width = "32")]
 fn fstatat64_at(dir: RawFd, name: &CStr, flags: libc::c_int) -> Result<Stat, Errno> {
     let mut st = std::mem::MaybeUninit::<libc::stat64>::uninit();
-    loop {
-        // SAFETY: `st` is a valid out-pointer; `name` is NUL-terminated.
-        let rc = unsafe { libc::fstatat64(dir, name.as_ptr(), st.as_mut_ptr(), flags) };
-        if rc == 0 {
-            // SAFETY: fstatat64 filled the buffer.
-            let st = unsafe { st.assume_init_ref() };
-            return Ok(Stat {
-                dev: st.st_dev,
-                ino: st.st_ino,
-                mode: st.st_mode,
-                nlink: u64::from(st.st_nlink),
-                size: u64::try_from(st.st_size).unwrap_or(0),
-                mtime_sec: i64::from(st.st_mtime),
-                mtime_nsec: u32::try_from(st.st_mtime_nsec).unwrap_or(0),
-            });
-        }
-        let errno = last_errno();
-        if errno != libc::EINTR {
-            return Err(errno);
-        }
-    }
+    // SAFETY: `st` is a valid out-pointer; `name` is NUL-terminated.
+    retry(|| unsafe { libc::fstatat64(dir, name.as_ptr(), st.as_mut_ptr(), flags) })?;
+    // SAFETY: fstatat64 filled the buffer.
+    let st = unsafe { st.assume_init_ref() };
+    Ok(Stat {
+        dev: st.st_dev,
+        ino: st.st_ino,
+        mode: st.st_mode,
+        nlink: u64::from(st.st_nlink),
+        size: u64::try_from(st.st_size).unwrap_or(0),
+        mtime_sec: i64::from(st.st_mtime),
+        mtime_nsec: u32::try_from(st.st_mtime_nsec).unwrap_or(0),
+    })
 }
 
 /// `pread` that retries on EINTR; returns 0 at end of file.
@@ -238,17 +223,10 @@ pub fn pread(fd: &OwnedFd, buf: &mut [u8], offset: u64) -> Result<usize, Errno> 
     #[cfg(target_pointer_width = "64")]
     use libc::{off_t as Offset, pread as pread_at};
     let offset = Offset::try_from(offset).map_err(|_| libc::EINVAL)?;
-    loop {
-        // SAFETY: `buf` is valid for `buf.len()` bytes of writes.
-        let n = unsafe { pread_at(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), offset) };
-        if n >= 0 {
-            return Ok(n as usize);
-        }
-        let errno = last_errno();
-        if errno != libc::EINTR {
-            return Err(errno);
-        }
-    }
+    // SAFETY: `buf` is valid for `buf.len()` bytes of writes.
+    let n =
+        retry(|| unsafe { pread_at(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), offset) })?;
+    Ok(n as usize)
 }
 
 /// Tells the kernel the file will be read front to back (bigger read-ahead on a NAS).
@@ -265,24 +243,16 @@ pub const DT_REG: u8 = libc::DT_REG;
 
 /// Fills `buf` with `linux_dirent64` records of the open directory `dir`; 0 means the end.
 pub fn getdents(dir: &OwnedFd, buf: &mut [u8]) -> Result<usize, Errno> {
-    loop {
-        // SAFETY: `buf` is valid for `buf.len()` bytes of writes; the kernel writes whole records.
-        let n = unsafe {
-            libc::syscall(
-                libc::SYS_getdents64,
-                dir.as_raw_fd(),
-                buf.as_mut_ptr(),
-                buf.len(),
-            )
-        };
-        if n >= 0 {
-            return Ok(n as usize);
-        }
-        let errno = last_errno();
-        if errno != libc::EINTR {
-            return Err(errno);
-        }
-    }
+    // SAFETY: `buf` is valid for `buf.len()` bytes of writes; the kernel writes whole records.
+    let n = retry(|| unsafe {
+        libc::syscall(
+            libc::SYS_getdents64,
+            dir.as_raw_fd(),
+            buf.as_mut_ptr(),
+            buf.len(),
+        )
+    })?;
+    Ok(n as usize)
 }
 
 /// One entry of a `getdents64` buffer.

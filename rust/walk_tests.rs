@@ -19,6 +19,13 @@ impl Tree {
         Tree(dir)
     }
 
+    /// A scratch tree holding `files` (path, content).
+    fn with_files(name: &str, files: &[(&str, &[u8])]) -> Tree {
+        let tree = Tree::new(name);
+        crate::testing::write_files(&tree.0, files);
+        tree
+    }
+
     fn path(&self, rel: &str) -> PathBuf {
         self.0.join(rel)
     }
@@ -98,12 +105,41 @@ impl Outcome {
         paths
     }
 
+    /// Asserts `paths()` is `expected`.
+    #[track_caller]
+    fn assert_paths(&self, expected: &[(u32, &str)]) {
+        let expected: Vec<(u32, String)> = expected
+            .iter()
+            .map(|&(root, path)| (root, path.to_owned()))
+            .collect();
+        assert_eq!(self.paths(), expected);
+    }
+
+    /// The sorted paths of every file, whatever its root.
+    fn relative_paths(&self) -> Vec<String> {
+        self.paths().into_iter().map(|(_, p)| p).collect()
+    }
+
+    /// The errors, sorted by path.
+    fn errors_by_path(&self) -> Vec<WalkError> {
+        let mut errors = self.errors.clone();
+        errors.sort_by_key(|e| e.path.clone());
+        errors
+    }
+
     fn find(&self, rel: &str) -> &Found {
         self.files
             .iter()
             .find(|f| f.path == rel.as_bytes())
             .unwrap_or_else(|| panic!("{rel} not reported"))
     }
+}
+
+#[track_caller]
+fn assert_error(error: &WalkError, kind: ErrorKind, errno: i32, path: &Path) {
+    assert_eq!(error.kind, kind);
+    assert_eq!(error.errno, errno);
+    assert_eq!(error.path, bytes(path));
 }
 
 fn run(roots: &[Vec<u8>], options: WalkOptions) -> Outcome {
@@ -171,19 +207,24 @@ fn batched(threads: usize, batch_size: usize, max_pending_batches: usize) -> Wal
 
 /// A library with every kind of entry the filters and the walk must handle.
 fn library() -> Tree {
-    let tree = Tree::new(&format!("library-{:?}", std::thread::current().id()));
-    tree.file("Movies/a.mkv", b"aaaa");
-    tree.file("Movies/A2.MKV", b"bb");
-    tree.file("Movies/poster.jpg", b"jpg");
-    tree.file("Movies/a.nfo", b"nfo");
-    tree.file("Movies/b.mkv.part", b"partial");
-    tree.file("Movies/.hidden.mkv", b"h");
-    tree.file("Movies/notes.txt", b"text");
-    tree.file(".hiddendir/c.mkv", b"c");
-    tree.file("@eaDir/d.mkv", b"d");
-    tree.file(".Trash-1000/e.mkv", b"e");
-    tree.file("$RECYCLE.BIN/f.mkv", b"f");
-    tree.file("TV/Show/S01/e1.mp4", b"episode");
+    let name = format!("library-{:?}", std::thread::current().id());
+    let tree = Tree::with_files(
+        &name,
+        &[
+            ("Movies/a.mkv", b"aaaa"),
+            ("Movies/A2.MKV", b"bb"),
+            ("Movies/poster.jpg", b"jpg"),
+            ("Movies/a.nfo", b"nfo"),
+            ("Movies/b.mkv.part", b"partial"),
+            ("Movies/.hidden.mkv", b"h"),
+            ("Movies/notes.txt", b"text"),
+            (".hiddendir/c.mkv", b"c"),
+            ("@eaDir/d.mkv", b"d"),
+            (".Trash-1000/e.mkv", b"e"),
+            ("$RECYCLE.BIN/f.mkv", b"f"),
+            ("TV/Show/S01/e1.mp4", b"episode"),
+        ],
+    );
     tree.dir("empty");
     mkfifo(&tree.path("fifo.mkv"));
     symlink(tree.path("Movies/a.mkv"), tree.path("link.mkv")).unwrap();
@@ -198,15 +239,12 @@ fn reports_regular_media_files_only() {
     let tree = library();
     for threads in [1, 4] {
         let out = run(&[tree.root()], with_threads(threads));
-        assert_eq!(
-            out.paths(),
-            vec![
-                (0, "Movies/A2.MKV".to_owned()),
-                (0, "Movies/a.mkv".to_owned()),
-                (0, "TV/Show/S01/e1.mp4".to_owned()),
-                (0, "hard.mkv".to_owned()),
-            ]
-        );
+        out.assert_paths(&[
+            (0, "Movies/A2.MKV"),
+            (0, "Movies/a.mkv"),
+            (0, "TV/Show/S01/e1.mp4"),
+            (0, "hard.mkv"),
+        ]);
         assert!(out.errors.is_empty(), "{:?}", out.errors);
         // root, Movies, TV, TV/Show, TV/Show/S01, empty: not the hidden or system ones.
         assert_eq!(out.stats.dirs, 6);
@@ -247,7 +285,7 @@ fn every_regular_file_without_extension_list() {
         ..WalkOptions::default()
     };
     let out = run(&[tree.root()], options);
-    let paths: Vec<String> = out.paths().into_iter().map(|(_, p)| p).collect();
+    let paths = out.relative_paths();
     assert_eq!(
         paths,
         [
@@ -271,7 +309,7 @@ fn filters_can_be_turned_off() {
         ..WalkOptions::default()
     };
     let out = run(&[tree.root()], options);
-    let paths: Vec<String> = out.paths().into_iter().map(|(_, p)| p).collect();
+    let paths = out.relative_paths();
     for rel in [
         ".hiddendir/c.mkv",
         "@eaDir/d.mkv",
@@ -286,12 +324,16 @@ fn filters_can_be_turned_off() {
 
 #[test]
 fn nested_roots_are_excluded_from_their_parent() {
-    let tree = Tree::new("nested");
-    tree.file("lib/a.mkv", b"a");
-    tree.file("nested/b.mkv", b"bb");
-    tree.file("nested/deeper/c.mkv", b"ccc");
-    tree.file("other/nested/d.mkv", b"dddd");
-    tree.file("nestedx/e.mkv", b"e");
+    let tree = Tree::with_files(
+        "nested",
+        &[
+            ("lib/a.mkv", b"a"),
+            ("nested/b.mkv", b"bb"),
+            ("nested/deeper/c.mkv", b"ccc"),
+            ("other/nested/d.mkv", b"dddd"),
+            ("nestedx/e.mkv", b"e"),
+        ],
+    );
     let parent = tree.root();
     let nested = bytes(&tree.path("nested"));
     let mut exclude = nested.clone();
@@ -302,16 +344,13 @@ fn nested_roots_are_excluded_from_their_parent() {
         ..WalkOptions::default()
     };
     let out = run(&[parent, nested], options);
-    assert_eq!(
-        out.paths(),
-        vec![
-            (0, "lib/a.mkv".to_owned()),
-            (0, "nestedx/e.mkv".to_owned()),
-            (0, "other/nested/d.mkv".to_owned()),
-            (1, "b.mkv".to_owned()),
-            (1, "deeper/c.mkv".to_owned()),
-        ]
-    );
+    out.assert_paths(&[
+        (0, "lib/a.mkv"),
+        (0, "nestedx/e.mkv"),
+        (0, "other/nested/d.mkv"),
+        (1, "b.mkv"),
+        (1, "deeper/c.mkv"),
+    ]);
     // root, lib, nestedx, other, other/nested | nested, nested/deeper
     assert_eq!(out.per_root[0].dirs, 5);
     assert_eq!(out.per_root[1].dirs, 2);
@@ -329,13 +368,11 @@ fn root_errors_are_reported_and_other_roots_walked() {
     let missing = tree.path("missing");
     let roots = [bytes(&missing), bytes(&not_a_dir), bytes(&tree.path("ok"))];
     let out = run(&roots, WalkOptions::default());
-    assert_eq!(out.paths(), vec![(2, "a.mkv".to_owned())]);
+    out.assert_paths(&[(2, "a.mkv")]);
     let mut errors = out.errors.clone();
     errors.sort_by_key(|e| e.root_index);
     assert_eq!(errors.len(), 2);
-    assert_eq!(errors[0].kind, ErrorKind::Root);
-    assert_eq!(errors[0].errno, libc::ENOENT);
-    assert_eq!(errors[0].path, bytes(&missing));
+    assert_error(&errors[0], ErrorKind::Root, libc::ENOENT, &missing);
     assert_eq!(errors[0].message, "No such file or directory (os error 2)");
     assert_eq!(errors[1].kind, ErrorKind::Root);
     assert_eq!(errors[1].errno, libc::ENOTDIR);
@@ -424,11 +461,15 @@ fn utf8_totals_leave_out_exactly_the_files_with_a_non_utf8_path() {
 
 #[test]
 fn entries_that_vanish_or_turn_into_symlinks_mid_walk() {
-    let tree = Tree::new("races");
-    tree.file("V/gone.mkv", b"g");
-    tree.file("V/swapfile.mkv", b"s");
-    tree.file("V/stays.mkv", b"s");
-    tree.file("V/swapdir/x.mkv", b"x");
+    let tree = Tree::with_files(
+        "races",
+        &[
+            ("V/gone.mkv", b"g"),
+            ("V/swapfile.mkv", b"s"),
+            ("V/stays.mkv", b"s"),
+            ("V/swapdir/x.mkv", b"x"),
+        ],
+    );
     let outside = Tree::new("races-outside");
     outside.file("y.mkv", b"y");
     let (v, out_dir) = (tree.path("V"), outside.0.clone());
@@ -448,13 +489,11 @@ fn entries_that_vanish_or_turn_into_symlinks_mid_walk() {
     };
     let out = run_hooked(&[tree.root()], options, hooks);
     assert!(fired.load(Ordering::SeqCst));
-    assert_eq!(out.paths(), vec![(0, "V/stays.mkv".to_owned())]);
-    let mut errors = out.errors.clone();
-    errors.sort_by_key(|e| e.path.clone());
+    out.assert_paths(&[(0, "V/stays.mkv")]);
+    let errors = out.errors_by_path();
     assert_eq!(errors.len(), 2, "{errors:?}");
-    assert_eq!(errors[0].kind, ErrorKind::Stat);
-    assert_eq!(errors[0].errno, libc::ENOENT);
-    assert_eq!(errors[0].path, bytes(&tree.path("V/gone.mkv")));
+    let gone = tree.path("V/gone.mkv");
+    assert_error(&errors[0], ErrorKind::Stat, libc::ENOENT, &gone);
     assert_eq!(errors[1].kind, ErrorKind::ReadDir);
     assert!(
         [libc::ELOOP, libc::ENOTDIR].contains(&errors[1].errno),
@@ -526,10 +565,7 @@ fn unreadable_directories_and_files_are_errors_not_gaps() {
                 ..WalkOptions::default()
             };
             let out = run(&[bytes(root)], options);
-            assert_eq!(
-                out.paths(),
-                vec![(0, "open/a.mkv".to_owned()), (0, "secret.mkv".to_owned())]
-            );
+            out.assert_paths(&[(0, "open/a.mkv"), (0, "secret.mkv")]);
             let secret = out.find("secret.mkv");
             assert_eq!(secret.entry.fingerprint, None);
             assert_eq!(
@@ -540,15 +576,11 @@ fn unreadable_directories_and_files_are_errors_not_gaps() {
                 out.find("open/a.mkv").entry.fingerprint,
                 Some(xxh3_128(b"a"))
             );
-            let mut errors = out.errors.clone();
-            errors.sort_by_key(|e| e.path.clone());
+            let errors = out.errors_by_path();
             assert_eq!(errors.len(), 2, "{errors:?}");
-            assert_eq!(errors[0].kind, ErrorKind::ReadDir);
-            assert_eq!(errors[0].errno, libc::EACCES);
-            assert_eq!(errors[0].path, bytes(&root.join("locked")));
-            assert_eq!(errors[1].kind, ErrorKind::Fingerprint);
-            assert_eq!(errors[1].errno, libc::EACCES);
-            assert_eq!(errors[1].path, bytes(&root.join("secret.mkv")));
+            let (locked, secret) = (root.join("locked"), root.join("secret.mkv"));
+            assert_error(&errors[0], ErrorKind::ReadDir, libc::EACCES, &locked);
+            assert_error(&errors[1], ErrorKind::Fingerprint, libc::EACCES, &secret);
             // root and open; not locked
             assert_eq!(out.stats.dirs, 2);
             assert_eq!(out.stats.errors, 2);
