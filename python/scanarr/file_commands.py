@@ -89,6 +89,7 @@ from scanarr.protocol import (
     FilesHardlinkCompleted,
     WatchPath,
     converter,
+    deletion_counts,
     shown,
     storage_json,
 )
@@ -790,15 +791,12 @@ def _result(file: DeleteFile, outcome: _MediaFileOutcome) -> DeleteResult:
 
 
 def _completed(command: CommandFilesDelete, results: list[DeleteResult]) -> FilesDeleteCompleted:
-    deleted = sum(1 for result in results if result.status == "deleted")
     return FilesDeleteCompleted(
         request_id=command.request_id,
         deletion_id=command.deletion_id,
         total_media_files=len(results),
-        deleted=deleted,
-        failed=len(results) - deleted,
         total_paths_deleted=sum(result.paths_deleted for result in results),
-        dirs_removed=sum(result.dirs_removed for result in results),
         freed_bytes=sum(result.freed_bytes for result in results),
         results=results,
+        **deletion_counts(results),
     )

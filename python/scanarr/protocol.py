@@ -350,6 +350,34 @@ class DeleteResult:
     error: str | None = None
 
 
+class MediaFileOutcome(typing.Protocol):
+    """One media file's result in a deletion's completion, in either dialect."""
+
+    @property
+    def status(self) -> Literal["deleted", "failed"]: ...
+
+    @property
+    def dirs_removed(self) -> int: ...
+
+
+class DeletionCounts(typing.TypedDict):
+    """The counts both dialects' deletion completions carry (keyword arguments of either)."""
+
+    deleted: int
+    failed: int
+    dirs_removed: int
+
+
+def deletion_counts(results: typing.Sequence[MediaFileOutcome]) -> DeletionCounts:
+    """Every media file of a completion is deleted or failed; what is not deleted failed."""
+    deleted = sum(1 for result in results if result.status == "deleted")
+    return DeletionCounts(
+        deleted=deleted,
+        failed=len(results) - deleted,
+        dirs_removed=sum(result.dirs_removed for result in results),
+    )
+
+
 @attrs.frozen
 class FilesDeleteCompleted(DeletionMessage):
     TYPE: ClassVar[str] = "files.delete.completed"

@@ -25,6 +25,7 @@ from scanarr.protocol import (
     ScanFailedReason,
     WatcherConfig,
     WatchPath,
+    deletion_counts,
     utc_timestamp,
 )
 from scanarr.protocol_v15 import (
@@ -310,15 +311,12 @@ class Translator:
                         },
                     )
                 )
-        deleted = sum(1 for result in results if result.status == "deleted")
         reply = DeleteCompleted15(
             request_id=pending.request_id,
             deletion_id=pending.deletion_id,
             total=len(results),
-            deleted=deleted,
-            failed=len(results) - deleted,
-            dirs_removed=sum(result.dirs_removed for result in results),
             results=results,
+            **deletion_counts(results),
         )
         return reply, remember
 
