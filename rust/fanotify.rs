@@ -149,8 +149,8 @@ impl Handle {
     }
 }
 
-/// A hasher for the handle map's integer and handle keys: they come from the kernel (inode and
-/// generation numbers), so SipHash's resistance to chosen keys buys nothing, and hashing is a
+/// A hasher for the handle map's integer and handle keys, and the live index's watch sets: they
+/// come from the kernel (inode and generation numbers, watch descriptors), so SipHash's resistance to chosen keys buys nothing, and hashing is a
 /// tenth of listing a directory. Each word is folded in and mixed (the splitmix64 finaliser),
 /// so the low bits hashbrown picks buckets with and the top seven it tags them with both vary.
 #[derive(Default, Clone, Copy)]
@@ -208,7 +208,7 @@ impl std::hash::Hasher for Mix {
     }
 }
 
-type MixState = std::hash::BuildHasherDefault<Mix>;
+pub(crate) type MixState = std::hash::BuildHasherDefault<Mix>;
 
 /// Handles of 8 bytes or fewer (ext4, xfs with 32-bit inodes: the usual case) of one filesystem
 /// and one length, held as integers: 17 bytes an entry where a `Handle` key takes 33.
@@ -727,12 +727,17 @@ fn open_path(path: &CStr) -> Result<OwnedFd, Errno> {
 }
 
 /// A `struct file_handle` as `name_to_handle_at` fills it, and the mount id.
-struct RawHandle {
+pub(crate) struct RawHandle {
     buf: [u8; 8 + MAX_HANDLE_SZ],
     mount_id: i32,
 }
 
 impl RawHandle {
+    /// The mount the handle was read through (unique among the mounts present).
+    pub(crate) fn mount_id(&self) -> i32 {
+        self.mount_id
+    }
+
     fn handle_type(&self) -> i32 {
         u32_at(&self.buf, 4).unwrap_or(0) as i32
     }
@@ -741,6 +746,30 @@ impl RawHandle {
         let len = (u32_at(&self.buf, 0).unwrap_or(0) as usize).min(MAX_HANDLE_SZ);
         &self.buf[8..8 + len]
     }
+}
+
+/// The handle of an open file or directory, read from its descriptor (no path lookup).
+pub(crate) fn handle_of_open(fd: RawFd) -> Result<RawHandle, Errno> {
+    handle_of(fd, c"", libc::AT_EMPTY_PATH)
+}
+
+/// Whether every directory of the filesystem holding `path` has the device of its mount:
+/// ext2/3/4, XFS, tmpfs and F2FS. Not btrfs or bcachefs, whose subvolumes have a device of
+/// their own under one mount (a scan does not enter them).
+pub(crate) fn one_device_per_mount(path: &CStr) -> bool {
+    const EXT4: i64 = 0xEF53;
+    const XFS: i64 = 0x5846_5342;
+    const TMPFS: i64 = 0x0102_1994;
+    const F2FS: i64 = 0xF2F5_2010;
+    // SAFETY: statfs is plain data; the kernel fills it.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `path` is NUL-terminated, `st` a valid out pointer.
+    if unsafe { libc::statfs(path.as_ptr(), &mut st) } != 0 {
+        return false;
+    }
+    #[allow(clippy::unnecessary_cast)] // f_type is i64 or u32 depending on the target
+    let kind = st.f_type as i64;
+    matches!(kind, EXT4 | XFS | TMPFS | F2FS)
 }
 
 /// `name_to_handle_at(dirfd, path, flags)`; a final symlink is not followed.
@@ -835,7 +864,16 @@ impl Fanotify {
     /// `watch` of a directory the caller opened (`dir`) from `path`: its handle is read from
     /// the descriptor, without a path lookup.
     pub fn watch_open(&self, dir: RawFd, path: &CStr) -> Result<i32, Failure> {
-        self.register(path, handle_of(dir, c"", libc::AT_EMPTY_PATH))
+        self.register(path, handle_of_open(dir))
+    }
+
+    /// `watch_open` with the handle the caller read already (`handle_of_open`).
+    pub(crate) fn watch_handle(
+        &self,
+        path: &CStr,
+        handle: Result<RawHandle, Errno>,
+    ) -> Result<i32, Failure> {
+        self.register(path, handle)
     }
 
     /// `watch` of a path the caller just found to be a directory (the native lister, which

@@ -21,6 +21,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError, TryLockError};
 
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
+use crate::fanotify::MixState;
 use crate::livelist::{Listing, Watch, NO_PARENT};
 use crate::sys::Errno;
 
@@ -234,9 +235,24 @@ pub struct MergeJob {
     /// The index's id of each listed directory merged so far (`LEFT_OUT`: left out); ids,
     /// not slots, so that one removed between two steps is seen stale.
     ids: Vec<Id>,
+    /// Beside `ids`: the directory was created by this merge. From `fresh_from` on, such a
+    /// directory has no child but those the merge gave it: its names need no lookup (a
+    /// listing names an entry of a directory once).
+    created: Vec<bool>,
+    fresh_from: usize,
+    /// `LiveIndex::child_links` after the last step.
+    links_seen: u64,
     next_file: usize,
     done: bool,
     pub merged: Merged,
+}
+
+impl MergeJob {
+    /// Whether listed directory `at` was created by this merge and nothing else linked a child
+    /// since the merge began: a name listed in it is not there yet.
+    fn fresh(&self, at: usize) -> bool {
+        at >= self.fresh_from && self.created.get(at).copied().unwrap_or(false)
+    }
 }
 
 impl MergeJob {
@@ -277,9 +293,12 @@ pub struct LiveIndex {
     inodes: Table,
     wds: Table,
     /// Watches removed by us, until their IN_IGNORED arrives.
-    retired: HashSet<i32>,
+    retired: HashSet<i32, MixState>,
     /// Every watch of the inotify instance (added by us or by the lister, not removed yet).
-    owned: HashSet<i32>,
+    owned: HashSet<i32, MixState>,
+    /// Children linked into a directory so far (by merges and events alike): a merge that sees
+    /// it move by more than its own links knows a directory it created may have other children.
+    child_links: u64,
     /// The inotify instance, for removing watches of removed directories (-1: none).
     inotify_fd: RawFd,
     /// The fanotify group when `inotify_fd` is one: its keys stand for watches, and a removed
@@ -601,6 +620,7 @@ impl LiveIndex {
             self.dirs[first as usize].prev = slot;
         }
         self.dirs[parent as usize].first_dir = slot;
+        self.child_links += 1;
         let hash = child_hash(parent, false, self.name_of(self.dirs[slot as usize].name));
         let mut children = std::mem::take(&mut self.children);
         children.insert(hash, slot, self.child_rehash());
@@ -926,7 +946,7 @@ impl LiveIndex {
     }
 
     pub fn clear_owned(&mut self) {
-        self.owned = HashSet::new();
+        self.owned = HashSet::default();
         self.inotify_fd = -1;
         self.fanotify = None;
     }
@@ -981,13 +1001,22 @@ impl LiveIndex {
     /// link of an inode sets its stamp; a further one takes the inode's. Returns the stamp.
     pub fn add_link(&mut self, id: Id, name: &[u8], inode: u64, stamp: u64) -> Option<u64> {
         let slot = self.slot(id)?;
-        Some(self.add_link_slot(slot, name, inode, stamp))
+        Some(self.add_link_slot(slot, name, inode, stamp, false))
     }
 
-    fn add_link_slot(&mut self, dir: u32, name: &[u8], inode: u64, stamp: u64) -> u64 {
-        if let Some(old) = self.find_file(dir, name) {
+    /// `absent`: the caller knows `dir` has no file `name` (no lookup).
+    fn add_link_slot(
+        &mut self,
+        dir: u32,
+        name: &[u8],
+        inode: u64,
+        stamp: u64,
+        absent: bool,
+    ) -> u64 {
+        if let Some(old) = (!absent).then(|| self.find_file(dir, name)).flatten() {
             self.remove_file(old);
         }
+        self.child_links += 1;
         let device = self
             .device(self.dirs[dir as usize].volume)
             .unwrap_or(u64::MAX);
@@ -1197,6 +1226,9 @@ impl LiveIndex {
             top,
             report,
             ids: Vec::new(),
+            created: Vec::new(),
+            fresh_from: 0,
+            links_seen: self.child_links,
             next_file: 0,
             done: true,
             merged: Merged::default(),
@@ -1220,6 +1252,7 @@ impl LiveIndex {
         );
         self.children = children;
         job.ids = Vec::with_capacity(listing.dirs.len());
+        job.created = Vec::with_capacity(listing.dirs.len());
         job.done = false;
         job
     }
@@ -1235,6 +1268,11 @@ impl LiveIndex {
         let gone =
             |errno: Errno| errno == libc::ENOENT || errno == libc::ENOTDIR || errno == libc::ELOOP;
         let report = job.report;
+        if self.child_links != job.links_seen {
+            // Something else linked children since the last step (events between two steps):
+            // the directories merged so far are looked into again.
+            job.fresh_from = job.ids.len();
+        }
         let mut handled = 0;
         while handled < budget && job.ids.len() < listing.dirs.len() && !job.done {
             handled += 1;
@@ -1245,11 +1283,14 @@ impl LiveIndex {
                 match self.slot(job.ids[listed.parent as usize]) {
                     None => {
                         job.ids.push(LEFT_OUT); // below a directory left out, or removed since
+                        job.created.push(false);
                         continue;
                     }
                     slot => slot,
                 }
             };
+            let in_fresh = listed.parent != NO_PARENT && job.fresh(listed.parent as usize);
+            let mut created = false;
             let name = listing.name(listed.name);
             let slot = match parent {
                 None => match self.slot(job.top) {
@@ -1260,13 +1301,14 @@ impl LiveIndex {
                         break;
                     }
                 },
-                Some(parent) => match self.find_subdir(parent, name) {
-                    Some(existing) => existing,
-                    None => {
+                Some(parent) => match (!in_fresh).then(|| self.find_subdir(parent, name)) {
+                    Some(Some(existing)) => existing,
+                    _ => {
                         let name = self.store_name(name);
                         let volume = self.dirs[parent as usize].volume;
                         let slot = self.alloc_dir(volume, parent, name);
                         self.link_dir(slot);
+                        created = true;
                         slot
                     }
                 },
@@ -1309,6 +1351,7 @@ impl LiveIndex {
                     break;
                 }
                 job.ids.push(LEFT_OUT);
+                job.created.push(false);
                 continue;
             }
             let id = self.id_of(slot);
@@ -1327,6 +1370,7 @@ impl LiveIndex {
                 job.merged.directories += 1;
             }
             job.ids.push(id);
+            job.created.push(created);
         }
         while handled < budget && job.next_file < listing.files.len() && !job.done {
             handled += 1;
@@ -1341,11 +1385,12 @@ impl LiveIndex {
                 continue;
             };
             let name = listing.name(listed.name);
-            if report && self.find_file(dir, name).is_some() {
+            let absent = job.fresh(listed.dir as usize);
+            if report && !absent && self.find_file(dir, name).is_some() {
                 continue;
             }
             let stamp = stamp(listed.size, listed.mtime_ns, listed.nlink);
-            self.add_link_slot(dir, name, listed.ino, stamp);
+            self.add_link_slot(dir, name, listed.ino, stamp, absent);
             if report {
                 job.merged.added.push((self.id_of(dir), at as u32));
             }
@@ -1354,6 +1399,7 @@ impl LiveIndex {
         {
             self.finish_merge(job);
         }
+        job.links_seen = self.child_links;
         handled
     }
 

@@ -523,6 +523,42 @@ fn a_directory_created_between_slices_under_a_listed_name_is_merged_into() {
 }
 
 #[test]
+fn a_file_created_between_slices_in_a_directory_the_merge_made_is_one_file() {
+    let (listing, mut index, _volume, _root, show, mut job) = merged_up_to_a_season();
+    let season = index.subdir(show, b"Season 00").unwrap();
+    // Its IN_CLOSE_WRITE handled between two slices, in a directory this merge created (whose
+    // names the merge otherwise adds without a lookup); the listing has it too.
+    index.add_link(season, b"s00e01.mkv", 5000, 9);
+    index.add_link(show, b"poster.mkv", 5001, 9);
+    run_merge(&mut index, &mut job, &listing, 5);
+    let names = |index: &LiveIndex, dir: Id| {
+        let mut names: Vec<Vec<u8>> = index.files(dir).iter().map(|f| f.0.to_vec()).collect();
+        names.sort();
+        names
+    };
+    let episodes: Vec<Vec<u8>> = (0..4)
+        .map(|e| format!("s00e{e:02}.mkv").into_bytes())
+        .collect();
+    assert_eq!(names(&index, season), episodes, "each name once");
+    assert_eq!(names(&index, show), vec![b"poster.mkv".to_vec()]);
+    assert_eq!(index.file_count(), 3 * (1 + 2 * 4));
+}
+
+#[test]
+fn a_merge_left_alone_adds_every_listed_name_once() {
+    // No event between the slices: the names of directories the merge made go in unlooked-up,
+    // and the index is the one a merge in one call makes.
+    let listing = generated(4, 3, 5, 10);
+    let (mut index, volume, root) = index_with_volume();
+    let mut job = index.merge_start(root, &listing, false);
+    run_merge(&mut index, &mut job, &listing, 3);
+    let (whole, whole_root) = merged_whole(&listing);
+    assert_eq!(dump(&index, volume, root), dump(&whole, volume, whole_root));
+    assert_eq!(index.file_count(), 4 * (1 + 3 * 5));
+    assert_eq!(index.dir_count(), 1 + 4 * (1 + 3));
+}
+
+#[test]
 fn a_top_removed_between_slices_ends_the_merge() {
     let listing = generated(3, 2, 4, 10);
     let (mut index, volume, root) = index_with_volume();

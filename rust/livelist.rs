@@ -13,7 +13,7 @@
 
 use std::ffi::{CStr, CString};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use crate::filter::Filter;
@@ -141,14 +141,42 @@ impl WatchTarget {
         }
     }
 
-    fn watch(&self, path: &CStr, dir: Option<&OwnedFd>) -> Result<i32, Errno> {
+    /// `handle`: the directory's fanotify handle, read by the caller already.
+    fn watch(
+        &self,
+        path: &CStr,
+        dir: Option<&OwnedFd>,
+        handle: Option<Handle>,
+    ) -> Result<i32, Errno> {
         match self {
             WatchTarget::Inotify { fd, mask } => add_watch(*fd, path, *mask),
-            WatchTarget::Fanotify(instance) => match dir {
-                Some(dir) => instance.watch_open(dir.as_raw_fd(), path),
-                None => instance.watch_directory(path),
+            WatchTarget::Fanotify(instance) => match (handle, dir) {
+                (Some(handle), _) => instance.watch_handle(path, handle),
+                (None, Some(dir)) => instance.watch_open(dir.as_raw_fd(), path),
+                (None, None) => instance.watch_directory(path),
             }
             .map_err(|f| f.errno),
+        }
+    }
+}
+
+type Handle = Result<crate::fanotify::RawHandle, Errno>;
+
+/// Whether a directory opened below the top may be on another filesystem, so that its device
+/// must be read (`fstat`) and compared with the volume's. Under fanotify the handle, read
+/// anyway, names the directory's mount: on the top's mount, on a filesystem with one device
+/// per mount, it is the volume's filesystem and the `fstat` is spared.
+struct MountCheck {
+    /// The top's mount id; -1 while unknown, or when its filesystem has devices below a mount.
+    top_mount: AtomicI64,
+}
+
+impl MountCheck {
+    fn needs_fstat(&self, handle: Option<&Handle>) -> bool {
+        let top = self.top_mount.load(Ordering::Relaxed);
+        match handle {
+            Some(Ok(handle)) => top < 0 || i64::from(handle.mount_id()) != top,
+            _ => true,
         }
     }
 }
@@ -246,6 +274,7 @@ struct Shared<'a> {
     gone: AtomicBool,
     /// `ParentFd`s alive.
     open_parents: Arc<AtomicUsize>,
+    mounts: MountCheck,
 }
 
 /// Directories listed by the calling thread before others join in: a new folder's listing
@@ -317,7 +346,7 @@ impl Shared<'_> {
 
     /// Watch first, then list: nothing created in between is missed. `dir`: the directory,
     /// open (fanotify identifies it through the descriptor).
-    fn watch(&self, path: &CStr, dir: Option<&OwnedFd>) -> Watch {
+    fn watch(&self, path: &CStr, dir: Option<&OwnedFd>, handle: Option<Handle>) -> Watch {
         if self.limit_hit.load(Ordering::Relaxed) {
             return Watch::Limit;
         }
@@ -333,7 +362,7 @@ impl Shared<'_> {
             self.hit_limit(0);
             return Watch::Limit;
         }
-        match self.target.watch(path, dir) {
+        match self.target.watch(path, dir, handle) {
             Ok(wd) => Watch::Wd(wd),
             Err(errno) if errno == libc::ENOSPC || errno == libc::EMFILE => {
                 self.hit_limit(errno);
@@ -411,11 +440,24 @@ impl Shared<'_> {
         // then watched; then read.
         let opened = open_dir(&c_path, at, is_top);
         drop(pending.parent_fd);
+        let mut handle = None;
         if let Ok(dir) = &opened {
-            match sys::fstat(dir) {
-                // Another filesystem mounted here: not this volume.
-                Ok(st) if !is_top && st.dev != options.device => return,
-                _ => {}
+            if let WatchTarget::Fanotify(_) = self.target {
+                let read = crate::fanotify::handle_of_open(dir.as_raw_fd());
+                if let (true, Ok(top)) = (is_top, &read) {
+                    if crate::fanotify::one_device_per_mount(&c_path) {
+                        let mount = i64::from(top.mount_id());
+                        self.mounts.top_mount.store(mount, Ordering::Relaxed);
+                    }
+                }
+                handle = Some(read);
+            }
+            if !is_top && self.mounts.needs_fstat(handle.as_ref()) {
+                match sys::fstat(dir) {
+                    // Another filesystem mounted here: not this volume.
+                    Ok(st) if st.dev != options.device => return,
+                    _ => {}
+                }
             }
         }
         let name = listing.add_name(own_name);
@@ -439,14 +481,14 @@ impl Shared<'_> {
             }
             Err(errno) => {
                 // Unreadable (EACCES...): still watched by path, as inotify allows.
-                let watch = self.watch(&c_path, None);
+                let watch = self.watch(&c_path, None, None);
                 let entry = &mut listing.dirs[index as usize];
                 entry.watch = watch;
                 entry.read_error = errno;
                 return;
             }
         };
-        let watch = self.watch(&c_path, Some(&dir));
+        let watch = self.watch(&c_path, Some(&dir), handle);
         if let Watch::Failed(errno) = watch {
             if is_gone(errno) {
                 if is_top {
@@ -693,6 +735,9 @@ pub fn list_tree(
         limit: Mutex::new(None),
         gone: AtomicBool::new(false),
         open_parents: Arc::new(AtomicUsize::new(0)),
+        mounts: MountCheck {
+            top_mount: AtomicI64::new(-1),
+        },
     };
     let first = Handed {
         part: NO_PARENT,

@@ -107,10 +107,14 @@ subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", f"{root}/Folde
                check=True)
 open(f"{root}/Folder 50/other/elsewhere.mkv", "wb").close()
 os.mkdir(f"{root}/Folder 50/other/sub")
+# A bind mount of the same filesystem: another mount, the same device; entered, as a scan does.
+subprocess.run(["mount", "--bind", f"{root}/Folder 7", f"{root}/Folder 60/other"], check=True)
+fanotify = os.environ.get("SCANARR_LIVE_BACKEND") == "fanotify"
 found = {}
 for threads in (1, 4):
+    source = _native.Fanotify() if fanotify else INotify()
     listing = _native.LiveLister().list(
-        root, inotify_fd=INotify().fd, mask=0x100, device=os.stat(root).st_dev,
+        root, inotify_fd=source.fd, mask=0x100, device=os.stat(root).st_dev,
         extensions=["mkv"], threads=threads)
     dirs = listing.dirs(0, listing.dir_count)
     paths = []
@@ -124,7 +128,7 @@ print(json.dumps(found))
 
 
 @pytest.mark.skipif(not private_mounts_allowed("tmpfs"), reason="cannot mount privately")
-def test_a_filesystem_mounted_inside_a_volume_is_not_listed(tmp_path: Path) -> None:
+def test_a_filesystem_mounted_inside_a_volume_is_not_listed_a_bind_mount_is(tmp_path: Path) -> None:
     # 120 folders: enough for the listing to be shared between threads.
     root = tmp_path / "share"
     for number in range(120):
@@ -143,6 +147,9 @@ def test_a_filesystem_mounted_inside_a_volume_is_not_listed(tmp_path: Path) -> N
         ["", *(f"Folder {n}" for n in range(120)), *(f"Folder {n}/other" for n in range(120))]
     )
     expected_dirs.remove("Folder 50/other")  # the mount point: another filesystem
-    expected_files = sorted(f"Folder {n}/f{n}.mkv" for n in range(120))
+    expected_dirs = sorted([*expected_dirs, "Folder 60/other/other"])  # Folder 7, bound
+    expected_files = sorted(
+        [*(f"Folder {n}/f{n}.mkv" for n in range(120)), "Folder 60/other/f7.mkv"]
+    )
     for threads in ("1", "4"):
         assert found[threads] == {"dirs": expected_dirs, "files": expected_files}
