@@ -150,9 +150,10 @@ impl Handle {
 }
 
 /// A hasher for the handle map's integer and handle keys, and the live index's watch sets: they
-/// come from the kernel (inode and generation numbers, watch descriptors), so SipHash's resistance to chosen keys buys nothing, and hashing is a
-/// tenth of listing a directory. Each word is folded in and mixed (the splitmix64 finaliser),
-/// so the low bits hashbrown picks buckets with and the top seven it tags them with both vary.
+/// come from the kernel (inode and generation numbers, watch descriptors), so SipHash's
+/// resistance to chosen keys buys nothing, and hashing is a tenth of listing a directory. Each
+/// word is folded in and mixed (the splitmix64 finaliser), so the low bits hashbrown picks
+/// buckets with and the top seven it tags them with both vary.
 #[derive(Default, Clone, Copy)]
 pub struct Mix(u64);
 
@@ -753,18 +754,18 @@ pub(crate) fn handle_of_open(fd: RawFd) -> Result<RawHandle, Errno> {
     handle_of(fd, c"", libc::AT_EMPTY_PATH)
 }
 
-/// Whether every directory of the filesystem holding `path` has the device of its mount:
-/// ext2/3/4, XFS, tmpfs and F2FS. Not btrfs or bcachefs, whose subvolumes have a device of
-/// their own under one mount (a scan does not enter them).
-pub(crate) fn one_device_per_mount(path: &CStr) -> bool {
+/// Whether every directory of the filesystem holding the open `fd` has the device of its
+/// mount: ext2/3/4, XFS, tmpfs and F2FS. Not btrfs or bcachefs, whose subvolumes have a device
+/// of their own under one mount (a scan does not enter them).
+pub(crate) fn one_device_per_mount(fd: RawFd) -> bool {
     const EXT4: i64 = 0xEF53;
     const XFS: i64 = 0x5846_5342;
     const TMPFS: i64 = 0x0102_1994;
     const F2FS: i64 = 0xF2F5_2010;
     // SAFETY: statfs is plain data; the kernel fills it.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `path` is NUL-terminated, `st` a valid out pointer.
-    if unsafe { libc::statfs(path.as_ptr(), &mut st) } != 0 {
+    // SAFETY: `st` is a valid out pointer; a bad `fd` only makes the call fail.
+    if unsafe { libc::fstatfs(fd, &mut st) } != 0 {
         return false;
     }
     #[allow(clippy::unnecessary_cast)] // f_type is i64 or u32 depending on the target
@@ -867,22 +868,18 @@ impl Fanotify {
         self.register(path, handle_of_open(dir))
     }
 
-    /// `watch_open` with the handle the caller read already (`handle_of_open`).
-    pub(crate) fn watch_handle(
-        &self,
-        path: &CStr,
-        handle: Result<RawHandle, Errno>,
-    ) -> Result<i32, Failure> {
-        self.register(path, handle)
-    }
-
     /// `watch` of a path the caller just found to be a directory (the native lister, which
     /// `lstat`ed it): one `name_to_handle_at`, without opening it first.
     pub fn watch_directory(&self, path: &CStr) -> Result<i32, Failure> {
         self.register(path, handle_of(libc::AT_FDCWD, path, 0))
     }
 
-    fn register(&self, path: &CStr, handle: Result<RawHandle, Errno>) -> Result<i32, Failure> {
+    /// `watch` of directory `path` by the handle the caller read (`handle_of_open`).
+    pub(crate) fn register(
+        &self,
+        path: &CStr,
+        handle: Result<RawHandle, Errno>,
+    ) -> Result<i32, Failure> {
         let mut state = self.lock();
         let raw = match handle {
             Ok(raw) => raw,

@@ -248,16 +248,20 @@ pub struct MergeJob {
 }
 
 impl MergeJob {
+    pub fn done(&self) -> bool {
+        self.done
+    }
+
     /// Whether listed directory `at` was created by this merge and nothing else linked a child
     /// since the merge began: a name listed in it is not there yet.
     fn fresh(&self, at: usize) -> bool {
         at >= self.fresh_from && self.created.get(at).copied().unwrap_or(false)
     }
-}
 
-impl MergeJob {
-    pub fn done(&self) -> bool {
-        self.done
+    /// The next listed directory's id (`LEFT_OUT`: left out), and whether the merge made it.
+    fn push(&mut self, id: Id, created: bool) {
+        self.ids.push(id);
+        self.created.push(created);
     }
 }
 
@@ -1282,8 +1286,7 @@ impl LiveIndex {
             } else {
                 match self.slot(job.ids[listed.parent as usize]) {
                     None => {
-                        job.ids.push(LEFT_OUT); // below a directory left out, or removed since
-                        job.created.push(false);
+                        job.push(LEFT_OUT, false); // below a directory left out, or removed since
                         continue;
                     }
                     slot => slot,
@@ -1350,8 +1353,7 @@ impl LiveIndex {
                     self.finish_merge(job); // nothing of it is merged
                     break;
                 }
-                job.ids.push(LEFT_OUT);
-                job.created.push(false);
+                job.push(LEFT_OUT, false);
                 continue;
             }
             let id = self.id_of(slot);
@@ -1369,8 +1371,7 @@ impl LiveIndex {
             } else {
                 job.merged.directories += 1;
             }
-            job.ids.push(id);
-            job.created.push(created);
+            job.push(id, created);
         }
         while handled < budget && job.next_file < listing.files.len() && !job.done {
             handled += 1;

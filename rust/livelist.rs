@@ -151,7 +151,7 @@ impl WatchTarget {
         match self {
             WatchTarget::Inotify { fd, mask } => add_watch(*fd, path, *mask),
             WatchTarget::Fanotify(instance) => match (handle, dir) {
-                (Some(handle), _) => instance.watch_handle(path, handle),
+                (Some(handle), _) => instance.register(path, handle),
                 (None, Some(dir)) => instance.watch_open(dir.as_raw_fd(), path),
                 (None, None) => instance.watch_directory(path),
             }
@@ -172,6 +172,17 @@ struct MountCheck {
 }
 
 impl MountCheck {
+    /// The top directory, open, and its handle: its mount is the reference when its filesystem
+    /// has one device per mount.
+    fn learn_top(&self, top: &OwnedFd, handle: &Handle) {
+        if let Ok(handle) = handle {
+            if crate::fanotify::one_device_per_mount(top.as_raw_fd()) {
+                let mount = i64::from(handle.mount_id());
+                self.top_mount.store(mount, Ordering::Relaxed);
+            }
+        }
+    }
+
     fn needs_fstat(&self, handle: Option<&Handle>) -> bool {
         let top = self.top_mount.load(Ordering::Relaxed);
         match handle {
@@ -444,11 +455,8 @@ impl Shared<'_> {
         if let Ok(dir) = &opened {
             if let WatchTarget::Fanotify(_) = self.target {
                 let read = crate::fanotify::handle_of_open(dir.as_raw_fd());
-                if let (true, Ok(top)) = (is_top, &read) {
-                    if crate::fanotify::one_device_per_mount(&c_path) {
-                        let mount = i64::from(top.mount_id());
-                        self.mounts.top_mount.store(mount, Ordering::Relaxed);
-                    }
+                if is_top {
+                    self.mounts.learn_top(dir, &read);
                 }
                 handle = Some(read);
             }

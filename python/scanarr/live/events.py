@@ -379,18 +379,7 @@ class EventTranslator:
             old_path = join(old_prefix, below, name) if moved else ""
             new_path = directory.child_path(name) if moved else ""
             if old_path != new_path:
-                self.out.append(
-                    FileRenamed(
-                        volume_id=volume.volume_id,
-                        old_relative_path=old_path,
-                        new_relative_path=new_path,
-                        filename=name,
-                        inode=st.st_ino,
-                        device_id=st.st_dev,
-                        size_bytes=st.st_size,
-                        hardlink_count=st.st_nlink,
-                    )
-                )
+                self.out.append(_file_renamed(old_path, directory, name, st))
                 entry = self.index.get(volume.device, st.st_ino)
                 if entry is not None:
                     entry.update(st)
